@@ -33,6 +33,13 @@ export interface CallStatement {
   targetHost: string;
   /** SHA-256 of the first request message's exact wire bytes. */
   requestDigest: Uint8Array;
+  /**
+   * Client and bidi streams whose messages are known up front: SHA-256 over every request
+   * message of the stream, each prefixed by its length as 8 bytes big-endian. The server
+   * checks it when the client half-closes, before the handler can commit anything.
+   * Empty for unary and server-streaming calls.
+   */
+  streamDigest: Uint8Array;
 }
 
 /** A DSSE-style signature: sig = Sign(key, PAE(payload_type, payload)). */
@@ -98,7 +105,14 @@ export interface ErrorDetail {
 }
 
 function createBaseCallStatement(): CallStatement {
-  return { method: "", timestampMs: 0, nonce: new Uint8Array(0), targetHost: "", requestDigest: new Uint8Array(0) };
+  return {
+    method: "",
+    timestampMs: 0,
+    nonce: new Uint8Array(0),
+    targetHost: "",
+    requestDigest: new Uint8Array(0),
+    streamDigest: new Uint8Array(0),
+  };
 }
 
 export const CallStatement: MessageFns<CallStatement> = {
@@ -117,6 +131,9 @@ export const CallStatement: MessageFns<CallStatement> = {
     }
     if (message.requestDigest.length !== 0) {
       writer.uint32(42).bytes(message.requestDigest);
+    }
+    if (message.streamDigest.length !== 0) {
+      writer.uint32(50).bytes(message.streamDigest);
     }
     return writer;
   },
@@ -174,6 +191,14 @@ export const CallStatement: MessageFns<CallStatement> = {
             message.requestDigest = reader.bytes();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.streamDigest = reader.bytes();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -205,6 +230,11 @@ export const CallStatement: MessageFns<CallStatement> = {
         : isSet(object.request_digest)
         ? bytesFromBase64(object.request_digest)
         : new Uint8Array(0),
+      streamDigest: isSet(object.streamDigest)
+        ? bytesFromBase64(object.streamDigest)
+        : isSet(object.stream_digest)
+        ? bytesFromBase64(object.stream_digest)
+        : new Uint8Array(0),
     };
   },
 
@@ -225,6 +255,9 @@ export const CallStatement: MessageFns<CallStatement> = {
     if (message.requestDigest.length !== 0) {
       obj.requestDigest = base64FromBytes(message.requestDigest);
     }
+    if (message.streamDigest.length !== 0) {
+      obj.streamDigest = base64FromBytes(message.streamDigest);
+    }
     return obj;
   },
 
@@ -238,6 +271,7 @@ export const CallStatement: MessageFns<CallStatement> = {
     message.nonce = object.nonce ?? new Uint8Array(0);
     message.targetHost = object.targetHost ?? "";
     message.requestDigest = object.requestDigest ?? new Uint8Array(0);
+    message.streamDigest = object.streamDigest ?? new Uint8Array(0);
     return message;
   },
 };
