@@ -1,6 +1,6 @@
 // pino JSON logging for every Trustplane process. Secrets never reach a log: known secret
 // fields are redacted by path, and callers log ids (request id, key id), never values.
-import { pino, type Logger, type LoggerOptions } from "pino";
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from "pino";
 
 export type { Logger };
 
@@ -45,5 +45,5 @@ export function createLogger(config: LoggerConfig = {}): Logger {
     base: { pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  return config.destination ? pino(options, config.destination as pino.DestinationStream) : pino(options);
+  return config.destination ? pino(options, config.destination as DestinationStream) : pino(options);
 }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything Trustplane needs on a fresh Debian machine: the system tools the VM,
+# deploy-sandbox and guest tests drive (bubblewrap, QEMU, busybox, iproute2) when missing,
+# then the npm workspace (better-sqlite3 compiles from source; npm 11 runs it via allowScripts).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
+[ -x /bin/busybox ] || missing+=(busybox-static)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing system packages: ${missing[*]} (run as root or install them with apt-get)" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ -f package-lock.json ]; then
+  npm ci --no-audit --no-fund
+else
+  npm install --no-audit --no-fund
+fi
