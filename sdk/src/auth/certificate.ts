@@ -1,0 +1,129 @@
+// CA certificates: a Certificate message signed by a CA key inside a SignedEnvelope.
+// Implements "One signing primitive" (keys certified by the Trustplane CA) with SSH-style
+// rules: validity window, key id binding, host glob, unknown critical options are fatal.
+import { randomBytes } from "node:crypto";
+import { TrustplaneError } from "../errors.js";
+import { Certificate, SignedEnvelope } from "../gen/trustplane/auth/v1/auth.js";
+import { signEnvelope, verifyEnvelopeSync } from "./envelope.js";
+import { CERTIFICATE_TYPE } from "./pae.js";
+import type { SigningKey } from "./signing-key.js";
+import { importVerificationKey, type VerificationKey } from "./verification-key.js";
+
+export type { Certificate };
+
+export type CertificateInput = Pick<Certificate, "principal" | "publicKeyJwk" | "notBeforeMs" | "notAfterMs"> &
+  Partial<Pick<Certificate, "serial" | "operationClasses" | "hostPattern" | "options">>;
+
+/** A certifiable key: asymmetric only (an HMAC secret inside a certificate would leak it). */
+function certifiedKey(publicKeyJwk: string): VerificationKey {
+  const key = importVerificationKey(publicKeyJwk);
+  if (key.algorithm === "HS256") {
+    throw new TrustplaneError("INVALID_ARGUMENT", "UNSUPPORTED_KEY", "HMAC keys cannot be certified: certify an Ed25519 or P-256 public key", "public_key_jwk");
+  }
+  return key;
+}
+
+export function issueCertificate(caKey: SigningKey, c: CertificateInput): SignedEnvelope {
+  if (caKey.algorithm === "HS256") {
+    throw new TrustplaneError("INVALID_ARGUMENT", "UNSUPPORTED_KEY", "a CA key must be asymmetric (Ed25519 or ES256)", "ca_key");
+  }
+  const key = certifiedKey(c.publicKeyJwk);
+  if (!(c.notAfterMs > c.notBeforeMs)) {
+    throw new TrustplaneError("INVALID_ARGUMENT", "INVALID_ARGUMENT", "not_after_ms must be later than not_before_ms", "not_after_ms");
+  }
+  const cert: Certificate = {
+    serial: c.serial ?? randomBytes(16).toString("hex"),
+    principal: c.principal,
+    publicKeyJwk: JSON.stringify(key.jwk),
+    keyId: key.keyId,
+    operationClasses: [...(c.operationClasses ?? [])],
+    hostPattern: c.hostPattern ?? "",
+    notBeforeMs: c.notBeforeMs,
+    notAfterMs: c.notAfterMs,
+    options: (c.options ?? []).map((o) => ({ ...o })),
+    caKeyId: caKey.keyId,
+  };
+  return signEnvelope(CERTIFICATE_TYPE, Certificate.encode(cert).finish(), [caKey]);
+}
+
+export interface VerifyCertificateOptions {
+  caKeys: VerificationKey[];
+  nowMs: number;
+  /** The key id the certificate must certify (the caller's signing key). */
+  keyId?: string;
+  /** This verifier's host id; checked against host_pattern when given. */
+  hostId?: string;
+  /** Option names this verifier understands; an unknown critical option rejects the certificate. */
+  knownOptions?: Set<string>;
+}
+
+function invalid(message: string, reason = "CERTIFICATE_INVALID"): TrustplaneError {
+  return new TrustplaneError("UNAUTHENTICATED", reason, message, "certificate");
+}
+
+export function verifyCertificate(envelopeBytes: Uint8Array, opts: VerifyCertificateOptions): Certificate {
+  let env: SignedEnvelope;
+  try {
+    env = SignedEnvelope.decode(envelopeBytes);
+  } catch {
+    throw invalid("the certificate is not a SignedEnvelope");
+  }
+  const caById = new Map(opts.caKeys.map((k) => [k.keyId, k]));
+  let verified;
+  try {
+    verified = verifyEnvelopeSync(env, { expectedType: CERTIFICATE_TYPE, resolveKey: (id) => caById.get(id) });
+  } catch (e) {
+    const reason = e instanceof TrustplaneError ? e.reason : "SIGNATURE_INVALID";
+    throw invalid(`the certificate is not validly signed by a trusted CA (${reason})`);
+  }
+  let cert: Certificate;
+  try {
+    cert = Certificate.decode(verified.payload);
+  } catch {
+    throw invalid("the certificate payload does not parse");
+  }
+  if (cert.caKeyId !== verified.keyId) throw invalid("the certificate names another CA key than the one that signed it");
+  let key: VerificationKey;
+  try {
+    key = certifiedKey(cert.publicKeyJwk);
+  } catch {
+    throw invalid("the certified public key is not a valid Ed25519 or P-256 JWK");
+  }
+  if (key.keyId !== cert.keyId) throw invalid("the certificate's key id is not the thumbprint of its public key");
+  if (opts.keyId !== undefined && opts.keyId !== cert.keyId) throw invalid(`the certificate is for key ${cert.keyId}, not ${opts.keyId}`);
+  if (!(cert.notAfterMs > cert.notBeforeMs)) throw invalid("the certificate has an empty validity window");
+  if (opts.nowMs < cert.notBeforeMs || opts.nowMs >= cert.notAfterMs) {
+    throw invalid(
+      `the certificate is valid from ${new Date(cert.notBeforeMs).toISOString()} to ${new Date(cert.notAfterMs).toISOString()}; ask the CA for a new one`,
+      "CERTIFICATE_EXPIRED",
+    );
+  }
+  for (const o of cert.options) {
+    if (o.critical && !opts.knownOptions?.has(o.name)) {
+      throw invalid(`the certificate has critical option ${JSON.stringify(o.name)} that this verifier does not understand`);
+    }
+  }
+  if (opts.hostId && !hostPatternMatches(cert.hostPattern, opts.hostId)) {
+    throw invalid(`the certificate is restricted to hosts ${JSON.stringify(cert.hostPattern)}, not ${JSON.stringify(opts.hostId)}`, "HOST_MISMATCH");
+  }
+  return cert;
+}
+
+/** Glob over host ids: "*" matches any run of characters (also none); empty pattern matches all. */
+export function hostPatternMatches(pattern: string, hostId: string): boolean {
+  if (pattern === "") return true;
+  const parts = pattern.split("*");
+  if (parts.length === 1) return pattern === hostId;
+  const first = parts[0]!;
+  const last = parts[parts.length - 1]!;
+  if (hostId.length < first.length + last.length) return false;
+  if (!hostId.startsWith(first) || !hostId.endsWith(last)) return false;
+  let pos = first.length;
+  const end = hostId.length - last.length;
+  for (let i = 1; i < parts.length - 1; i++) {
+    const idx = hostId.indexOf(parts[i]!, pos);
+    if (idx < 0 || idx + parts[i]!.length > end) return false;
+    pos = idx + parts[i]!.length;
+  }
+  return true;
+}
