@@ -1,0 +1,404 @@
+// Long-term tokens of seed 000: opaque 256-bit secrets (`tplt_` + base64url) kept only as
+// SHA-256 hashes, one per (service account, scope set), bound to the hosts they went to, with
+// Vault-style accessors for revocation, versions for rotation and holder VMs ("revoke when
+// the last VM terminates"). Refresh may only narrow scope (RFC 6749 section 6).
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { TrustplaneError, invalidArgument } from "../../../../sdk/src/errors.js";
+import { canonicalScopes, type ServiceAccountRegistry } from "./service-accounts.js";
+import type { TokenUpdateHub } from "./token-update-hub.js";
+
+export const LONG_TERM_TOKEN_PREFIX = "tplt_";
+export const ACCESSOR_PREFIX = "tpla_";
+const TOKEN_SHAPE = /^tplt_[A-Za-z0-9_-]{43}$/;
+
+export interface TokenHolder {
+  vmId: string;
+  hostId: string;
+}
+
+/** One long-term token as stored. There is no secret here, only its hash. */
+export interface LongTermTokenRecord {
+  /** Public handle for revocation and audit; safe to log. */
+  accessor: string;
+  serviceAccount: string;
+  /** Canonical (sorted, unique) scope set. */
+  scopes: string[];
+  /** hex SHA-256 of the current secret. */
+  tokenHash: string;
+  version: number;
+  /** The secret of the previous version stays valid briefly so racing requests never fail. */
+  previousTokenHash?: string;
+  previousValidUntilMs?: number;
+  hostIds: string[];
+  holders: TokenHolder[];
+  createdAtMs: number;
+  /** When the current version was issued and when it stops being accepted. */
+  issuedAtMs: number;
+  expiresAtMs: number;
+  revokedAtMs?: number;
+  revokeReason?: string;
+}
+
+/**
+ * Storage for long-term tokens. SQL: index on token_hash and previous_token_hash, and a unique
+ * partial index on (service_account, scope_key) WHERE revoked_at IS NULL.
+ */
+export interface LongTermTokenStore {
+  insert(record: LongTermTokenRecord): Promise<void>;
+  update(record: LongTermTokenRecord): Promise<void>;
+  /** Finds the record whose current or previous hash equals `hash`. */
+  findByHash(hash: string): Promise<LongTermTokenRecord | undefined>;
+  findByAccessor(accessor: string): Promise<LongTermTokenRecord | undefined>;
+  /** The unrevoked record for the pair, if any. */
+  findActive(serviceAccount: string, scopeKey: string): Promise<LongTermTokenRecord | undefined>;
+  listByHost(hostId: string): Promise<LongTermTokenRecord[]>;
+}
+
+export function scopeKey(scopes: readonly string[]): string {
+  return scopes.join(" ");
+}
+
+export class InMemoryLongTermTokenStore implements LongTermTokenStore {
+  private readonly byAccessor = new Map<string, LongTermTokenRecord>();
+  private readonly byHash = new Map<string, string>();
+
+  async insert(record: LongTermTokenRecord) {
+    if (this.byAccessor.has(record.accessor)) throw new TrustplaneError("ALREADY_EXISTS", "ACCESSOR_EXISTS", "accessor collision");
+    this.write(record);
+  }
+  async update(record: LongTermTokenRecord) {
+    const old = this.byAccessor.get(record.accessor);
+    if (!old) throw new TrustplaneError("NOT_FOUND", "LONG_TERM_TOKEN_UNKNOWN", "no such long-term token");
+    this.byHash.delete(old.tokenHash);
+    if (old.previousTokenHash) this.byHash.delete(old.previousTokenHash);
+    this.write(record);
+  }
+  async findByHash(hash: string) {
+    const accessor = this.byHash.get(hash);
+    return accessor ? this.findByAccessor(accessor) : undefined;
+  }
+  async findByAccessor(accessor: string) {
+    const r = this.byAccessor.get(accessor);
+    return r ? structuredClone(r) : undefined;
+  }
+  async findActive(serviceAccount: string, key: string) {
+    for (const r of this.byAccessor.values()) {
+      if (r.revokedAtMs === undefined && r.serviceAccount === serviceAccount && scopeKey(r.scopes) === key) return structuredClone(r);
+    }
+    return undefined;
+  }
+  async listByHost(hostId: string) {
+    return [...this.byAccessor.values()].filter((r) => r.hostIds.includes(hostId)).map((r) => structuredClone(r));
+  }
+  private write(record: LongTermTokenRecord) {
+    const copy = structuredClone(record);
+    this.byAccessor.set(copy.accessor, copy);
+    this.byHash.set(copy.tokenHash, copy.accessor);
+    if (copy.previousTokenHash) this.byHash.set(copy.previousTokenHash, copy.accessor);
+  }
+}
+
+/** What the host learns about a token: never the hash. `token` only when a new secret was made for it. */
+export interface IssuedLongTermToken {
+  accessor: string;
+  serviceAccount: string;
+  scopes: string[];
+  version: number;
+  issuedAtMs: number;
+  expiresAtMs: number;
+  token?: string;
+}
+
+export interface AuthenticatedLongTermToken {
+  record: LongTermTokenRecord;
+  /** The version the presented secret belongs to (current, or the previous one in its grace). */
+  presentedVersion: number;
+}
+
+export interface LongTermTokensOptions {
+  store: LongTermTokenStore;
+  accounts: ServiceAccountRegistry;
+  hub?: TokenUpdateHub;
+  /** Lifetime of each version; holders renew at half-life. Default 24 h. */
+  ttlMs?: number;
+  /** How long the previous secret stays valid after a rotation. Default 5 min. */
+  rotationGraceMs?: number;
+  now?: () => number;
+}
+
+export function hashLongTermToken(token: string): string {
+  return createHash("sha256").update(token, "utf8").digest("hex");
+}
+
+function newSecret(): string {
+  return LONG_TERM_TOKEN_PREFIX + randomBytes(32).toString("base64url");
+}
+
+function refused(reason: string, message: string): TrustplaneError {
+  return new TrustplaneError("UNAUTHENTICATED", reason, message, "long_term_token");
+}
+
+export class LongTermTokens {
+  private readonly store: LongTermTokenStore;
+  private readonly accounts: ServiceAccountRegistry;
+  private readonly hub?: TokenUpdateHub;
+  private readonly ttlMs: number;
+  private readonly graceMs: number;
+  private readonly now: () => number;
+  /**
+   * Serialises every change inside this replica (changes are rare next to exchanges); across
+   * replicas the SQL store's unique index and row locks take this role.
+   */
+  private lock: Promise<unknown> = Promise.resolve();
+
+  constructor(options: LongTermTokensOptions) {
+    this.store = options.store;
+    this.accounts = options.accounts;
+    this.hub = options.hub;
+    this.ttlMs = options.ttlMs ?? 24 * 3600_000;
+    this.graceMs = options.rotationGraceMs ?? 5 * 60_000;
+    this.now = options.now ?? Date.now;
+  }
+
+  /**
+   * Gives `hostId` the long-term token for (account, scopes) on behalf of `vmId`.
+   * `principal` must come from the user's verified signed create request; they must be on
+   * the account's ACL. The token is shared: an existing one gains the VM as holder, and a
+   * new secret is minted (a rotation pushed to every holding host) only when this host does
+   * not already hold the current version — the authority keeps hashes, so it cannot resend.
+   */
+  async acquire(input: {
+    principal: string;
+    serviceAccount: string;
+    scopes: readonly string[];
+    hostId: string;
+    vmId: string;
+    /** The version this host already holds, if any. */
+    hostHasVersion?: number;
+  }): Promise<IssuedLongTermToken> {
+    requireId("hostId", input.hostId);
+    requireId("vmId", input.vmId);
+    await this.accounts.requireActAs(input.principal, input.serviceAccount);
+    const scopes = canonicalScopes(input.scopes);
+    await this.accounts.audiencesForScopes(scopes);
+    return this.locked(async () => {
+      const existing = await this.store.findActive(input.serviceAccount, scopeKey(scopes));
+      if (!existing || existing.expiresAtMs <= this.now()) {
+        if (existing) await this.markRevoked(existing, "EXPIRED");
+        return this.create(input.serviceAccount, scopes, input.hostId, input.vmId);
+      }
+      if (!existing.holders.some((h) => h.vmId === input.vmId && h.hostId === input.hostId)) {
+        existing.holders.push({ vmId: input.vmId, hostId: input.hostId });
+      }
+      const hostHolds = existing.hostIds.includes(input.hostId) && input.hostHasVersion === existing.version;
+      if (!existing.hostIds.includes(input.hostId)) existing.hostIds.push(input.hostId);
+      if (hostHolds) {
+        await this.store.update(existing);
+        return view(existing);
+      }
+      return this.rotateRecord(existing);
+    });
+  }
+
+  /**
+   * Validates a presented secret for `hostId`. Lookup is by hash (an indexed equality on a
+   * digest, so timing reveals nothing about stored secrets); the digest is then compared in
+   * constant time to tell the current version from the previous one.
+   */
+  async authenticate(token: string, hostId: string): Promise<AuthenticatedLongTermToken> {
+    if (typeof token !== "string" || !TOKEN_SHAPE.test(token)) {
+      throw refused("LONG_TERM_TOKEN_MALFORMED", "not a long-term token (expected tplt_ followed by 43 base64url characters)");
+    }
+    const digest = hashLongTermToken(token);
+    const record = await this.store.findByHash(digest);
+    if (!record) throw refused("LONG_TERM_TOKEN_UNKNOWN", "unknown long-term token; the host must acquire a new one");
+    if (record.revokedAtMs !== undefined) {
+      throw refused("LONG_TERM_TOKEN_REVOKED", `long-term token ${record.accessor} was revoked (${record.revokeReason ?? "revoked"})`);
+    }
+    const nowMs = this.now();
+    const digestBytes = Buffer.from(digest, "hex");
+    let presentedVersion: number;
+    if (timingSafeEqual(Buffer.from(record.tokenHash, "hex"), digestBytes)) {
+      presentedVersion = record.version;
+      if (record.expiresAtMs <= nowMs) throw refused("LONG_TERM_TOKEN_EXPIRED", `long-term token ${record.accessor} expired; renew before half-life`);
+    } else if (record.previousTokenHash && timingSafeEqual(Buffer.from(record.previousTokenHash, "hex"), digestBytes)) {
+      if ((record.previousValidUntilMs ?? 0) <= nowMs) {
+        throw refused("LONG_TERM_TOKEN_ROTATED", `long-term token ${record.accessor} was rotated to version ${record.version}; use the newest version`);
+      }
+      presentedVersion = record.version - 1;
+    } else {
+      throw refused("LONG_TERM_TOKEN_UNKNOWN", "unknown long-term token");
+    }
+    if (!record.hostIds.includes(hostId)) {
+      throw new TrustplaneError("PERMISSION_DENIED", "HOST_MISMATCH", `long-term token ${record.accessor} was not issued to host ${hostId}`, "host_id");
+    }
+    return { record, presentedVersion };
+  }
+
+  /**
+   * RFC 6749 refresh rule: the requested scopes must be a subset of the token's; no request
+   * means all of them. Returns the canonical requested set.
+   */
+  narrowScopes(record: LongTermTokenRecord, requested?: readonly string[]): string[] {
+    if (!requested || requested.length === 0) return [...record.scopes];
+    const wanted = canonicalScopes(requested);
+    const extra = wanted.filter((s) => !record.scopes.includes(s));
+    if (extra.length > 0) {
+      throw new TrustplaneError(
+        "PERMISSION_DENIED",
+        "SCOPE_ESCALATION",
+        `scope(s) ${extra.join(", ")} exceed the grant of ${record.serviceAccount} on this VM`,
+        "scopes",
+      );
+    }
+    return wanted;
+  }
+
+  /** A holder renews (at half-life): new secret, version + 1, pushed to every holding host. */
+  async renew(token: string, hostId: string): Promise<IssuedLongTermToken> {
+    const { record } = await this.authenticate(token, hostId);
+    return this.locked(async () => {
+      const fresh = await this.store.findByAccessor(record.accessor);
+      if (!fresh || fresh.revokedAtMs !== undefined) throw refused("LONG_TERM_TOKEN_REVOKED", `long-term token ${record.accessor} was revoked`);
+      // Two holders renewing at once: the second gets the version the first just made
+      // through the push, so it need not rotate again.
+      if (fresh.version !== record.version) return view(fresh);
+      return this.rotateRecord(fresh);
+    });
+  }
+
+  /** Operator rotation by accessor (suspected leak): new secret pushed to all holders. */
+  async rotate(accessor: string): Promise<IssuedLongTermToken> {
+    return this.locked(async () => this.rotateRecord(await this.requireActive(accessor)));
+  }
+
+  /** A VM terminated or dropped the account: when no VM holds the token any more, revoke it. */
+  async release(input: { accessor: string; vmId: string }): Promise<{ revoked: boolean }> {
+    return this.locked(async () => {
+      const record = await this.store.findByAccessor(input.accessor);
+      if (!record || record.revokedAtMs !== undefined) return { revoked: false };
+      const gone = record.holders.filter((h) => h.vmId === input.vmId);
+      record.holders = record.holders.filter((h) => h.vmId !== input.vmId);
+      // A host with no holder left loses the binding, and is told to drop the secret.
+      for (const { hostId } of gone) {
+        if (!record.holders.some((h) => h.hostId === hostId)) {
+          record.hostIds = record.hostIds.filter((h) => h !== hostId);
+          if (record.holders.length > 0) await this.publishRevoked(record, [hostId], "HOST_RELEASED");
+        }
+      }
+      if (record.holders.length === 0) {
+        await this.markRevoked(record, "LAST_HOLDER_GONE", gone.map((h) => h.hostId));
+        return { revoked: true };
+      }
+      await this.store.update(record);
+      return { revoked: false };
+    });
+  }
+
+  /** Vault-style revocation by accessor; every agent holding it drops it at once. */
+  async revoke(accessor: string, reason = "REVOKED_BY_OPERATOR"): Promise<void> {
+    await this.locked(async () => {
+      const record = await this.store.findByAccessor(accessor);
+      if (!record) throw new TrustplaneError("NOT_FOUND", "LONG_TERM_TOKEN_UNKNOWN", `no long-term token with accessor ${accessor}`, "accessor");
+      if (record.revokedAtMs === undefined) await this.markRevoked(record, reason);
+    });
+  }
+
+  /** Public view by accessor (no hash), e.g. for `trustplane token inspect`. */
+  async describe(accessor: string): Promise<Omit<LongTermTokenRecord, "tokenHash" | "previousTokenHash">> {
+    const record = await this.store.findByAccessor(accessor);
+    if (!record) throw new TrustplaneError("NOT_FOUND", "LONG_TERM_TOKEN_UNKNOWN", `no long-term token with accessor ${accessor}`, "accessor");
+    const { tokenHash: _h, previousTokenHash: _p, ...rest } = record;
+    return rest;
+  }
+
+  private async create(serviceAccount: string, scopes: string[], hostId: string, vmId: string): Promise<IssuedLongTermToken> {
+    const token = newSecret();
+    const nowMs = this.now();
+    const record: LongTermTokenRecord = {
+      accessor: ACCESSOR_PREFIX + randomBytes(16).toString("base64url"),
+      serviceAccount,
+      scopes,
+      tokenHash: hashLongTermToken(token),
+      version: 1,
+      hostIds: [hostId],
+      holders: [{ vmId, hostId }],
+      createdAtMs: nowMs,
+      issuedAtMs: nowMs,
+      expiresAtMs: nowMs + this.ttlMs,
+    };
+    await this.store.insert(record);
+    return { ...view(record), token };
+  }
+
+  private async rotateRecord(record: LongTermTokenRecord): Promise<IssuedLongTermToken> {
+    const token = newSecret();
+    const nowMs = this.now();
+    record.previousTokenHash = record.tokenHash;
+    record.previousValidUntilMs = Math.min(record.expiresAtMs, nowMs + this.graceMs);
+    record.tokenHash = hashLongTermToken(token);
+    record.version += 1;
+    record.issuedAtMs = nowMs;
+    record.expiresAtMs = nowMs + this.ttlMs;
+    await this.store.update(record);
+    if (this.hub) {
+      for (const hostId of record.hostIds) {
+        await this.hub.publish({
+          kind: "ROTATED",
+          hostId,
+          accessor: record.accessor,
+          serviceAccount: record.serviceAccount,
+          scopes: [...record.scopes],
+          version: record.version,
+          token,
+          expiresAtMs: record.expiresAtMs,
+        });
+      }
+    }
+    return { ...view(record), token };
+  }
+
+  private async markRevoked(record: LongTermTokenRecord, reason: string, extraHosts: string[] = []): Promise<void> {
+    record.revokedAtMs = this.now();
+    record.revokeReason = reason;
+    await this.store.update(record);
+    await this.publishRevoked(record, [...new Set([...record.hostIds, ...extraHosts])], reason);
+  }
+
+  private async publishRevoked(record: LongTermTokenRecord, hostIds: string[], reason: string): Promise<void> {
+    if (!this.hub) return;
+    for (const hostId of hostIds) {
+      await this.hub.publish({ kind: "REVOKED", hostId, accessor: record.accessor, serviceAccount: record.serviceAccount, version: record.version, reason });
+    }
+  }
+
+  private async requireActive(accessor: string): Promise<LongTermTokenRecord> {
+    const record = await this.store.findByAccessor(accessor);
+    if (!record) throw new TrustplaneError("NOT_FOUND", "LONG_TERM_TOKEN_UNKNOWN", `no long-term token with accessor ${accessor}`, "accessor");
+    if (record.revokedAtMs !== undefined) throw refused("LONG_TERM_TOKEN_REVOKED", `long-term token ${accessor} was revoked`);
+    return record;
+  }
+
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(fn, fn);
+    this.lock = run.catch(() => undefined);
+    return run;
+  }
+}
+
+function view(record: LongTermTokenRecord): IssuedLongTermToken {
+  return {
+    accessor: record.accessor,
+    serviceAccount: record.serviceAccount,
+    scopes: [...record.scopes],
+    version: record.version,
+    issuedAtMs: record.issuedAtMs,
+    expiresAtMs: record.expiresAtMs,
+  };
+}
+
+function requireId(field: string, value: string): void {
+  if (typeof value !== "string" || value.length === 0 || value.length > 256) {
+    throw invalidArgument(field, "must be a non-empty string of at most 256 characters");
+  }
+}
