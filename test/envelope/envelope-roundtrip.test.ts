@@ -140,3 +140,10 @@ describe("envelope round trips", () => {
     for (const f of bad) await expect(f()).rejects.toMatchObject({ name: "TrustplaneError", status: "INVALID_ARGUMENT" });
   });
 });
+
+describe("envelope sources", () => {
+  it("refuses string chunks instead of encrypting their text", async () => {
+    const source = ["not", "bytes"] as unknown as Uint8Array[];
+    await expect(collect(encryptStream(source, { dek, dekId: "d" }))).rejects.toMatchObject({ reason: "ENVELOPE_SOURCE" });
+  });
+});

@@ -2,6 +2,8 @@
 // boundaries never depend on how the source chunked its bytes and large chunks are never copied.
 // Part of "Sealed results and the envelope format" (streaming segments).
 
+import { invalidArgument } from "../errors.js";
+
 export class ByteQueue {
   private chunks: Uint8Array[] = [];
   private head = 0; // offset into chunks[0]
@@ -12,6 +14,10 @@ export class ByteQueue {
   }
 
   push(chunk: Uint8Array): void {
+    if (!(chunk instanceof Uint8Array)) {
+      // e.g. a Readable with setEncoding(): text chunks would silently change the bytes.
+      throw invalidArgument("source", "must yield Uint8Array/Buffer chunks (no string or object mode)", "ENVELOPE_SOURCE");
+    }
     if (chunk.length === 0) return;
     this.chunks.push(chunk);
     this.total += chunk.length;
