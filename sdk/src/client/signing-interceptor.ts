@@ -1,0 +1,73 @@
+// grpc-js client interceptor that signs every call (unary and streaming) with a CallStatement
+// sent as metadata. Implements the architecture's "Call signatures": the first message is
+// canonical-encoded ONCE, its SHA-256 goes into the signed statement, and those same bytes
+// are forwarded to the wire (the service definition must come from signingServiceDefinition).
+import * as grpc from "@grpc/grpc-js";
+import {
+  CERTIFICATE_METADATA,
+  KEY_ID_METADATA,
+  SIGNATURE_METADATA,
+  STATEMENT_METADATA,
+  signCall,
+} from "../auth/call-statement.js";
+import { canonicalize } from "../auth/canonical.js";
+import type { SigningKey } from "../auth/signing-key.js";
+
+/** Call option carrying a precomputed stream digest (client-streaming calls). */
+export const STREAM_DIGEST_OPTION = "trustplaneStreamDigest";
+
+export interface SigningInterceptorOptions {
+  key: SigningKey;
+  /** Certificate envelope for `key` (servers that know the CA but not the key). */
+  certificate?: Uint8Array;
+  /** Host id the calls are bound to; empty/undefined for the control plane. */
+  targetHost?: string;
+  now?: () => number;
+}
+
+export function createSigningInterceptor(opts: SigningInterceptorOptions): grpc.Interceptor {
+  return (options, nextCall) => {
+    const def = options.method_definition;
+    const streamDigest = (options as unknown as Record<string, unknown>)[STREAM_DIGEST_OPTION] as Uint8Array | undefined;
+    let pendingStart: { metadata: grpc.Metadata; listener: grpc.Listener; next: (md: grpc.Metadata, l: grpc.Listener) => void } | undefined;
+
+    // Metadata can only be sent once the first message is known, so start() is held back
+    // until the first sendMessage (or halfClose, for an empty client stream).
+    const startSigned = (requestBytes: Uint8Array) => {
+      const p = pendingStart!;
+      pendingStart = undefined;
+      const signed = signCall({
+        method: def.path,
+        requestBytes,
+        streamDigest,
+        key: opts.key,
+        certificate: opts.certificate,
+        targetHost: opts.targetHost,
+        nowMs: opts.now?.(),
+      });
+      p.metadata.set(STATEMENT_METADATA, Buffer.from(signed.statement));
+      p.metadata.set(SIGNATURE_METADATA, Buffer.from(signed.signature));
+      p.metadata.set(KEY_ID_METADATA, signed.keyId);
+      if (signed.certificate) p.metadata.set(CERTIFICATE_METADATA, Buffer.from(signed.certificate));
+      p.next(p.metadata, p.listener);
+    };
+
+    const requester: grpc.Requester = {
+      start(metadata, listener, next) {
+        pendingStart = { metadata, listener, next };
+      },
+      sendMessage(message, next) {
+        if (!pendingStart) return next(message);
+        const bytes: Uint8Array =
+          message instanceof Uint8Array ? message : def.requestSerialize(canonicalize(message));
+        startSigned(bytes);
+        next(bytes);
+      },
+      halfClose(next) {
+        if (pendingStart) startSigned(new Uint8Array(0));
+        next();
+      },
+    };
+    return new grpc.InterceptingCall(nextCall(options), requester);
+  };
+}

@@ -1,0 +1,45 @@
+// In-process NonceStore for a single server (tests, `trustplane dev`); replicas share a
+// durable one. Bounded: when full of unexpired nonces it refuses calls rather than forget
+// a nonce early, because forgetting early would re-open a replay window.
+import { TrustplaneError } from "../../../../sdk/src/errors.js";
+import type { NonceStore } from "./nonce-store.js";
+
+export interface MemoryNonceStoreOptions {
+  maxEntries?: number;
+  now?: () => number;
+}
+
+export class MemoryNonceStore implements NonceStore {
+  private readonly seen = new Map<string, number>();
+  private readonly maxEntries: number;
+  private readonly now: () => number;
+  private nextSweepMs = 0;
+
+  constructor(opts: MemoryNonceStoreOptions = {}) {
+    this.maxEntries = opts.maxEntries ?? 1_000_000;
+    this.now = opts.now ?? Date.now;
+  }
+
+  get size(): number {
+    return this.seen.size;
+  }
+
+  async remember(nonce: Uint8Array, expiresAtMs: number): Promise<boolean> {
+    const now = this.now();
+    // Sweep at most once a second, or immediately when full.
+    if (now >= this.nextSweepMs || this.seen.size >= this.maxEntries) this.sweep(now);
+    const id = Buffer.from(nonce).toString("base64");
+    const expires = this.seen.get(id);
+    if (expires !== undefined && expires > now) return false;
+    if (expires === undefined && this.seen.size >= this.maxEntries) {
+      throw new TrustplaneError("RESOURCE_EXHAUSTED", "NONCE_STORE_FULL", "too many calls inside the replay window; retry shortly");
+    }
+    this.seen.set(id, expiresAtMs);
+    return true;
+  }
+
+  private sweep(now: number): void {
+    this.nextSweepMs = now + 1000;
+    for (const [id, expires] of this.seen) if (expires <= now) this.seen.delete(id);
+  }
+}
