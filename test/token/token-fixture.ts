@@ -90,3 +90,83 @@ export function authorityUpstream(exchange: TokenExchange) {
   };
   return { upstream, state };
 }
+
+export interface VmSetup {
+  vmId?: string;
+  hostId?: string;
+  accounts: { serviceAccount: string; scopes: string[] }[];
+  rateLimit?: { ratePerSecond: number; burst: number };
+  logger?: import("../../server/src/runtime/logger.js").Logger;
+  renew?: boolean;
+  now?: () => number;
+  random?: () => number;
+}
+
+/** Acquires long-term tokens from the real authority and starts a VM authorization process on loopback. */
+export async function startVm(auth: Authority, setup: VmSetup) {
+  const vmId = setup.vmId ?? "vm-1";
+  const hostId = setup.hostId ?? "host-a";
+  const { VmAuthorizationProcess } = await import("../../server/src/token/agent/vm-authorization-process.js");
+  const { upstream, state } = authorityUpstream(auth.exchange);
+  const vm = new VmAuthorizationProcess({
+    identity: { vmId, hostId, hostname: `${vmId}.local`, instanceName: vmId, zone: "local-a", projectId: "acme", numericProjectId: "4242" },
+    upstream,
+    renewer: setup.renew
+      ? { renew: async ({ longTermToken, hostId: h }) => auth.longTermTokens.renew(longTermToken, h) }
+      : undefined,
+    logger: setup.logger,
+    server: { rateLimit: setup.rateLimit ?? { ratePerSecond: 10_000, burst: 10_000 } },
+    now: setup.now,
+    random: setup.random,
+  });
+  const unsubscribe = auth.hub.subscribe(hostId, (u) => void vm.applyUpdate(u));
+  const grants = [];
+  for (const a of setup.accounts) grants.push(await grant(auth, vm, { ...a, vmId, hostId }));
+  const address = await vm.start("127.0.0.1", 0);
+  return {
+    vm,
+    upstream,
+    state,
+    /** What the authority issued (accessors, versions); the secrets stay with the process. */
+    grants: grants.map(({ token: _secret, ...rest }) => rest),
+    port: address.port,
+    base: `http://127.0.0.1:${address.port}`,
+    stop: async () => {
+      unsubscribe();
+      await vm.stop();
+    },
+  };
+}
+
+/** Gives a running VM an account: acquire at the authority, hand the grant to the process. */
+export async function grant(
+  auth: Authority,
+  vm: import("../../server/src/token/agent/vm-authorization-process.js").VmAuthorizationProcess,
+  a: { serviceAccount: string; scopes: string[]; vmId: string; hostId: string },
+) {
+  const issued = await auth.longTermTokens.acquire({ principal: ALICE, ...a });
+  if (!issued.token) throw new Error("fixture expected a fresh secret");
+  vm.addAccount({ ...issued, token: issued.token });
+  return issued;
+}
+
+export interface RawResponse {
+  status: number;
+  headers: import("node:http").IncomingHttpHeaders;
+  body: string;
+}
+
+/** A raw HTTP GET with exactly the headers given (no client adds or drops any). */
+export async function rawGet(port: number, path: string, headers: Record<string, string> = { "Metadata-Flavor": "Google" }): Promise<RawResponse> {
+  const { request } = await import("node:http");
+  return new Promise((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port, path, method: "GET", headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
