@@ -106,6 +106,18 @@ describe("minter and resource-server verification", () => {
     await rejects(verifyAccessToken(id.jwt, { keys: keySet, issuer: ISSUER, audience: STORAGE_AUD }), "UNAUTHENTICATED", "TOKEN_CLAIM_INVALID");
   });
 
+  it("rejects a validly signed token that is not typed as an access token (at+jwt)", async () => {
+    const k = auth.keys.current();
+    const sign = (typ: string) =>
+      new SignJWT({ scope: "storage.read", tp_vm: "v", tp_host: "h", email: "builder@acme.trustplane" })
+        .setProtectedHeader({ alg: "EdDSA", typ, kid: k.kid })
+        .setIssuer(ISSUER).setSubject("builder@acme.trustplane").setAudience(STORAGE_AUD).setIssuedAt().setExpirationTime("10m").setJti("j")
+        .sign(k.privateKey);
+    await verifyAccessToken(await sign("at+jwt"), { keys: keySet, issuer: ISSUER, audience: STORAGE_AUD });
+    await rejects(verifyAccessToken(await sign("JWT"), { keys: keySet, issuer: ISSUER, audience: STORAGE_AUD }), "UNAUTHENTICATED", "TOKEN_CLAIM_INVALID");
+    await rejects(verifyIdentityToken(await sign("at+jwt"), { keys: keySet, issuer: ISSUER, audience: STORAGE_AUD }), "UNAUTHENTICATED", "TOKEN_CLAIM_INVALID");
+  });
+
   it("rejects a validly signed token whose lifetime exceeds one hour", async () => {
     const k = auth.keys.current();
     const long = await new SignJWT({ scope: "storage.read", tp_vm: "v", tp_host: "h" })

@@ -185,6 +185,24 @@ describe("metadata endpoint", () => {
   });
 });
 
+describe("wait_for_change bounds", () => {
+  it("caps timeout_sec and the number of concurrent waiters", async () => {
+    const auth = await createAuthority();
+    const vm = await startVm(auth, { accounts: [{ serviceAccount: SA, scopes: ["storage.read"] }], maxWaitSeconds: 1, maxWaiters: 1 });
+    try {
+      const t0 = Date.now();
+      const long = rawGet(vm.port, `${V1}/instance/service-accounts/?wait_for_change=true&timeout_sec=3600`);
+      await new Promise((r) => setTimeout(r, 100));
+      expect((await rawGet(vm.port, `${V1}/instance/service-accounts/?wait_for_change=true&timeout_sec=5`)).status).toBe(429);
+      expect((await long).status).toBe(200);
+      expect(Date.now() - t0).toBeLessThan(2500);
+      expect((await rawGet(vm.port, `${V1}/instance/service-accounts/?wait_for_change=true&timeout_sec=-1`)).status).toBe(400);
+    } finally {
+      await vm.stop();
+    }
+  });
+});
+
 describe("per-VM rate limit", () => {
   it("answers 429 with Retry-After once the bucket is empty", async () => {
     const auth = await createAuthority();

@@ -96,6 +96,8 @@ export interface VmSetup {
   hostId?: string;
   accounts: { serviceAccount: string; scopes: string[] }[];
   rateLimit?: { ratePerSecond: number; burst: number };
+  maxWaitSeconds?: number;
+  maxWaiters?: number;
   logger?: import("../../server/src/runtime/logger.js").Logger;
   renew?: boolean;
   now?: () => number;
@@ -115,7 +117,7 @@ export async function startVm(auth: Authority, setup: VmSetup) {
       ? { renew: async ({ longTermToken, hostId: h }) => auth.longTermTokens.renew(longTermToken, h) }
       : undefined,
     logger: setup.logger,
-    server: { rateLimit: setup.rateLimit ?? { ratePerSecond: 10_000, burst: 10_000 } },
+    server: { rateLimit: setup.rateLimit ?? { ratePerSecond: 10_000, burst: 10_000 }, maxWaitSeconds: setup.maxWaitSeconds, maxWaiters: setup.maxWaiters },
     now: setup.now,
     random: setup.random,
   });
