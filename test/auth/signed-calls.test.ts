@@ -6,6 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateSigningKey, type Algorithm } from "../../sdk/src/auth/index.js";
 import { issueCertificate } from "../../sdk/src/auth/certificate.js";
 import { createClient } from "../../sdk/src/client/create-client.js";
+import { createSigningInterceptor } from "../../sdk/src/client/signing-interceptor.js";
+import { signingServiceDefinition } from "../../sdk/src/client/signing-service.js";
 import { TrustplaneError } from "../../sdk/src/errors.js";
 import { SignedEnvelope } from "../../sdk/src/gen/trustplane/auth/v1/auth.js";
 import * as authV1 from "../../sdk/src/gen/trustplane/auth/v1/service.js";
@@ -300,5 +302,22 @@ describe("binder behaviour", () => {
     expect(line).toMatchObject({ principal: "alice", keyId: alice.keyId });
     expect(typeof line.ms).toBe("number");
     expect(h.logLines.join("\n")).not.toContain(sig);
+  });
+});
+
+describe("signing interceptor on plain grpc-js clients", () => {
+  it("signs calls of the generated client, wrapped or not", async () => {
+    const interceptor = createSigningInterceptor({ key: alice });
+    const Wrapped = grpc.makeGenericClientConstructor(signingServiceDefinition(AuthServiceService), "AuthService");
+    for (const client of [
+      new authV1.AuthServiceClient(h.address, grpc.credentials.createInsecure(), { interceptors: [interceptor] }),
+      new Wrapped(h.address, grpc.credentials.createInsecure(), { interceptors: [interceptor] }) as unknown as authV1.AuthServiceClient,
+    ]) {
+      const res = await new Promise<authV1.EchoResponse>((resolve, reject) =>
+        client.echo(EchoRequest.fromPartial({ message: "plain" }), (err, r) => (err ? reject(err) : resolve(r))),
+      );
+      expect(res).toMatchObject({ message: "plain", principal: "alice" });
+      client.close();
+    }
   });
 });

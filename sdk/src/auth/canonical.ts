@@ -29,9 +29,25 @@ function copy(value: unknown): unknown {
   return out;
 }
 
+function containsMap(value: unknown): boolean {
+  if (value === null || typeof value !== "object" || value instanceof Uint8Array) return false;
+  if (value instanceof Map) return true;
+  if (Array.isArray(value)) return value.some(containsMap);
+  for (const v of Object.values(value)) if (containsMap(v)) return true;
+  return false;
+}
+
 /** Deep copy of a generated message with every Map rebuilt in sorted key order. */
 export function canonicalize<T>(msg: T): T {
   return copy(msg) as T;
+}
+
+/**
+ * What encode needs: `msg` itself when it holds no Map (already canonical for ts-proto's
+ * encode, and the hot path then allocates nothing), else the canonicalized copy.
+ */
+export function canonicalForEncode<T>(msg: T): T {
+  return containsMap(msg) ? (copy(msg) as T) : msg;
 }
 
 export interface MessageEncoder<T> {
@@ -40,5 +56,5 @@ export interface MessageEncoder<T> {
 
 /** The canonical wire bytes of `msg`: what the SDK signs and sends. */
 export function canonicalEncode<T>(codec: MessageEncoder<T>, msg: T): Uint8Array {
-  return codec.encode(canonicalize(msg)).finish();
+  return codec.encode(canonicalForEncode(msg)).finish();
 }

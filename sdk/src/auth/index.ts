@@ -23,7 +23,7 @@ export {
   type CertificateInput,
   type VerifyCertificateOptions,
 } from "./certificate.js";
-export { canonicalize, canonicalEncode, type MessageEncoder } from "./canonical.js";
+export { canonicalize, canonicalEncode, canonicalForEncode, type MessageEncoder } from "./canonical.js";
 export {
   signCall,
   sha256,

@@ -1,7 +1,7 @@
 // grpc-js client interceptor that signs every call (unary and streaming) with a CallStatement
 // sent as metadata. Implements the architecture's "Call signatures": the first message is
 // canonical-encoded ONCE, its SHA-256 goes into the signed statement, and those same bytes
-// are forwarded to the wire (the service definition must come from signingServiceDefinition).
+// are forwarded to the wire (service definitions wrapped by signingServiceDefinition).
 import * as grpc from "@grpc/grpc-js";
 import {
   CERTIFICATE_METADATA,
@@ -10,8 +10,9 @@ import {
   STATEMENT_METADATA,
   signCall,
 } from "../auth/call-statement.js";
-import { canonicalize } from "../auth/canonical.js";
+import { canonicalForEncode } from "../auth/canonical.js";
 import type { SigningKey } from "../auth/signing-key.js";
+import { passesBytes } from "./signing-service.js";
 
 /** Call option carrying a precomputed stream digest (client-streaming calls). */
 export const STREAM_DIGEST_OPTION = "trustplaneStreamDigest";
@@ -58,10 +59,22 @@ export function createSigningInterceptor(opts: SigningInterceptorOptions): grpc.
       },
       sendMessage(message, next) {
         if (!pendingStart) return next(message);
-        const bytes: Uint8Array =
-          message instanceof Uint8Array ? message : def.requestSerialize(canonicalize(message));
-        startSigned(bytes);
-        next(bytes);
+        if (message instanceof Uint8Array) {
+          startSigned(message);
+          return next(message);
+        }
+        if (passesBytes(def.requestSerialize)) {
+          // Encode once; the wrapped serializer sends these very bytes.
+          const bytes = def.requestSerialize(message);
+          startSigned(bytes);
+          return next(bytes);
+        }
+        // A plain generated client re-serializes whatever we forward, so forward the message
+        // itself: ts-proto encoding of an unchanged object is deterministic, so the wire bytes
+        // are the hashed bytes (and with map entries sorted first they are canonical too).
+        const canonical = canonicalForEncode(message);
+        startSigned(def.requestSerialize(canonical));
+        next(canonical);
       },
       halfClose(next) {
         if (pendingStart) startSigned(new Uint8Array(0));
