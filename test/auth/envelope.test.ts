@@ -1,4 +1,5 @@
 // PAE, SignedEnvelope and CA certificates: the portable half of the signing primitive.
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { TrustplaneError } from "../../sdk/src/errors.js";
 import { Certificate, SignedEnvelope } from "../../sdk/src/gen/trustplane/auth/v1/auth.js";
@@ -64,6 +65,14 @@ describe("envelopes", () => {
     expect((await rejection(verifyEnvelope(env, { expectedType: "t/x", resolveKey }))).reason).toBe("UNKNOWN_KEY");
     expect((await rejection(verifyEnvelope(env, { expectedType: "t/x", resolveKey: () => vk }))).reason).toBe("UNKNOWN_KEY");
   });
+  it("refuses envelopes with too many signatures before resolving keys", async () => {
+    const env = signEnvelope("t/x", payload, Array.from({ length: 9 }, () => key));
+    let resolved = 0;
+    const e = await rejection(verifyEnvelope(env, { expectedType: "t/x", resolveKey: (id) => (resolved++, resolveKey(id)) }));
+    expect(e.reason).toBe("SIGNATURE_INVALID");
+    expect(resolved).toBe(0);
+  });
+
   it("accepts when any one of several signatures verifies and reports its certificate", async () => {
     const other = generateSigningKey("ES256");
     const env = signEnvelope("t/x", payload, [other, { key, certificate: Buffer.from([1, 2]) }]);
@@ -124,6 +133,17 @@ describe("certificates", () => {
     const e = await rejection(() => issueCertificate(ca, { ...base, publicKeyJwk: JSON.stringify(generateSigningKey("HS256").publicJwk) }));
     expect(e.reason).toBe("UNSUPPORTED_KEY");
   });
+  it("hostPatternMatches agrees with an anchored regex (property)", () => {
+    const text = fc.string({ unit: fc.constantFrom("a", "b", "-", "*"), maxLength: 8 });
+    fc.assert(
+      fc.property(text.filter((p) => p !== ""), fc.string({ unit: fc.constantFrom("a", "b", "-"), maxLength: 10 }), (pattern, host) => {
+        const re = new RegExp(`^${pattern.split("*").map((s) => s.replace(/[-]/g, "\\-")).join(".*")}$`);
+        expect(hostPatternMatches(pattern, host)).toBe(re.test(host));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
   it("hostPatternMatches globs", () => {
     expect(hostPatternMatches("", "anything")).toBe(true);
     expect(hostPatternMatches("*", "h1")).toBe(true);

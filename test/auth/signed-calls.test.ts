@@ -291,6 +291,24 @@ describe("binder behaviour", () => {
     client.close();
   });
 
+  it("rejections reach streaming callers as TrustplaneError", async () => {
+    const stranger = createClient(StreamTestService, h.address, { key: generateSigningKey() });
+    const consume = async (it: AsyncIterable<unknown>) => {
+      for await (const _ of it) void _;
+    };
+    for (const e of [await rejected(consume(stranger.repeat({ message: "x" }))), await rejected(consume(stranger.chat({ message: "x" })))]) {
+      expect([e.status, e.reason]).toEqual(["UNAUTHENTICATED", "UNKNOWN_KEY"]);
+    }
+    stranger.close();
+  });
+
+  it("an empty client stream is signed and accepted", async () => {
+    const client = createClient(StreamTestService, h.address, { key: alice });
+    expect(await client.upload([])).toMatchObject({ message: "" });
+    expect(h.commits.at(-1)).toEqual([]);
+    client.close();
+  });
+
   it("logs one line per call without metadata values", async () => {
     const bytes = echoBytes("log me");
     const md = signedMetadata({ method: ECHO, requestBytes: bytes, key: alice });

@@ -26,6 +26,9 @@ export function signEnvelope(payloadType: string, payload: Uint8Array, signers: 
   };
 }
 
+/** More signatures than this is not a real envelope; refusing bounds the verifier's work. */
+export const MAX_ENVELOPE_SIGNATURES = 8;
+
 export interface VerifyEnvelopeOptions {
   expectedType: string;
   resolveKey: (keyId: string) => VerificationKey | undefined | Promise<VerificationKey | undefined>;
@@ -45,6 +48,7 @@ export interface VerifiedEnvelope {
  * untouched (the caller parses it; nothing is re-encoded).
  */
 export async function verifyEnvelope(env: SignedEnvelope, opts: VerifyEnvelopeOptions): Promise<VerifiedEnvelope> {
+  checkSignatureCount(env);
   const keys = new Map<string, VerificationKey | undefined>();
   for (const s of env.signatures ?? []) {
     if (!keys.has(s.keyId)) keys.set(s.keyId, await opts.resolveKey(s.keyId));
@@ -57,6 +61,7 @@ export function verifyEnvelopeSync(
   env: SignedEnvelope,
   opts: { expectedType: string; resolveKey: (keyId: string) => VerificationKey | undefined },
 ): VerifiedEnvelope {
+  checkSignatureCount(env);
   const signed = pae(env.payloadType, env.payload);
   let sawKnownKey = false;
   for (const s of env.signatures ?? []) {
@@ -81,4 +86,10 @@ export function verifyEnvelopeSync(
     throw new TrustplaneError("UNAUTHENTICATED", "UNKNOWN_KEY", "no signature on the envelope is by a key this verifier trusts", "signatures");
   }
   throw new TrustplaneError("UNAUTHENTICATED", "SIGNATURE_INVALID", "the envelope's signature does not verify", "signatures");
+}
+
+function checkSignatureCount(env: SignedEnvelope): void {
+  if ((env.signatures?.length ?? 0) > MAX_ENVELOPE_SIGNATURES) {
+    throw new TrustplaneError("UNAUTHENTICATED", "SIGNATURE_INVALID", `an envelope may carry at most ${MAX_ENVELOPE_SIGNATURES} signatures`, "signatures");
+  }
 }

@@ -10,6 +10,7 @@ export {
   signEnvelope,
   verifyEnvelope,
   verifyEnvelopeSync,
+  MAX_ENVELOPE_SIGNATURES,
   type EnvelopeSigner,
   type SignedEnvelope,
   type VerifiedEnvelope,
