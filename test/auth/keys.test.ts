@@ -9,6 +9,7 @@ import {
   importVerificationKey,
   jwkThumbprint,
   type Algorithm,
+  VerificationKeyCache,
 } from "../../sdk/src/auth/index.js";
 
 const RFC7638_JWK = {
@@ -102,5 +103,19 @@ describe("import rejections", () => {
     const a = exportPrivateJwk(generateSigningKey("Ed25519"));
     const b = generateSigningKey("Ed25519").publicJwk;
     expect(reasonOf(() => importSigningKey({ ...a, x: b.x }))).toBe("INVALID_KEY");
+  });
+});
+
+describe("VerificationKeyCache", () => {
+  it("returns the same imported key for the same JWK and stays bounded (LRU)", () => {
+    const cache = new VerificationKeyCache(2);
+    const [a, b, c] = [generateSigningKey(), generateSigningKey("ES256"), generateSigningKey("HS256")];
+    const ka = cache.get(JSON.stringify(a.publicJwk));
+    expect(cache.get(JSON.stringify(a.publicJwk))).toBe(ka);
+    expect(cache.get(b.publicJwk).keyId).toBe(b.keyId);
+    cache.get(JSON.stringify(a.publicJwk)); // a is now the most recent
+    cache.get(c.publicJwk);
+    expect(cache.size).toBe(2);
+    expect(cache.get(JSON.stringify(a.publicJwk))).toBe(ka);
   });
 });

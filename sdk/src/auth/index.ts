@@ -6,6 +6,7 @@ export type { JsonWebKey } from "node:crypto";
 export { jwkThumbprint } from "./jwk-thumbprint.js";
 export { generateSigningKey, importSigningKey, exportPrivateJwk, type SigningKey } from "./signing-key.js";
 export { importVerificationKey, type VerificationKey } from "./verification-key.js";
+export { VerificationKeyCache } from "./verification-key-cache.js";
 export {
   signEnvelope,
   verifyEnvelope,

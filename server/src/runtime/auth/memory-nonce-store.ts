@@ -11,6 +11,8 @@ export interface MemoryNonceStoreOptions {
 
 export class MemoryNonceStore implements NonceStore {
   private readonly seen = new Map<string, number>();
+  /** Expiry second -> nonces expiring in it, so a sweep touches only what expired. */
+  private readonly buckets = new Map<number, string[]>();
   private readonly maxEntries: number;
   private readonly now: () => number;
   private nextSweepMs = 0;
@@ -35,11 +37,30 @@ export class MemoryNonceStore implements NonceStore {
       throw new TrustplaneError("RESOURCE_EXHAUSTED", "NONCE_STORE_FULL", "too many calls inside the replay window; retry shortly");
     }
     this.seen.set(id, expiresAtMs);
+    const second = Math.floor(expiresAtMs / 1000);
+    const bucket = this.buckets.get(second);
+    if (bucket) bucket.push(id);
+    else this.buckets.set(second, [id]);
     return true;
   }
 
   private sweep(now: number): void {
     this.nextSweepMs = now + 1000;
-    for (const [id, expires] of this.seen) if (expires <= now) this.seen.delete(id);
+    for (const [second, ids] of this.buckets) {
+      if (second * 1000 > now) continue;
+      // Keep only nonces still unexpired whose current expiry is in this bucket (a nonce
+      // recorded again after expiring sits in a later bucket as well).
+      const remaining = ids.filter((id) => {
+        const expires = this.seen.get(id);
+        if (expires === undefined) return false;
+        if (expires <= now) {
+          this.seen.delete(id);
+          return false;
+        }
+        return Math.floor(expires / 1000) === second;
+      });
+      if (remaining.length > 0) this.buckets.set(second, remaining);
+      else this.buckets.delete(second);
+    }
   }
 }
