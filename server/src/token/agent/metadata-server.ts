@@ -48,6 +48,8 @@ export interface MetadataServerOptions {
 }
 
 export const METADATA_BASE = "/computeMetadata/v1";
+const ACCOUNTS_PREFIX = `${METADATA_BASE}/instance/service-accounts/`;
+const NO_PARAMS = new URLSearchParams();
 export const HEALTH_PATH = "/trustplane/health";
 
 // Headers of every answer, as the GCE metadata server sends them.
@@ -63,6 +65,7 @@ interface Dir {
   [name: string]: Node;
 }
 type Node = Leaf | Dir | typeof TOKEN | typeof IDENTITY;
+const COMMON_HEADER_LIST = Object.entries(COMMON_HEADERS).flat();
 const TOKEN = Symbol("token");
 const IDENTITY = Symbol("identity");
 
@@ -94,6 +97,7 @@ export class MetadataServer {
   private readonly maxWaiters: number;
   private readonly maxWaitMs: number;
   private waiters = 0;
+  private readonly tokenBodies = new Map<string, { prefix: string; etag: string }>();
   private readonly closing = new Set<() => void>();
 
   constructor(options: MetadataServerOptions) {
@@ -157,7 +161,7 @@ export class MetadataServer {
     if (!url.startsWith("/")) throw new HttpError(403, "Proxied requests are refused.");
     const q = url.indexOf("?");
     const rawPath = q < 0 ? url : url.slice(0, q);
-    const params = new URLSearchParams(q < 0 ? "" : url.slice(q + 1));
+    const params = q < 0 ? NO_PARAMS : new URLSearchParams(url.slice(q + 1));
     if (rawPath === HEALTH_PATH) {
       const h = this.source.health();
       this.send(res, h.status === "NOT_SERVING" ? 503 : 200, JSON.stringify(h), "application/json", req.method === "HEAD");
@@ -168,6 +172,19 @@ export class MetadataServer {
     if (req.headers["metadata-flavor"] !== "Google") {
       throw new HttpError(403, "Missing Metadata-Flavor:Google header.");
     }
+    // Hot path first: token and identity requests need neither the path splitter nor the tree.
+    if (rawPath.startsWith(ACCOUNTS_PREFIX)) {
+      const rest = rawPath.slice(ACCOUNTS_PREFIX.length);
+      const slash = rest.indexOf("/");
+      if (slash > 0 && rest.indexOf("/", slash + 1) < 0) {
+        const leaf = rest.slice(slash + 1);
+        if (leaf === "token" || leaf === "identity") {
+          const name = decodeSegment(rest.slice(0, slash));
+          if (name === undefined) throw new HttpError(404, "Not found.");
+          return leaf === "token" ? this.token(req, res, name, params) : this.identity(req, res, name, params);
+        }
+      }
+    }
     const segments = splitPath(rawPath);
     if (segments === undefined) throw new HttpError(404, "Not found.");
     if (segments.length >= 2 && (segments[0] !== "computeMetadata" || segments[1] !== "v1")) throw new HttpError(404, "Not found.");
@@ -177,14 +194,7 @@ export class MetadataServer {
       this.send(res, 200, listing, "application/text", req.method === "HEAD");
       return;
     }
-    const path = segments.slice(2);
-    const trailingSlash = rawPath.endsWith("/");
-    // Hot path first: the token endpoint needs no tree.
-    if (path.length === 4 && path[0] === "instance" && path[1] === "service-accounts") {
-      if (path[3] === "token" && !trailingSlash) return this.token(req, res, path[2]!, params);
-      if (path[3] === "identity" && !trailingSlash) return this.identity(req, res, path[2]!, params);
-    }
-    return this.tree(req, res, path, params, trailingSlash);
+    return this.tree(req, res, segments.slice(2), params, rawPath.endsWith("/"));
   }
 
   private account(name: string): MetadataAccount {
@@ -214,9 +224,16 @@ export class MetadataServer {
   }
 
   private sendToken(req: IncomingMessage, res: ServerResponse, t: CachedToken): void {
+    // Rendering pieces are kept per token: only expires_in changes between two answers.
+    let memo = this.tokenBodies.get(t.token);
+    if (!memo) {
+      if (this.tokenBodies.size >= 256) this.tokenBodies.clear();
+      memo = { prefix: `{"access_token":${JSON.stringify(t.token)},"expires_in":`, etag: etagOf(t.token) };
+      this.tokenBodies.set(t.token, memo);
+    }
     const expiresIn = Math.max(0, Math.floor((t.expiresAtMs - Date.now()) / 1000));
-    const body = `{"access_token":${JSON.stringify(t.token)},"expires_in":${expiresIn},"token_type":"Bearer"}`;
-    this.send(res, 200, body, "application/json", req.method === "HEAD", { "cache-control": "no-store" });
+    const body = `${memo.prefix}${expiresIn},"token_type":"Bearer"}`;
+    this.send(res, 200, body, "application/json", req.method === "HEAD", { "cache-control": "no-store", etag: memo.etag });
   }
 
   private identity(req: IncomingMessage, res: ServerResponse, name: string, params: URLSearchParams): void | Promise<void> {
@@ -332,13 +349,11 @@ export class MetadataServer {
 
   private send(res: ServerResponse, status: number, body: string, contentType: string, headOnly: boolean, extra: Record<string, string> = {}): void {
     if (res.headersSent || res.destroyed) return;
-    res.writeHead(status, {
-      ...COMMON_HEADERS,
-      "content-type": contentType,
-      etag: extra.etag ?? etagOf(body),
-      "content-length": Buffer.byteLength(body),
-      ...extra,
-    });
+    // A flat header list skips node:http's per-key object walk on the hot path.
+    const headers: string[] = [...COMMON_HEADER_LIST, "content-type", contentType, "content-length", String(Buffer.byteLength(body))];
+    if (extra.etag === undefined) headers.push("etag", etagOf(body));
+    for (const key in extra) headers.push(key, extra[key]!);
+    res.writeHead(status, headers);
     res.end(headOnly ? undefined : body);
   }
 
@@ -368,18 +383,26 @@ function isDir(node: Node): node is Dir {
   return typeof node === "object" && !Array.isArray(node);
 }
 
-/** Splits and decodes a path; undefined for anything that could alias another path. */
-function splitPath(rawPath: string): string[] | undefined {
-  const parts = rawPath.split("/").filter((s, i, all) => !(s === "" && (i === 0 || i === all.length - 1)));
-  const out: string[] = [];
-  for (const p of parts) {
-    let d: string;
+/** Decodes one path segment; undefined for anything that could alias another path. */
+function decodeSegment(p: string): string | undefined {
+  let d = p;
+  if (p.includes("%")) {
     try {
       d = decodeURIComponent(p);
     } catch {
       return undefined;
     }
-    if (d === "" || d === "." || d === ".." || d.includes("/")) return undefined;
+  }
+  if (d === "" || d === "." || d === ".." || d.includes("/")) return undefined;
+  return d;
+}
+
+function splitPath(rawPath: string): string[] | undefined {
+  const parts = rawPath.split("/").filter((s, i, all) => !(s === "" && (i === 0 || i === all.length - 1)));
+  const out: string[] = [];
+  for (const p of parts) {
+    const d = decodeSegment(p);
+    if (d === undefined) return undefined;
     out.push(d);
   }
   return out;

@@ -53,8 +53,10 @@ export interface TokenCacheHealth {
   lastUpstreamFailureAtMs?: number;
 }
 
-interface Entry extends UpstreamToken {
-  account: string;
+/** Immutable once cached, so a hit hands out the entry itself without copying. */
+interface Entry extends CachedToken {
+  readonly account: string;
+  readonly stale: false;
 }
 
 // Answers from an authority that is up: the credential or the request will not work, so
@@ -129,18 +131,18 @@ export class TokenCache {
       const left = entry.expiresAtMs - nowMs;
       if (left > this.o.refreshAheadMs) {
         this.stats.hits++;
-        return { token: entry.token, expiresAtMs: entry.expiresAtMs, stale: false };
+        return entry;
       }
       if (left > this.o.minRemainingMs) {
         // Still good for the client: serve it and refresh behind it.
         this.stats.hits++;
         this.refresh(key, account, mint).catch(() => undefined);
-        return { token: entry.token, expiresAtMs: entry.expiresAtMs, stale: false };
+        return entry;
       }
     }
     this.stats.misses++;
     return this.refresh(key, account, mint).then(
-      (fresh) => ({ token: fresh.token, expiresAtMs: fresh.expiresAtMs, stale: false }),
+      (fresh) => fresh,
       (error: unknown) => {
         const current = this.entries.get(key);
         if (!isRefusal(error) && current && current.expiresAtMs - this.o.now() > this.o.staleFloorMs) {
@@ -158,7 +160,7 @@ export class TokenCache {
     if (running) return running;
     const epoch = this.epochs.get(account) ?? 0;
     const call = this.callUpstream(account, mint).then((minted) => {
-      const entry: Entry = { ...minted, account };
+      const entry: Entry = { token: minted.token, expiresAtMs: minted.expiresAtMs, stale: false, account };
       if ((this.epochs.get(account) ?? 0) === epoch) this.entries.set(key, entry);
       return entry;
     });

@@ -69,6 +69,7 @@ export class VmAuthorizationProcess implements MetadataSource {
   private readonly random: () => number;
   private metadata?: MetadataServer;
   private stopped = false;
+  private accountList?: MetadataAccount[];
 
   constructor(options: VmAuthorizationProcessOptions) {
     this.o = options;
@@ -181,7 +182,9 @@ export class VmAuthorizationProcess implements MetadataSource {
   }
 
   accounts(): MetadataAccount[] {
-    return [...this.held.values()].map((h) => ({ email: h.grant.serviceAccount, scopes: h.grant.scopes }));
+    // Rebuilt only when accounts change: the endpoint reads this on every request.
+    this.accountList ??= [...this.held.values()].map((h) => ({ email: h.grant.serviceAccount, scopes: h.grant.scopes }));
+    return this.accountList;
   }
 
   onAccountsChanged(listener: () => void): () => void {
@@ -253,6 +256,7 @@ export class VmAuthorizationProcess implements MetadataSource {
   }
 
   private changed(): void {
+    this.accountList = undefined;
     for (const l of [...this.listeners]) l();
   }
 
