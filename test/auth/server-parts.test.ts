@@ -78,3 +78,16 @@ describe("areaOf", () => {
     expect(areaOf("/trustplane.auth.v1.AuthService/Echo")).toBe("auth");
   });
 });
+
+describe("newNonce", () => {
+  it("gives distinct 16-byte nonces across pool refills", async () => {
+    const { newNonce } = await import("../../sdk/src/auth/call-statement.js");
+    const seen = new Set<string>();
+    for (let i = 0; i < 1000; i++) {
+      const n = newNonce();
+      expect(n.length).toBe(16);
+      seen.add(Buffer.from(n).toString("hex"));
+    }
+    expect(seen.size).toBe(1000);
+  });
+});

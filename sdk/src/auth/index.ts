@@ -28,6 +28,7 @@ export {
 export { canonicalize, canonicalEncode, canonicalForEncode, type MessageEncoder } from "./canonical.js";
 export {
   signCall,
+  newNonce,
   sha256,
   StreamDigest,
   streamDigest,
