@@ -136,6 +136,47 @@ describe("token cache", () => {
     expect(cache.size()).toBe(0);
   });
 
+  it("bounds the number of cached tokens (fresh identity audiences cannot grow the host without limit)", async () => {
+    const auth = await createAuthority();
+    const { upstream, state } = authorityUpstream(auth.exchange);
+    const held = await auth.longTermTokens.acquire({ principal: ALICE, serviceAccount: "reader@acme.trustplane", scopes: ["storage.read"], hostId: "h1", vmId: "v1" });
+    const cache = new TokenCache({ upstream, vmId: "v1", hostId: "h1", credential: () => held.token, maxEntries: 8 });
+    for (let i = 0; i < 20; i++) await cache.getIdentityToken("reader@acme.trustplane", `aud-${i}`, "standard");
+    expect(cache.size()).toBe(8);
+    // The newest ones stay.
+    const before = state.identityMints;
+    await cache.getIdentityToken("reader@acme.trustplane", "aud-19", "standard");
+    expect(state.identityMints).toBe(before);
+  });
+
+  it("200 VMs refreshing together cost one upstream mint per (VM, account, scopes) per refresh period", async () => {
+    const clock = manualClock();
+    const auth = await createAuthority({ now: clock.now });
+    const { upstream, state } = authorityUpstream(auth.exchange);
+    const caches: TokenCache[] = [];
+    // The token is shared per (account, scopes): each new host rotates it and the hub pushes
+    // the new version to the hosts already holding it.
+    const secrets = new Map<string, string>();
+    for (let i = 0; i < 200; i++) {
+      const host = `h${i}`;
+      auth.hub.subscribe(host, (u) => {
+        if (u.kind === "ROTATED" && u.token) secrets.set(host, u.token);
+      });
+      const issued = await auth.longTermTokens.acquire({ principal: ALICE, serviceAccount: SA, scopes: ["storage.read"], hostId: host, vmId: `v${i}` });
+      secrets.set(host, issued.token!);
+      caches.push(new TokenCache({ upstream, vmId: `v${i}`, hostId: host, credential: () => secrets.get(host), now: clock.now }));
+    }
+    const burst = () => Promise.all(caches.flatMap((c) => Array.from({ length: 5 }, () => c.getAccessToken(SA, []))));
+    await burst();
+    expect(state.accessMints).toBe(200);
+    clock.advance(51 * 60_000); // every VM crosses its refresh point at once
+    await burst();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(state.accessMints).toBe(400);
+    await burst();
+    expect(state.accessMints).toBe(400);
+  });
+
   it("refuses margins at or below the clients' eager-refresh threshold", () => {
     const base = { upstream: { mintAccessToken: async () => ({ token: "", expiresAtMs: 0 }), mintIdentityToken: async () => ({ token: "", expiresAtMs: 0 }) }, vmId: "v", hostId: "h", credential: () => undefined };
     expect(() => new TokenCache({ ...base, minRemainingMs: CLIENT_EAGER_REFRESH_MS })).toThrow(TrustplaneError);

@@ -41,6 +41,11 @@ export interface TokenCacheOptions {
   refreshAheadMs?: number;
   /** While the authority is down, stop serving a token this close to expiry. Default 10 s. */
   staleFloorMs?: number;
+  /**
+   * Bound on cached tokens: a guest choosing a fresh identity audience per request must not
+   * grow the host process without limit. Default 1024.
+   */
+  maxEntries?: number;
   /** Called when the authority refuses an account for good (revoked, unknown, not a holder). */
   onRefused?: (account: string, error: TrustplaneError) => void;
   now?: () => number;
@@ -78,6 +83,7 @@ export class TokenCache {
       minRemainingMs: 6 * 60_000,
       refreshAheadMs: 10 * 60_000,
       staleFloorMs: 10_000,
+      maxEntries: 1024,
       now: Date.now,
       ...options,
     };
@@ -161,7 +167,11 @@ export class TokenCache {
     const epoch = this.epochs.get(account) ?? 0;
     const call = this.callUpstream(account, mint).then((minted) => {
       const entry: Entry = { token: minted.token, expiresAtMs: minted.expiresAtMs, stale: false, account };
-      if ((this.epochs.get(account) ?? 0) === epoch) this.entries.set(key, entry);
+      if ((this.epochs.get(account) ?? 0) === epoch) {
+        this.entries.delete(key); // re-inserted last: Map order is then oldest-written first
+        this.entries.set(key, entry);
+        if (this.entries.size > this.o.maxEntries) this.evict();
+      }
       return entry;
     });
     const tracked = call.finally(() => {
@@ -169,6 +179,16 @@ export class TokenCache {
     });
     this.inflight.set(key, tracked);
     return tracked;
+  }
+
+  /** Drops expired entries, then the oldest-written ones, down to the bound. */
+  private evict(): void {
+    const nowMs = this.o.now();
+    for (const [key, entry] of this.entries) if (entry.expiresAtMs <= nowMs) this.entries.delete(key);
+    for (const key of this.entries.keys()) {
+      if (this.entries.size <= this.o.maxEntries) break;
+      this.entries.delete(key);
+    }
   }
 
   private async callUpstream(account: string, mint: (longTermToken: string) => Promise<UpstreamToken>): Promise<UpstreamToken> {
