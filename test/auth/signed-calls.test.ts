@@ -199,6 +199,7 @@ describe("rejections", () => {
     );
     expect([e.status, e.reason]).toEqual(["UNAUTHENTICATED", "DIGEST_MISMATCH"]);
     expect(h.commits.length).toBe(before);
+    expect(h.denied.at(-1)).toMatchObject({ method: StreamTestService.upload.path, reason: "DIGEST_MISMATCH", principal: "alice" });
     client.close();
   });
 

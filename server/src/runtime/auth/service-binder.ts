@@ -262,7 +262,7 @@ function makeImpl(def: MethodDef, handler: ((...args: any[]) => any) | undefined
         const firstReq = first ? decodeWith(def, first) : undefined;
         rec.requestId = requestIdOf(firstReq) ?? rec.requestId;
         if (!handler) throw unimplemented(def.path);
-        const requests = verifiedStream(def, first, firstReq, iterator, expectedStreamDigest);
+        const requests = verifiedStream(def, first, firstReq, iterator, expectedStreamDigest, caller);
         const result = handler(requests, rec.context(caller, call.metadata));
         if (def.responseStream) await writeAll(call as grpc.ServerDuplexStream<Buffer, Buffer>, def, result, rec);
         else response = def.responseSerialize(await result);
@@ -331,6 +331,7 @@ async function* verifiedStream(
   firstReq: unknown,
   rest: AsyncIterator<Buffer>,
   expected: Uint8Array,
+  caller: Caller,
 ): AsyncGenerator<unknown, void, undefined> {
   const digest = new StreamDigest();
   if (first) {
@@ -344,7 +345,8 @@ async function* verifiedStream(
     }
   }
   if (expected.length > 0 && !Buffer.from(digest.digest()).equals(expected)) {
-    throw new TrustplaneError("UNAUTHENTICATED", "DIGEST_MISMATCH", "the request stream received is not the stream that was signed");
+    // A CallRejectedError, so the denial hook (audit) records the tampered stream too.
+    throw new CallRejectedError("UNAUTHENTICATED", "DIGEST_MISMATCH", "the request stream received is not the stream that was signed", caller.keyId, caller.principal);
   }
 }
 
