@@ -2,6 +2,7 @@
 // with no failed request in between, pushed revocation, stale health over HTTP, and long-term
 // secrets that never reach the log.
 import { Writable } from "node:stream";
+import { decodeJwt } from "jose";
 import { describe, expect, it } from "vitest";
 import { createLogger } from "../../server/src/runtime/logger.js";
 import { renewalDelayMs } from "../../server/src/token/agent/vm-authorization-process.js";
@@ -93,6 +94,27 @@ describe("VM authorization process", () => {
       expect((await rawGet(vm.port, `${V1}/instance/service-accounts/default/email`)).body).toBe(SA2);
       await auth.longTermTokens.release({ accessor: vm.grants[1]!.accessor, vmId: "vm-1" });
       expect((await rawGet(vm.port, `${V1}/instance/service-accounts/`)).body).toBe("");
+    } finally {
+      await vm.stop();
+    }
+  });
+
+  it("replaces an account's grant when the VM manager re-acquires a different long-term token", async () => {
+    const auth = await createAuthority();
+    const vm = await startVm(auth, { accounts: [{ serviceAccount: SA, scopes: ["storage.read"] }] });
+    try {
+      // Rotate the first token a few times so its version is ahead of any fresh token's.
+      await auth.longTermTokens.rotate(vm.grants[0]!.accessor);
+      await auth.longTermTokens.rotate(vm.grants[0]!.accessor);
+      expect(vm.vm.heldVersion(SA)).toBe(3);
+      const before = JSON.parse((await rawGet(vm.port, `${V1}/instance/service-accounts/default/token`)).body).access_token;
+      const wider = await auth.longTermTokens.acquire({ principal: "user:alice", serviceAccount: SA, scopes: ["storage.read", "storage.write"], hostId: "host-a", vmId: "vm-1" });
+      vm.vm.addAccount({ ...wider, token: wider.token! });
+      expect(vm.vm.heldVersion(SA)).toBe(1);
+      expect((await rawGet(vm.port, `${V1}/instance/service-accounts/default/scopes`)).body).toBe("storage.read\nstorage.write\n");
+      const after = JSON.parse((await rawGet(vm.port, `${V1}/instance/service-accounts/default/token`)).body).access_token;
+      expect(after).not.toBe(before);
+      expect(decodeJwt(after).scope).toBe("storage.read storage.write");
     } finally {
       await vm.stop();
     }

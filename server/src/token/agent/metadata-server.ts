@@ -99,6 +99,7 @@ export class MetadataServer {
   private waiters = 0;
   private readonly tokenBodies = new Map<string, { prefix: string; etag: string }>();
   private readonly closing = new Set<() => void>();
+  private readonly unsubscribe: () => void;
 
   constructor(options: MetadataServerOptions) {
     this.source = options.source;
@@ -108,6 +109,8 @@ export class MetadataServer {
     this.maxWaiters = options.maxWaiters ?? 32;
     this.maxWaitMs = (options.maxWaitSeconds ?? 300) * 1000;
     this.server = createServer((req, res) => this.handle(req, res));
+    // Rendered token bodies of removed accounts are forgotten with them.
+    this.unsubscribe = this.source.onAccountsChanged(() => this.tokenBodies.clear());
     // A guest cannot hold many idle sockets open against the endpoint.
     this.server.headersTimeout = 10_000;
     this.server.requestTimeout = this.maxWaitMs + 10_000;
@@ -125,6 +128,7 @@ export class MetadataServer {
   }
 
   async close(): Promise<void> {
+    this.unsubscribe();
     for (const wake of this.closing) wake();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());

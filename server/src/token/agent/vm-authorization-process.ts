@@ -107,9 +107,16 @@ export class VmAuthorizationProcess implements MetadataSource {
   /** Adds an account (or installs a newer version of one) without restarting anything. */
   addAccount(grant: AccountGrant): void {
     const existing = this.held.get(grant.serviceAccount);
-    if (existing) {
+    if (existing && existing.grant.accessor === grant.accessor) {
       this.install(grant.serviceAccount, grant);
       return;
+    }
+    if (existing) {
+      // A different long-term token for the account (re-acquired after a revocation, or new
+      // scopes): its versions are unrelated to the old one's, so replace rather than compare.
+      clearTimeout(existing.timer);
+      this.held.delete(grant.serviceAccount);
+      this.cache.dropAccount(grant.serviceAccount);
     }
     const held: HeldAccount = { grant: { ...grant, scopes: [...grant.scopes].sort() }, renewAtMs: 0 };
     this.held.set(grant.serviceAccount, held);
