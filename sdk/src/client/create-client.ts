@@ -9,6 +9,7 @@ import { TrustplaneError } from "../errors.js";
 import { toTrustplaneError } from "./client-error.js";
 import { STREAM_DIGEST_OPTION, createSigningInterceptor } from "./signing-interceptor.js";
 import { signingServiceDefinition } from "./signing-service.js";
+import { REQUEST_TYPES } from "../gen/request-types.js";
 
 type Req<M> = M extends grpc.MethodDefinition<infer R, any> ? R : never;
 
@@ -73,13 +74,14 @@ function methodName(path: string): string {
 
 /**
  * Completes a partial request. Order: a codec on the method definition (`requestType`), the
- * generated `<Method>Request` codec from `types` (buf STANDARD lint guarantees that name),
- * else the top-level defaults (decoding zero bytes) overlaid with the given fields.
+ * generated `<Method>Request` codec from `types` (buf STANDARD lint guarantees that name) or
+ * from the generated REQUEST_TYPES registry, else the top-level defaults (decoding zero
+ * bytes) overlaid with the given fields.
  */
 function completer(def: grpc.MethodDefinition<unknown, unknown>, types: Record<string, unknown> | undefined): (p: unknown) => unknown {
   const onDef = (def as unknown as { requestType?: Partial<PartialCodec> }).requestType;
   if (typeof onDef?.fromPartial === "function") return (p) => onDef.fromPartial!(p);
-  const named = types?.[`${methodName(def.path)}Request`] as Partial<PartialCodec> | undefined;
+  const named = (types?.[`${methodName(def.path)}Request`] ?? REQUEST_TYPES[def.path]) as Partial<PartialCodec> | undefined;
   if (typeof named?.fromPartial === "function") return (p) => named.fromPartial!(p);
   return (p) => {
     const base = def.requestDeserialize(Buffer.alloc(0)) as Record<string, unknown>;
