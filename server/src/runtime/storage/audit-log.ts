@@ -1,0 +1,149 @@
+// The append-only, hash-chained audit log: record n stores SHA-256(hash(n-1) ‖ canonical JSON
+// of its own fields), so editing, deleting or reordering any record breaks the chain from
+// there on. Appends are serialised (the SQLite write lock, a PostgreSQL advisory lock) so
+// concurrent replicas never fork the chain. Callers pass ids in `detail`, never secrets.
+import { createHash } from "node:crypto";
+import type { SqlDb } from "./sql-db.js";
+
+export interface AuditEntry {
+  principal: string;
+  action: string;
+  target: string;
+  /** "ok", or the denial reason code. */
+  outcome: string;
+  requestId: string;
+  detail?: Record<string, unknown>;
+}
+
+export interface AuditRecord extends Required<AuditEntry> {
+  seq: number;
+  timeMs: number;
+  prevHash: Buffer;
+  hash: Buffer;
+}
+
+export interface AuditVerification {
+  ok: boolean;
+  records: number;
+  brokenAtSeq?: number;
+  problem?: string;
+}
+
+export const GENESIS_HASH = Buffer.alloc(32);
+const APPEND_LOCK = 727_274_002;
+
+/** JSON with object keys sorted at every depth: one text per value, whatever the key order. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "null";
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  const entries = Object.entries(value as Record<string, unknown>)
+    .filter(([, v]) => v !== undefined)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+}
+
+export function recordHash(prevHash: Uint8Array, r: Omit<AuditRecord, "prevHash" | "hash">): Buffer {
+  const body = canonicalJson({
+    seq: r.seq,
+    timeMs: r.timeMs,
+    principal: r.principal,
+    action: r.action,
+    target: r.target,
+    outcome: r.outcome,
+    requestId: r.requestId,
+    detail: r.detail,
+  });
+  return createHash("sha256").update(prevHash).update(body, "utf8").digest();
+}
+
+interface Row {
+  seq: number;
+  time_ms: number;
+  principal: string;
+  action: string;
+  target: string;
+  outcome: string;
+  request_id: string;
+  detail_json: string;
+  prev_hash: Buffer;
+  hash: Buffer;
+}
+
+function fromRow(r: Row): AuditRecord {
+  return {
+    seq: Number(r.seq),
+    timeMs: Number(r.time_ms),
+    principal: r.principal,
+    action: r.action,
+    target: r.target,
+    outcome: r.outcome,
+    requestId: r.request_id,
+    detail: JSON.parse(r.detail_json) as Record<string, unknown>,
+    prevHash: Buffer.from(r.prev_hash),
+    hash: Buffer.from(r.hash),
+  };
+}
+
+export class AuditLog {
+  constructor(
+    private readonly db: SqlDb,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async append(e: AuditEntry): Promise<AuditRecord> {
+    return this.db.transaction(async () => {
+      if (this.db.dialect === "postgres") await this.db.run("SELECT pg_advisory_xact_lock(?)", [APPEND_LOCK]);
+      const head = await this.db.get<{ seq: number; hash: Buffer }>("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1");
+      const seq = head ? Number(head.seq) + 1 : 1;
+      const prevHash = head ? Buffer.from(head.hash) : GENESIS_HASH;
+      const rec = { seq, timeMs: this.now(), principal: e.principal, action: e.action, target: e.target, outcome: e.outcome, requestId: e.requestId, detail: e.detail ?? {} };
+      const hash = recordHash(prevHash, rec);
+      await this.db.run(
+        "INSERT INTO audit_log (seq, time_ms, principal, action, target, outcome, request_id, detail_json, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [seq, rec.timeMs, rec.principal, rec.action, rec.target, rec.outcome, rec.requestId, canonicalJson(rec.detail), prevHash, hash],
+      );
+      return { ...rec, prevHash, hash };
+    });
+  }
+
+  async list(opts: { afterSeq?: number; limit?: number } = {}): Promise<AuditRecord[]> {
+    const rows = await this.db.all<Row>("SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", [opts.afterSeq ?? 0, Math.min(opts.limit ?? 100, 10_000)]);
+    return rows.map(fromRow);
+  }
+
+  async head(): Promise<{ seq: number; hash: Buffer } | undefined> {
+    const r = await this.db.get<{ seq: number; hash: Buffer }>("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1");
+    return r && { seq: Number(r.seq), hash: Buffer.from(r.hash) };
+  }
+
+  /**
+   * Re-walks the chain. Detects edited, deleted, inserted and reordered records; a deleted
+   * tail is only detectable against a head remembered elsewhere (`expectHead`).
+   */
+  async verify(opts: { expectHead?: { seq: number; hash: Uint8Array } } = {}): Promise<AuditVerification> {
+    let prev: Buffer = GENESIS_HASH;
+    let expected = 1;
+    let count = 0;
+    for (let after = 0; ; ) {
+      const page = await this.list({ afterSeq: after, limit: 5000 });
+      if (page.length === 0) break;
+      for (const r of page) {
+        if (r.seq !== expected) return { ok: false, records: count, brokenAtSeq: expected, problem: `record ${expected} is missing (next is ${r.seq})` };
+        if (!r.prevHash.equals(prev)) return { ok: false, records: count, brokenAtSeq: r.seq, problem: `record ${r.seq} does not follow record ${r.seq - 1} (previous hash differs)` };
+        if (!recordHash(prev, r).equals(r.hash)) return { ok: false, records: count, brokenAtSeq: r.seq, problem: `record ${r.seq} was modified (its hash does not match its content)` };
+        prev = r.hash;
+        expected++;
+        count++;
+      }
+      after = page[page.length - 1]!.seq;
+    }
+    if (opts.expectHead) {
+      if (count < opts.expectHead.seq) return { ok: false, records: count, brokenAtSeq: count + 1, problem: `the log ends at ${count} but a head at ${opts.expectHead.seq} was recorded: records were deleted from the end` };
+      const at = await this.db.get<{ hash: Buffer }>("SELECT hash FROM audit_log WHERE seq = ?", [opts.expectHead.seq]);
+      if (!at || !Buffer.from(at.hash).equals(Buffer.from(opts.expectHead.hash))) {
+        return { ok: false, records: count, brokenAtSeq: opts.expectHead.seq, problem: `record ${opts.expectHead.seq} differs from the recorded head` };
+      }
+    }
+    return { ok: true, records: count };
+  }
+}
