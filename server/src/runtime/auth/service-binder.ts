@@ -110,11 +110,16 @@ class CallRecord {
   ) {}
 
   context(caller: Caller, metadata: grpc.Metadata): CallContext {
+    const rec = this;
+    let logger: Logger | undefined;
     return {
       caller,
       requestId: this.requestId,
       method: this.method,
-      logger: this.runtime.logger.child({ requestId: this.requestId, method: this.method, principal: caller.principal }),
+      // Built on first use: most handlers never log, and a pino child costs a serialisation.
+      get logger() {
+        return (logger ??= rec.runtime.logger.child({ requestId: rec.requestId, method: rec.method, principal: caller.principal }));
+      },
       metadata,
       signal: this.abort.signal,
     };

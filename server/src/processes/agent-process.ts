@@ -1,0 +1,130 @@
+// Wiring for `trustplane agent`: joins the server once with a join token (proving possession
+// of a fresh host key), keeps its identity under <dataDir>/agent/<hostId>/ with mode 0600,
+// and serves the agent-side services, trusting only callers certified by the server's CA.
+import type { JsonWebKey } from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { exportPrivateJwk, generateSigningKey, importSigningKey, importVerificationKey, type SigningKey, type VerificationKey } from "../../../sdk/src/auth/index.js";
+import { createClient } from "../../../sdk/src/client/create-client.js";
+import { TrustplaneError } from "../../../sdk/src/errors.js";
+import { AuthServiceService } from "../../../sdk/src/gen/trustplane/auth/v1/service.js";
+import { SignedEnvelope } from "../../../sdk/src/gen/trustplane/auth/v1/auth.js";
+import { CallVerifier } from "../runtime/auth/call-verifier.js";
+import { MemoryNonceStore } from "../runtime/auth/memory-nonce-store.js";
+import { RulePolicyEngine } from "../runtime/auth/policy-engine.js";
+import { bindService, type BindRuntime } from "../runtime/auth/service-binder.js";
+import type { Config } from "../runtime/config.js";
+import { GrpcServerHost } from "../runtime/grpc-server.js";
+import { readJsonSecretFile, writeSecretFile } from "../runtime/key-file.js";
+import type { Logger } from "../runtime/logger.js";
+import { SERVER_PRINCIPAL } from "./server-keys.js";
+import { UNIMPLEMENTED_AGENT_SERVICES } from "./service-catalog.js";
+
+export interface AgentIdentity {
+  hostId: string;
+  serverAddress: string;
+  caJwks: string[];
+  /** Base64 of the SignedEnvelope certifying the host signing key. */
+  hostCertificate: string;
+  joinedAtMs: number;
+}
+
+export interface AgentHandle {
+  address: string;
+  identity: AgentIdentity;
+  signingKey: SigningKey;
+  shutdown(): Promise<void>;
+}
+
+export function defaultHostId(): string {
+  return os.hostname().toLowerCase().replace(/[^a-z0-9.-]/g, "-").replace(/^[^a-z0-9]+/, "").slice(0, 63) || "host";
+}
+
+function x25519Jwk(key: KeyObject): JsonWebKey {
+  return key.export({ format: "jwk" }) as JsonWebKey;
+}
+
+/** Joins the server: one signed JoinHost call, signed by the new host key itself. */
+async function join(config: Config, hostId: string, stateDir: string, logger: Logger): Promise<AgentIdentity> {
+  if (!config.serverAddress || !config.joinToken) {
+    throw new TrustplaneError(
+      "FAILED_PRECONDITION",
+      "AGENT_NOT_JOINED",
+      `agent ${hostId} has no identity in ${stateDir}; give --server and --join-token (mint one with \`trustplane host join-token --host-id ${hostId}\`)`,
+    );
+  }
+  const signing = generateSigningKey("Ed25519");
+  const sealing = generateKeyPairSync("x25519");
+  const credentials = config.serverCaFile ? grpc.credentials.createSsl(readFileSync(config.serverCaFile)) : grpc.credentials.createInsecure();
+  const client = createClient(AuthServiceService, config.serverAddress, { key: signing, credentials });
+  try {
+    const res = await client.joinHost({
+      requestId: `join-${hostId}-${signing.keyId.slice(0, 16)}`,
+      joinToken: config.joinToken,
+      hostId,
+      signingJwk: JSON.stringify(signing.publicJwk),
+      sealingJwk: JSON.stringify(x25519Jwk(sealing.publicKey)),
+      address: config.agentListen,
+    });
+    const identity: AgentIdentity = {
+      hostId,
+      serverAddress: config.serverAddress,
+      caJwks: res.caJwks,
+      hostCertificate: Buffer.from(SignedEnvelope.encode(res.hostCertificate!).finish()).toString("base64"),
+      joinedAtMs: Date.now(),
+    };
+    writeSecretFile(path.join(stateDir, "host-signing.jwk.json"), JSON.stringify(exportPrivateJwk(signing), null, 2) + "\n");
+    writeSecretFile(path.join(stateDir, "host-sealing.jwk.json"), JSON.stringify(x25519Jwk(sealing.privateKey), null, 2) + "\n");
+    writeSecretFile(path.join(stateDir, "identity.json"), JSON.stringify(identity, null, 2) + "\n");
+    logger.info({ hostId, keyId: signing.keyId }, "agent joined the server");
+    return identity;
+  } finally {
+    client.close();
+  }
+}
+
+export async function startAgent(config: Config, logger: Logger): Promise<AgentHandle> {
+  const hostId = config.hostId ?? defaultHostId();
+  const stateDir = path.join(config.dataDir, "agent", hostId);
+  // CA keys arrive with the identity; until then no caller can be verified (UNKNOWN_KEY).
+  const caKeys: VerificationKey[] = [];
+  // The agent knows no keys by id: every caller (the server, operators) presents a CA certificate.
+  const verifier = new CallVerifier({
+    keys: { resolve: async () => undefined },
+    caKeys: () => caKeys,
+    nonces: new MemoryNonceStore(),
+    policy: new RulePolicyEngine(async (principal) =>
+      principal === SERVER_PRINCIPAL ? { roles: ["admin"], rules: [{ methods: ["*"], effect: "allow" }] } : undefined,
+    ),
+    skewMs: config.skewSeconds * 1000,
+    hostId,
+  });
+  const host = new GrpcServerHost({ listen: config.agentListen, tls: config.tls, logger, drainSeconds: config.drainSeconds });
+  const runtime: BindRuntime = { verifier, logger: logger.child({ hostId }) };
+  for (const def of UNIMPLEMENTED_AGENT_SERVICES) bindService(host.server, def, {}, runtime);
+  // Bind first so the address registered at join is the one actually listening (port 0 in tests).
+  const address = await host.start();
+  try {
+    const identity = existsSync(path.join(stateDir, "identity.json"))
+      ? readJsonSecretFile<AgentIdentity>(path.join(stateDir, "identity.json"))
+      : await join({ ...config, agentListen: address }, hostId, stateDir, logger);
+    const signingKey = importSigningKey(readJsonSecretFile<JsonWebKey>(path.join(stateDir, "host-signing.jwk.json")));
+    caKeys.push(...identity.caJwks.map((j) => importVerificationKey(j)));
+    logger.info({ address, hostId }, "trustplane agent listening");
+    return {
+      address,
+      identity,
+      signingKey,
+      async shutdown() {
+        await host.shutdown();
+        logger.info({ hostId }, "trustplane agent stopped");
+      },
+    };
+  } catch (e) {
+    await host.shutdown();
+    throw e;
+  }
+}

@@ -1,0 +1,109 @@
+// Wiring for `trustplane server`: storage, keys, the call verifier and every service on one
+// gRPC server. Only wiring lives here; behaviour lives in the areas and in runtime/.
+import type { JsonWebKey } from "node:crypto";
+import path from "node:path";
+import { existsSync } from "node:fs";
+import { exportPrivateJwk, generateSigningKey, importVerificationKey, type SigningKey } from "../../../sdk/src/auth/index.js";
+import { AuthServiceService } from "../../../sdk/src/gen/trustplane/auth/v1/service.js";
+import { createAuthHandlers } from "../auth/auth-service.js";
+import { KeyCache } from "../auth/key-cache.js";
+import { CallVerifier } from "../runtime/auth/call-verifier.js";
+import type { NonceStore } from "../runtime/auth/nonce-store.js";
+import { MemoryNonceStore } from "../runtime/auth/memory-nonce-store.js";
+import { RulePolicyEngine } from "../runtime/auth/policy-engine.js";
+import { bindService, type BindRuntime } from "../runtime/auth/service-binder.js";
+import type { Config } from "../runtime/config.js";
+import { GrpcServerHost } from "../runtime/grpc-server.js";
+import { readJsonSecretFile, writeSecretFile } from "../runtime/key-file.js";
+import type { Logger } from "../runtime/logger.js";
+import { Storage } from "../runtime/storage/storage.js";
+import { SERVER_PRINCIPAL, loadServerKeys, type ServerKeys } from "./server-keys.js";
+import { UNIMPLEMENTED_SERVER_SERVICES } from "./service-catalog.js";
+
+export const ADMIN_PRINCIPAL = "admin";
+
+export interface ServerHandle {
+  address: string;
+  storage: Storage;
+  keys: ServerKeys;
+  /** Where the bootstrap admin key was written, when this start created it. */
+  adminKeyFile?: string;
+  shutdown(): Promise<void>;
+}
+
+/** Creates the admin principal on first start and writes its key (0600) when none is given. */
+async function bootstrapAdmin(storage: Storage, keys: ServerKeys, dataDir: string, adminKeyFile: string | undefined): Promise<string | undefined> {
+  const now = Date.now();
+  await storage.db.transaction(async () => {
+    if (!(await storage.principals.get(SERVER_PRINCIPAL))) {
+      await storage.principals.create({ name: SERVER_PRINCIPAL, kind: "service", roles: ["admin"], policy: { rules: [{ methods: ["*"], effect: "allow" }] }, createdAtMs: now });
+    }
+    if (!(await storage.keys.get(keys.service.keyId))) {
+      await storage.keys.add({ keyId: keys.service.keyId, principal: SERVER_PRINCIPAL, algorithm: keys.service.algorithm, jwk: JSON.stringify(keys.service.publicJwk), createdAtMs: now });
+    }
+  });
+  if (await storage.principals.get(ADMIN_PRINCIPAL)) return undefined;
+  const file = adminKeyFile ?? path.join(dataDir, "admin.jwk.json");
+  let admin: SigningKey | undefined;
+  if (!existsSync(file)) {
+    admin = generateSigningKey("Ed25519");
+    writeSecretFile(file, JSON.stringify(exportPrivateJwk(admin), null, 2) + "\n");
+  }
+  const jwk = readJsonSecretFile<JsonWebKey>(file);
+  const { d: _private, ...publicJwk } = jwk as JsonWebKey & { d?: string };
+  const verification = importVerificationKey(jwk.kty === "oct" ? jwk : publicJwk);
+  await storage.db.transaction(async () => {
+    await storage.principals.create({ name: ADMIN_PRINCIPAL, kind: "user", roles: ["admin"], policy: { rules: [{ methods: ["*"], effect: "allow" }] }, createdAtMs: now });
+    await storage.keys.add({ keyId: verification.keyId, principal: ADMIN_PRINCIPAL, algorithm: verification.algorithm, jwk: JSON.stringify(verification.jwk), createdAtMs: now });
+    await storage.audit.append({ principal: SERVER_PRINCIPAL, action: "principal.bootstrap_admin", target: ADMIN_PRINCIPAL, outcome: "ok", requestId: "bootstrap", detail: { keyId: verification.keyId } });
+  });
+  return file;
+}
+
+export async function startServer(config: Config, logger: Logger, options: { adminKeyFile?: string } = {}): Promise<ServerHandle> {
+  const storage = await Storage.open(config.databaseUrl ? { url: config.databaseUrl } : { sqlitePath: path.join(config.dataDir, "trustplane.db") });
+  try {
+    const keys = loadServerKeys(config.dataDir);
+    const adminKeyFile = await bootstrapAdmin(storage, keys, config.dataDir, options.adminKeyFile);
+    const keyCache = new KeyCache(storage);
+    // One replica: replay cache in memory. Several replicas share PostgreSQL's nonce table.
+    const nonces: NonceStore = config.databaseUrl ? storage.nonces : new MemoryNonceStore();
+    const policy = new RulePolicyEngine(async (principal) => {
+      const rec = await storage.principals.get(principal);
+      return rec ? { roles: rec.roles, rules: rec.policy.rules } : undefined;
+    });
+    const caVerification = importVerificationKey(keys.ca.publicJwk);
+    const verifier = new CallVerifier({ keys: keyCache, caKeys: () => [caVerification], nonces, policy, skewMs: config.skewSeconds * 1000 });
+    const host = new GrpcServerHost({ listen: config.listen, tls: config.tls, logger, drainSeconds: config.drainSeconds });
+    const runtime: BindRuntime = {
+      verifier,
+      logger,
+      publicMethods: new Set([AuthServiceService.joinHost.path]),
+      idempotency: storage.idempotency,
+      onDenied: async (e) => {
+        await storage.audit
+          .append({ principal: e.principal ?? "(unauthenticated)", action: `call.denied`, target: e.method, outcome: e.reason, requestId: e.requestId, detail: e.keyId ? { keyId: e.keyId } : {} })
+          .catch((err: Error) => logger.error({ err: err.message }, "failed to audit a denied call"));
+      },
+    };
+    bindService(host.server, AuthServiceService, createAuthHandlers({ storage, ca: keys.ca, keyCache, nonces, skewMs: config.skewSeconds * 1000 }), runtime);
+    host.health.set("trustplane.auth.v1.AuthService", "SERVING");
+    for (const def of UNIMPLEMENTED_SERVER_SERVICES) bindService(host.server, def, {}, runtime);
+    const address = await host.start();
+    logger.info({ address, database: config.databaseUrl ? "postgres" : "sqlite", dataDir: config.dataDir, tls: Boolean(config.tls) }, "trustplane server listening");
+    return {
+      address,
+      storage,
+      keys,
+      adminKeyFile,
+      async shutdown() {
+        await host.shutdown();
+        await storage.close();
+        logger.info("trustplane server stopped");
+      },
+    };
+  } catch (e) {
+    await storage.close();
+    throw e;
+  }
+}
