@@ -1,0 +1,5 @@
+// Every benchmark `npm run bench` knows, by area. Each area adds its list here.
+import type { Benchmark } from "./harness.js";
+import { AUTH_BENCHMARKS } from "./auth/auth.bench.js";
+
+export const BENCHMARKS: Benchmark[] = [...AUTH_BENCHMARKS];

@@ -1,0 +1,5 @@
+// The flows `npm run demo` tours, in order. Each area adds its flow here when it lands.
+import { signedCallsFlow } from "./signed-calls.js";
+import type { ExampleFlow } from "./tour-context.js";
+
+export const FLOWS: ExampleFlow[] = [signedCallsFlow];
