@@ -1,11 +1,33 @@
-// SqlDb over better-sqlite3: WAL journal, busy timeout, foreign keys. Writers are serialised
-// by an async mutex; statements issued inside a transaction (same async context) skip it.
+// SqlDb over better-sqlite3: WAL journal, foreign keys. Writers are serialised by an async
+// mutex; statements issued inside a transaction (same async context) skip it. Another
+// connection's write lock (a second process, the CLI) is waited for asynchronously: a
+// synchronous busy-wait would freeze this event loop while a transaction holds the lock.
 import Database from "better-sqlite3";
 import { AsyncLocalStorage } from "node:async_hooks";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { AsyncMutex } from "./async-mutex.js";
 import type { SqlDb } from "./sql-db.js";
+
+const BUSY_WAIT_MS = 10_000;
+
+function isBusy(e: unknown): boolean {
+  const code = (e as { code?: string }).code;
+  return code === "SQLITE_BUSY" || code === "SQLITE_LOCKED";
+}
+
+/** Retries a statement that met another connection's lock, yielding to the event loop. */
+async function busyRetry<T>(fn: () => T): Promise<T> {
+  const deadline = Date.now() + BUSY_WAIT_MS;
+  for (let delay = 2; ; delay = Math.min(delay * 2, 100)) {
+    try {
+      return fn();
+    } catch (e) {
+      if (!isBusy(e) || Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
 
 function bind(params: unknown[] | undefined): unknown[] {
   // better-sqlite3 binds booleans poorly and refuses undefined; normalise at the edge.
@@ -23,7 +45,7 @@ export class SqliteDb implements SqlDb {
     if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
     this.db = new Database(file);
     this.db.pragma("journal_mode = WAL");
-    this.db.pragma("busy_timeout = 5000");
+    this.db.pragma("busy_timeout = 0");
     this.db.pragma("foreign_keys = ON");
     this.db.pragma("synchronous = NORMAL");
   }
@@ -50,7 +72,7 @@ export class SqliteDb implements SqlDb {
     if (this.inTx.getStore()) return { changes: this.prepare(sql).run(...bind(params)).changes };
     const release = await this.mutex.lock();
     try {
-      return { changes: this.prepare(sql).run(...bind(params)).changes };
+      return { changes: (await busyRetry(() => this.prepare(sql).run(...bind(params)))).changes };
     } finally {
       release();
     }
@@ -65,7 +87,7 @@ export class SqliteDb implements SqlDb {
     if (this.inTx.getStore()) return fn(this);
     const release = await this.mutex.lock();
     try {
-      this.db.exec("BEGIN IMMEDIATE");
+      await busyRetry(() => this.db.exec("BEGIN IMMEDIATE"));
       try {
         const result = await this.inTx.run(true, () => fn(this));
         this.db.exec("COMMIT");
