@@ -138,3 +138,42 @@ describe("trustplane dev", () => {
     expect(text).not.toContain(secret);
   });
 });
+
+describe("areas that have not landed", () => {
+  it("answer a signed call with UNIMPLEMENTED naming the area, on the server and on the agent", async () => {
+    const { VmServiceService } = await import("../../sdk/src/gen/trustplane/vm/v1/vm.js");
+    const { PrivilegedServiceService } = await import("../../sdk/src/gen/trustplane/privileged/v1/privileged.js");
+    const vm = createClient(VmServiceService, env.dev.server.address, { key: env.admin });
+    try {
+      const err = await refused(vm.getVm({ vmId: "vm-1" }));
+      expect([err.status, err.reason]).toEqual(["UNIMPLEMENTED", "AREA_NOT_IMPLEMENTED"]);
+      expect(err.message).toContain("the vm area is not implemented yet");
+    } finally {
+      vm.close();
+    }
+    // The agent trusts only CA-certified callers: the server's service key with its certificate.
+    const priv = createClient(PrivilegedServiceService, env.dev.agent.address, {
+      key: env.dev.server.keys.service,
+      certificate: env.dev.server.keys.serviceCertificate,
+      targetHost: env.dev.agent.identity.hostId,
+    });
+    try {
+      const err = await refused(priv.submit({ requestId: "r1" }));
+      expect([err.status, err.reason]).toEqual(["UNIMPLEMENTED", "AREA_NOT_IMPLEMENTED"]);
+      expect(err.message).toContain("privileged");
+    } finally {
+      priv.close();
+    }
+  });
+
+  it("refuses an agent call signed by a key the agent's CA never certified", async () => {
+    const { PrivilegedServiceService } = await import("../../sdk/src/gen/trustplane/privileged/v1/privileged.js");
+    const priv = createClient(PrivilegedServiceService, env.dev.agent.address, { key: env.admin, targetHost: env.dev.agent.identity.hostId });
+    try {
+      const err = await refused(priv.submit({ requestId: "r2" }));
+      expect([err.status, err.reason]).toEqual(["UNAUTHENTICATED", "UNKNOWN_KEY"]);
+    } finally {
+      priv.close();
+    }
+  });
+});

@@ -1,9 +1,23 @@
 // Which generated services each process binds before their area lands: every method answers
-// UNIMPLEMENTED naming its area, so clients get a clear answer instead of a transport error.
+// UNIMPLEMENTED naming its area (after the call verified), so clients get a clear answer
+// instead of a transport error. An area moves its service out of here when it lands.
 import type * as grpc from "@grpc/grpc-js";
+import { DeployServiceService } from "../../../sdk/src/gen/trustplane/deploy/v1/deploy.js";
+import { JobServiceService } from "../../../sdk/src/gen/trustplane/job/v1/job.js";
+import { StorageServiceService } from "../../../sdk/src/gen/trustplane/job/v1/storage.js";
+import { PrivilegedServiceService } from "../../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
+import { TokenServiceService } from "../../../sdk/src/gen/trustplane/token/v1/token.js";
+import { HostControlServiceService, HostServiceService, VmServiceService } from "../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 
 /** Server-side services whose areas have not landed yet. */
-export const UNIMPLEMENTED_SERVER_SERVICES: grpc.ServiceDefinition[] = [];
+export const UNIMPLEMENTED_SERVER_SERVICES: grpc.ServiceDefinition[] = [
+  TokenServiceService,
+  VmServiceService,
+  HostServiceService,
+  DeployServiceService,
+  StorageServiceService,
+  JobServiceService,
+];
 
 /** Agent-side services whose areas have not landed yet. */
-export const UNIMPLEMENTED_AGENT_SERVICES: grpc.ServiceDefinition[] = [];
+export const UNIMPLEMENTED_AGENT_SERVICES: grpc.ServiceDefinition[] = [HostControlServiceService, PrivilegedServiceService];
