@@ -21,7 +21,10 @@ import { GrpcServerHost } from "../runtime/grpc-server.js";
 import { readJsonSecretFile, writeSecretFile } from "../runtime/key-file.js";
 import type { Logger } from "../runtime/logger.js";
 import { SERVER_PRINCIPAL } from "./server-keys.js";
-import { UNIMPLEMENTED_AGENT_SERVICES } from "./service-catalog.js";
+import { importX25519Jwk } from "../../../sdk/src/envelope/index.js";
+import type { Bind, Running } from "./area.js";
+import { AGENT_AREAS } from "./areas.js";
+import { UNIMPLEMENTED_AGENT_SERVICES, serviceName } from "./service-catalog.js";
 
 export interface AgentIdentity {
   hostId: string;
@@ -58,8 +61,7 @@ async function join(config: Config, hostId: string, stateDir: string, logger: Lo
   }
   const signing = generateSigningKey("Ed25519");
   const sealing = generateKeyPairSync("x25519");
-  const credentials = config.serverCaFile ? grpc.credentials.createSsl(readFileSync(config.serverCaFile)) : grpc.credentials.createInsecure();
-  const client = createClient(AuthServiceService, config.serverAddress, { key: signing, credentials });
+  const client = createClient(AuthServiceService, config.serverAddress, { key: signing, credentials: serverCredentialsFor(config) });
   try {
     const res = await client.joinHost({
       requestId: `join-${hostId}-${signing.keyId.slice(0, 16)}`,
@@ -104,15 +106,40 @@ export async function startAgent(config: Config, logger: Logger): Promise<AgentH
   });
   const host = new GrpcServerHost({ listen: config.agentListen, tls: config.tls, logger, drainSeconds: config.drainSeconds });
   const runtime: BindRuntime = { verifier, logger: logger.child({ hostId }) };
-  for (const def of UNIMPLEMENTED_AGENT_SERVICES) bindService(host.server, def, {}, runtime);
-  // Bind first so the address registered at join is the one actually listening (port 0 in tests).
+  const bound = new Set<grpc.ServiceDefinition>();
+  const bind: Bind = (service, handlers) => {
+    bindService(host.server, service, handlers, runtime);
+    bound.add(service as grpc.ServiceDefinition);
+    host.health.set(serviceName(service as grpc.ServiceDefinition), "SERVING");
+  };
+  // Bind first so the address registered at join is the one actually listening (port 0 in
+  // tests); areas add their services once the identity they need exists.
   const address = await host.start();
+  const running: Running[] = [];
   try {
     const identity = existsSync(path.join(stateDir, "identity.json"))
       ? readJsonSecretFile<AgentIdentity>(path.join(stateDir, "identity.json"))
       : await join({ ...config, agentListen: address }, hostId, stateDir, logger);
     const signingKey = importSigningKey(readJsonSecretFile<JsonWebKey>(path.join(stateDir, "host-signing.jwk.json")));
+    const sealingJwk = importX25519Jwk(readJsonSecretFile<JsonWebKey>(path.join(stateDir, "host-sealing.jwk.json")));
     caKeys.push(...identity.caJwks.map((j) => importVerificationKey(j)));
+    for (const area of AGENT_AREAS) {
+      const r = await area.start({
+        config,
+        logger: logger.child({ area: area.name, hostId }),
+        hostId,
+        signingKey,
+        hostCertificate: Buffer.from(identity.hostCertificate, "base64"),
+        sealing: { publicKey: sealingJwk.publicKey, privateKey: sealingJwk.privateKey! },
+        caKeys,
+        serverAddress: identity.serverAddress,
+        serverCredentials: serverCredentialsFor(config),
+        stateDir,
+        bind,
+      });
+      if (r) running.unshift(r);
+    }
+    for (const def of UNIMPLEMENTED_AGENT_SERVICES) if (!bound.has(def)) bindService(host.server, def, {}, runtime);
     logger.info({ address, hostId }, "trustplane agent listening");
     return {
       address,
@@ -120,11 +147,17 @@ export async function startAgent(config: Config, logger: Logger): Promise<AgentH
       signingKey,
       async shutdown() {
         await host.shutdown();
+        for (const r of running) await r.stop().catch((e: Error) => logger.error({ err: e.message }, "area failed to stop"));
         logger.info({ hostId }, "trustplane agent stopped");
       },
     };
   } catch (e) {
+    for (const r of running) await r.stop().catch(() => undefined);
     await host.shutdown();
     throw e;
   }
+}
+
+function serverCredentialsFor(config: Config): grpc.ChannelCredentials {
+  return config.serverCaFile ? grpc.credentials.createSsl(readFileSync(config.serverCaFile)) : grpc.credentials.createInsecure();
 }

@@ -1,6 +1,7 @@
 // Wiring for `trustplane server`: storage, keys, the call verifier and every service on one
 // gRPC server. Only wiring lives here; behaviour lives in the areas and in runtime/.
 import type { JsonWebKey } from "node:crypto";
+import type * as grpc from "@grpc/grpc-js";
 import path from "node:path";
 import { existsSync } from "node:fs";
 import { exportPrivateJwk, generateSigningKey, importVerificationKey, type SigningKey } from "../../../sdk/src/auth/index.js";
@@ -18,7 +19,10 @@ import { readJsonSecretFile, writeSecretFile } from "../runtime/key-file.js";
 import type { Logger } from "../runtime/logger.js";
 import { Storage } from "../runtime/storage/storage.js";
 import { SERVER_PRINCIPAL, loadServerKeys, type ServerKeys } from "./server-keys.js";
-import { UNIMPLEMENTED_SERVER_SERVICES } from "./service-catalog.js";
+import { FsBlobStore } from "../runtime/storage/blob-store.js";
+import type { Bind, Running } from "./area.js";
+import { SERVER_AREAS } from "./areas.js";
+import { UNIMPLEMENTED_SERVER_SERVICES, serviceName } from "./service-catalog.js";
 
 export const ADMIN_PRINCIPAL = "admin";
 
@@ -62,6 +66,7 @@ async function bootstrapAdmin(storage: Storage, keys: ServerKeys, dataDir: strin
 
 export async function startServer(config: Config, logger: Logger, options: { adminKeyFile?: string } = {}): Promise<ServerHandle> {
   const storage = await Storage.open(config.databaseUrl ? { url: config.databaseUrl } : { sqlitePath: path.join(config.dataDir, "trustplane.db") });
+  const running: Running[] = [];
   try {
     const keys = loadServerKeys(config.dataDir);
     const adminKeyFile = await bootstrapAdmin(storage, keys, config.dataDir, options.adminKeyFile);
@@ -86,10 +91,31 @@ export async function startServer(config: Config, logger: Logger, options: { adm
           .catch((err: Error) => logger.error({ err: err.message }, "failed to audit a denied call"));
       },
     };
-    bindService(host.server, AuthServiceService, createAuthHandlers({ storage, ca: keys.ca, keyCache, nonces, skewMs: config.skewSeconds * 1000 }), runtime);
-    host.health.set("trustplane.auth.v1.AuthService", "SERVING");
-    for (const def of UNIMPLEMENTED_SERVER_SERVICES) bindService(host.server, def, {}, runtime);
-    const address = await host.start();
+    const bound = new Set<grpc.ServiceDefinition>();
+    const bind: Bind = (service, handlers) => {
+      bindService(host.server, service, handlers, runtime);
+      bound.add(service as grpc.ServiceDefinition);
+      host.health.set(serviceName(service as grpc.ServiceDefinition), "SERVING");
+    };
+    bind(AuthServiceService, createAuthHandlers({ storage, ca: keys.ca, keyCache, nonces, skewMs: config.skewSeconds * 1000 }));
+    let address = "";
+    const blobs = new FsBlobStore(path.join(config.dataDir, "blobs"));
+    for (const area of SERVER_AREAS) {
+      const r = await area.start({
+        config,
+        logger: logger.child({ area: area.name }),
+        storage,
+        blobs,
+        ca: keys.ca,
+        serviceKey: keys.service,
+        serviceCertificate: keys.serviceCertificate,
+        bind,
+        address: () => address,
+      });
+      if (r) running.unshift(r);
+    }
+    for (const def of UNIMPLEMENTED_SERVER_SERVICES) if (!bound.has(def)) bindService(host.server, def, {}, runtime);
+    address = await host.start();
     logger.info({ address, database: config.databaseUrl ? "postgres" : "sqlite", dataDir: config.dataDir, tls: Boolean(config.tls) }, "trustplane server listening");
     return {
       address,
@@ -98,11 +124,13 @@ export async function startServer(config: Config, logger: Logger, options: { adm
       adminKeyFile,
       async shutdown() {
         await host.shutdown();
+        for (const r of running) await r.stop().catch((e: Error) => logger.error({ err: e.message }, "area failed to stop"));
         await storage.close();
         logger.info("trustplane server stopped");
       },
     };
   } catch (e) {
+    for (const r of running) await r.stop().catch(() => undefined);
     await storage.close();
     throw e;
   }

@@ -21,3 +21,9 @@ export const UNIMPLEMENTED_SERVER_SERVICES: grpc.ServiceDefinition[] = [
 
 /** Agent-side services whose areas have not landed yet. */
 export const UNIMPLEMENTED_AGENT_SERVICES: grpc.ServiceDefinition[] = [HostControlServiceService, PrivilegedServiceService];
+
+/** "trustplane.vm.v1.VmService" from any method path of the service. */
+export function serviceName(service: grpc.ServiceDefinition): string {
+  const first = Object.values(service)[0] as { path: string } | undefined;
+  return first ? first.path.split("/")[1]! : "";
+}
