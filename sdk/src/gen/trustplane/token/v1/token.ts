@@ -267,6 +267,10 @@ export interface GetJwksRequest {
 export interface GetJwksResponse {
   /** JWKS JSON document ({"keys": [...]}), as served at /.well-known/jwks.json. */
   jwksJson: string;
+  /** Where this replica serves the same document over HTTP, for jose's remote key sets. */
+  jwksUrl: string;
+  /** `iss` of every token the authority mints. */
+  issuer: string;
 }
 
 export interface WatchTokenUpdatesRequest {
@@ -285,6 +289,49 @@ export interface WatchTokenUpdatesResponse {
   vmId: string;
   serviceAccount: string;
   scopes: string[];
+}
+
+export interface VmAccount {
+  email: string;
+  scopes: string[];
+  /** The long-term token secret from IssueLongTermToken; held in the agent's memory only. */
+  longTermToken: string;
+  /** Accessor, version and expiry of that token (IssueLongTermTokenResponse.info). */
+  info: LongTermTokenInfo | undefined;
+}
+
+export interface AttachVmRequest {
+  requestId: string;
+  vmId: string;
+  hostname: string;
+  projectId: string;
+  accounts: VmAccount[];
+}
+
+export interface AttachVmResponse {
+  /**
+   * Loopback address and port of the VM's metadata endpoint (the driver forwards
+   * 169.254.169.254:80 to it).
+   */
+  metadataHost: string;
+  metadataPort: number;
+}
+
+export interface UpdateVmAccountsRequest {
+  requestId: string;
+  vmId: string;
+  accounts: VmAccount[];
+}
+
+export interface UpdateVmAccountsResponse {
+}
+
+export interface DetachVmRequest {
+  requestId: string;
+  vmId: string;
+}
+
+export interface DetachVmResponse {
 }
 
 function createBaseServiceScopes(): ServiceScopes {
@@ -3215,13 +3262,19 @@ export const GetJwksRequest: MessageFns<GetJwksRequest> = {
 };
 
 function createBaseGetJwksResponse(): GetJwksResponse {
-  return { jwksJson: "" };
+  return { jwksJson: "", jwksUrl: "", issuer: "" };
 }
 
 export const GetJwksResponse: MessageFns<GetJwksResponse> = {
   encode(message: GetJwksResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.jwksJson !== "") {
       writer.uint32(10).string(message.jwksJson);
+    }
+    if (message.jwksUrl !== "") {
+      writer.uint32(18).string(message.jwksUrl);
+    }
+    if (message.issuer !== "") {
+      writer.uint32(26).string(message.issuer);
     }
     return writer;
   },
@@ -3247,6 +3300,22 @@ export const GetJwksResponse: MessageFns<GetJwksResponse> = {
             message.jwksJson = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.jwksUrl = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.issuer = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3266,6 +3335,12 @@ export const GetJwksResponse: MessageFns<GetJwksResponse> = {
         : isSet(object.jwks_json)
         ? globalThis.String(object.jwks_json)
         : "",
+      jwksUrl: isSet(object.jwksUrl)
+        ? globalThis.String(object.jwksUrl)
+        : isSet(object.jwks_url)
+        ? globalThis.String(object.jwks_url)
+        : "",
+      issuer: isSet(object.issuer) ? globalThis.String(object.issuer) : "",
     };
   },
 
@@ -3273,6 +3348,12 @@ export const GetJwksResponse: MessageFns<GetJwksResponse> = {
     const obj: any = {};
     if (message.jwksJson !== "") {
       obj.jwksJson = message.jwksJson;
+    }
+    if (message.jwksUrl !== "") {
+      obj.jwksUrl = message.jwksUrl;
+    }
+    if (message.issuer !== "") {
+      obj.issuer = message.issuer;
     }
     return obj;
   },
@@ -3283,6 +3364,8 @@ export const GetJwksResponse: MessageFns<GetJwksResponse> = {
   fromPartial<I extends Exact<DeepPartial<GetJwksResponse>, I>>(object: I): GetJwksResponse {
     const message = createBaseGetJwksResponse();
     message.jwksJson = object.jwksJson ?? "";
+    message.jwksUrl = object.jwksUrl ?? "";
+    message.issuer = object.issuer ?? "";
     return message;
   },
 };
@@ -3580,6 +3663,677 @@ export const WatchTokenUpdatesResponse: MessageFns<WatchTokenUpdatesResponse> = 
     message.vmId = object.vmId ?? "";
     message.serviceAccount = object.serviceAccount ?? "";
     message.scopes = object.scopes?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseVmAccount(): VmAccount {
+  return { email: "", scopes: [], longTermToken: "", info: undefined };
+}
+
+export const VmAccount: MessageFns<VmAccount> = {
+  encode(message: VmAccount, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.email !== "") {
+      writer.uint32(10).string(message.email);
+    }
+    for (const v of message.scopes) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.longTermToken !== "") {
+      writer.uint32(26).string(message.longTermToken);
+    }
+    if (message.info !== undefined) {
+      LongTermTokenInfo.encode(message.info, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VmAccount {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVmAccount();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.email = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.scopes.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.longTermToken = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.info = LongTermTokenInfo.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VmAccount {
+    return {
+      email: isSet(object.email) ? globalThis.String(object.email) : "",
+      scopes: globalThis.Array.isArray(object?.scopes) ? object.scopes.map((e: any) => globalThis.String(e)) : [],
+      longTermToken: isSet(object.longTermToken)
+        ? globalThis.String(object.longTermToken)
+        : isSet(object.long_term_token)
+        ? globalThis.String(object.long_term_token)
+        : "",
+      info: isSet(object.info) ? LongTermTokenInfo.fromJSON(object.info) : undefined,
+    };
+  },
+
+  toJSON(message: VmAccount): unknown {
+    const obj: any = {};
+    if (message.email !== "") {
+      obj.email = message.email;
+    }
+    if (message.scopes?.length) {
+      obj.scopes = message.scopes;
+    }
+    if (message.longTermToken !== "") {
+      obj.longTermToken = message.longTermToken;
+    }
+    if (message.info !== undefined) {
+      obj.info = LongTermTokenInfo.toJSON(message.info);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VmAccount>, I>>(base?: I): VmAccount {
+    return VmAccount.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VmAccount>, I>>(object: I): VmAccount {
+    const message = createBaseVmAccount();
+    message.email = object.email ?? "";
+    message.scopes = object.scopes?.map((e) => e) || [];
+    message.longTermToken = object.longTermToken ?? "";
+    message.info = (object.info !== undefined && object.info !== null)
+      ? LongTermTokenInfo.fromPartial(object.info)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAttachVmRequest(): AttachVmRequest {
+  return { requestId: "", vmId: "", hostname: "", projectId: "", accounts: [] };
+}
+
+export const AttachVmRequest: MessageFns<AttachVmRequest> = {
+  encode(message: AttachVmRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(18).string(message.vmId);
+    }
+    if (message.hostname !== "") {
+      writer.uint32(26).string(message.hostname);
+    }
+    if (message.projectId !== "") {
+      writer.uint32(34).string(message.projectId);
+    }
+    for (const v of message.accounts) {
+      VmAccount.encode(v!, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachVmRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachVmRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.hostname = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.projectId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.accounts.push(VmAccount.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachVmRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      hostname: isSet(object.hostname) ? globalThis.String(object.hostname) : "",
+      projectId: isSet(object.projectId)
+        ? globalThis.String(object.projectId)
+        : isSet(object.project_id)
+        ? globalThis.String(object.project_id)
+        : "",
+      accounts: globalThis.Array.isArray(object?.accounts)
+        ? object.accounts.map((e: any) => VmAccount.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: AttachVmRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.hostname !== "") {
+      obj.hostname = message.hostname;
+    }
+    if (message.projectId !== "") {
+      obj.projectId = message.projectId;
+    }
+    if (message.accounts?.length) {
+      obj.accounts = message.accounts.map((e) => VmAccount.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AttachVmRequest>, I>>(base?: I): AttachVmRequest {
+    return AttachVmRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachVmRequest>, I>>(object: I): AttachVmRequest {
+    const message = createBaseAttachVmRequest();
+    message.requestId = object.requestId ?? "";
+    message.vmId = object.vmId ?? "";
+    message.hostname = object.hostname ?? "";
+    message.projectId = object.projectId ?? "";
+    message.accounts = object.accounts?.map((e) => VmAccount.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseAttachVmResponse(): AttachVmResponse {
+  return { metadataHost: "", metadataPort: 0 };
+}
+
+export const AttachVmResponse: MessageFns<AttachVmResponse> = {
+  encode(message: AttachVmResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.metadataHost !== "") {
+      writer.uint32(10).string(message.metadataHost);
+    }
+    if (message.metadataPort !== 0) {
+      writer.uint32(16).int32(message.metadataPort);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachVmResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachVmResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.metadataHost = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.metadataPort = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachVmResponse {
+    return {
+      metadataHost: isSet(object.metadataHost)
+        ? globalThis.String(object.metadataHost)
+        : isSet(object.metadata_host)
+        ? globalThis.String(object.metadata_host)
+        : "",
+      metadataPort: isSet(object.metadataPort)
+        ? globalThis.Number(object.metadataPort)
+        : isSet(object.metadata_port)
+        ? globalThis.Number(object.metadata_port)
+        : 0,
+    };
+  },
+
+  toJSON(message: AttachVmResponse): unknown {
+    const obj: any = {};
+    if (message.metadataHost !== "") {
+      obj.metadataHost = message.metadataHost;
+    }
+    if (message.metadataPort !== 0) {
+      obj.metadataPort = Math.round(message.metadataPort);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AttachVmResponse>, I>>(base?: I): AttachVmResponse {
+    return AttachVmResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachVmResponse>, I>>(object: I): AttachVmResponse {
+    const message = createBaseAttachVmResponse();
+    message.metadataHost = object.metadataHost ?? "";
+    message.metadataPort = object.metadataPort ?? 0;
+    return message;
+  },
+};
+
+function createBaseUpdateVmAccountsRequest(): UpdateVmAccountsRequest {
+  return { requestId: "", vmId: "", accounts: [] };
+}
+
+export const UpdateVmAccountsRequest: MessageFns<UpdateVmAccountsRequest> = {
+  encode(message: UpdateVmAccountsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(18).string(message.vmId);
+    }
+    for (const v of message.accounts) {
+      VmAccount.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateVmAccountsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateVmAccountsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.accounts.push(VmAccount.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateVmAccountsRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      accounts: globalThis.Array.isArray(object?.accounts)
+        ? object.accounts.map((e: any) => VmAccount.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: UpdateVmAccountsRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.accounts?.length) {
+      obj.accounts = message.accounts.map((e) => VmAccount.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdateVmAccountsRequest>, I>>(base?: I): UpdateVmAccountsRequest {
+    return UpdateVmAccountsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateVmAccountsRequest>, I>>(object: I): UpdateVmAccountsRequest {
+    const message = createBaseUpdateVmAccountsRequest();
+    message.requestId = object.requestId ?? "";
+    message.vmId = object.vmId ?? "";
+    message.accounts = object.accounts?.map((e) => VmAccount.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseUpdateVmAccountsResponse(): UpdateVmAccountsResponse {
+  return {};
+}
+
+export const UpdateVmAccountsResponse: MessageFns<UpdateVmAccountsResponse> = {
+  encode(_: UpdateVmAccountsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateVmAccountsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateVmAccountsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): UpdateVmAccountsResponse {
+    return {};
+  },
+
+  toJSON(_: UpdateVmAccountsResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdateVmAccountsResponse>, I>>(base?: I): UpdateVmAccountsResponse {
+    return UpdateVmAccountsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateVmAccountsResponse>, I>>(_: I): UpdateVmAccountsResponse {
+    const message = createBaseUpdateVmAccountsResponse();
+    return message;
+  },
+};
+
+function createBaseDetachVmRequest(): DetachVmRequest {
+  return { requestId: "", vmId: "" };
+}
+
+export const DetachVmRequest: MessageFns<DetachVmRequest> = {
+  encode(message: DetachVmRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(18).string(message.vmId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DetachVmRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDetachVmRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DetachVmRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DetachVmRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DetachVmRequest>, I>>(base?: I): DetachVmRequest {
+    return DetachVmRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DetachVmRequest>, I>>(object: I): DetachVmRequest {
+    const message = createBaseDetachVmRequest();
+    message.requestId = object.requestId ?? "";
+    message.vmId = object.vmId ?? "";
+    return message;
+  },
+};
+
+function createBaseDetachVmResponse(): DetachVmResponse {
+  return {};
+}
+
+export const DetachVmResponse: MessageFns<DetachVmResponse> = {
+  encode(_: DetachVmResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DetachVmResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDetachVmResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DetachVmResponse {
+    return {};
+  },
+
+  toJSON(_: DetachVmResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DetachVmResponse>, I>>(base?: I): DetachVmResponse {
+    return DetachVmResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DetachVmResponse>, I>>(_: I): DetachVmResponse {
+    const message = createBaseDetachVmResponse();
     return message;
   },
 };
@@ -4028,6 +4782,107 @@ export const TokenServiceClient = makeGenericClientConstructor(
 ) as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): TokenServiceClient;
   service: typeof TokenServiceService;
+  serviceName: string;
+};
+
+/**
+ * On the agent: the VM manager (the server, CA-certified as trustplane-server) attaches a VM's
+ * service accounts to the host's token agent, which runs one VM authorization process with its
+ * own metadata endpoint per VM.
+ */
+export type TokenAgentServiceService = typeof TokenAgentServiceService;
+export const TokenAgentServiceService = {
+  attachVm: {
+    path: "/trustplane.token.v1.TokenAgentService/AttachVm" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AttachVmRequest): Buffer => Buffer.from(AttachVmRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AttachVmRequest => AttachVmRequest.decode(value),
+    responseSerialize: (value: AttachVmResponse): Buffer => Buffer.from(AttachVmResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AttachVmResponse => AttachVmResponse.decode(value),
+  },
+  updateVmAccounts: {
+    path: "/trustplane.token.v1.TokenAgentService/UpdateVmAccounts" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateVmAccountsRequest): Buffer =>
+      Buffer.from(UpdateVmAccountsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateVmAccountsRequest => UpdateVmAccountsRequest.decode(value),
+    responseSerialize: (value: UpdateVmAccountsResponse): Buffer =>
+      Buffer.from(UpdateVmAccountsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UpdateVmAccountsResponse => UpdateVmAccountsResponse.decode(value),
+  },
+  detachVm: {
+    path: "/trustplane.token.v1.TokenAgentService/DetachVm" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DetachVmRequest): Buffer => Buffer.from(DetachVmRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DetachVmRequest => DetachVmRequest.decode(value),
+    responseSerialize: (value: DetachVmResponse): Buffer => Buffer.from(DetachVmResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DetachVmResponse => DetachVmResponse.decode(value),
+  },
+} as const;
+
+export interface TokenAgentServiceServer extends UntypedServiceImplementation {
+  attachVm: handleUnaryCall<AttachVmRequest, AttachVmResponse>;
+  updateVmAccounts: handleUnaryCall<UpdateVmAccountsRequest, UpdateVmAccountsResponse>;
+  detachVm: handleUnaryCall<DetachVmRequest, DetachVmResponse>;
+}
+
+export interface TokenAgentServiceClient extends Client {
+  attachVm(
+    request: AttachVmRequest,
+    callback: (error: ServiceError | null, response: AttachVmResponse) => void,
+  ): ClientUnaryCall;
+  attachVm(
+    request: AttachVmRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AttachVmResponse) => void,
+  ): ClientUnaryCall;
+  attachVm(
+    request: AttachVmRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AttachVmResponse) => void,
+  ): ClientUnaryCall;
+  updateVmAccounts(
+    request: UpdateVmAccountsRequest,
+    callback: (error: ServiceError | null, response: UpdateVmAccountsResponse) => void,
+  ): ClientUnaryCall;
+  updateVmAccounts(
+    request: UpdateVmAccountsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UpdateVmAccountsResponse) => void,
+  ): ClientUnaryCall;
+  updateVmAccounts(
+    request: UpdateVmAccountsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpdateVmAccountsResponse) => void,
+  ): ClientUnaryCall;
+  detachVm(
+    request: DetachVmRequest,
+    callback: (error: ServiceError | null, response: DetachVmResponse) => void,
+  ): ClientUnaryCall;
+  detachVm(
+    request: DetachVmRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DetachVmResponse) => void,
+  ): ClientUnaryCall;
+  detachVm(
+    request: DetachVmRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DetachVmResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const TokenAgentServiceClient = makeGenericClientConstructor(
+  TokenAgentServiceService,
+  "trustplane.token.v1.TokenAgentService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): TokenAgentServiceClient;
+  service: typeof TokenAgentServiceService;
   serviceName: string;
 };
 
