@@ -25,8 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ -f package-lock.json ]; then
-  npm ci --no-audit --no-fund
-else
-  npm install --no-audit --no-fund
-fi
+# `npm install` rather than `npm ci`: it follows package-lock.json for every package the
+# registry serves, while `npm ci` insists on platform binaries this registry mirror lacks
+# (buf's macOS/Windows builds answer 404 here).
+npm install --no-audit --no-fund
