@@ -81,6 +81,10 @@ export function tokenUpdateKindToJSON(object: TokenUpdateKind): string {
   }
 }
 
+/**
+ * Per-service token configuration: which scopes a service defines and which audience
+ * (`aud`) the access tokens for those scopes carry.
+ */
 export interface ServiceScopes {
   /** Service name, e.g. "storage". */
   service: string;
@@ -90,6 +94,7 @@ export interface ServiceScopes {
   scopes: string[];
 }
 
+/** A workload identity VMs run as. Only principals on `act_as` may launch a VM with it. */
 export interface ServiceAccount {
   /** Email-like id, e.g. "builder@project.trustplane". */
   email: string;
@@ -181,6 +186,21 @@ export interface LongTermTokenInfo {
   version: number;
   expiresAtMs: number;
   revoked: boolean;
+  /** Which VM on which host holds the token; it is revoked when the last one is released. */
+  holders: TokenHolder[];
+  /** When the current version was issued (rotation or renewal resets it). */
+  issuedAtMs: number;
+  createdAtMs: number;
+  /** 0 while active. */
+  revokedAtMs: number;
+  /** Stable reason code of the revocation: REVOKED_BY_OPERATOR, LAST_HOLDER_GONE, EXPIRED... */
+  revokeReason: string;
+}
+
+/** One VM (on one host) that uses a long-term token. */
+export interface TokenHolder {
+  vmId: string;
+  hostId: string;
 }
 
 export interface IssueLongTermTokenRequest {
@@ -193,12 +213,30 @@ export interface IssueLongTermTokenRequest {
    * The user's own signed VM create request (payload type
    * application/vnd.trustplane.vm-create+proto), proof that a user who may act as the
    * account asked for this VM. Replays are refused.
+   * Alternatively the user's own call statement, forwarded as an envelope of payload type
+   * application/vnd.trustplane.call-statement+proto with the user's call signature; then
+   * `user_request_body` holds the request bytes its request_digest covers, and the
+   * statement's method must be VmService/CreateVm or VmService/SetVmServiceAccounts
+   * naming this account with at least these scopes. One user request proves one VM only.
    */
-  userRequest: SignedEnvelope | undefined;
+  userRequest:
+    | SignedEnvelope
+    | undefined;
+  /**
+   * The version of this token the host already holds, if any: when it is the current
+   * version the authority adds the holder without minting a new secret.
+   */
+  heldVersion: number;
+  /** With a call-statement user_request: the exact wire bytes of the user's request. */
+  userRequestBody: Uint8Array;
 }
 
 export interface IssueLongTermTokenResponse {
-  /** Shown once; sealed to the host when pushed over WatchTokenUpdates. */
+  /**
+   * Shown once; sealed to the host when pushed over WatchTokenUpdates. Empty when the
+   * host already holds the current version (see held_version): the authority keeps only
+   * hashes, so it can never show an existing secret again.
+   */
   token: string;
   info: LongTermTokenInfo | undefined;
 }
@@ -215,6 +253,8 @@ export interface RotateLongTermTokenResponse {
 export interface RevokeLongTermTokenRequest {
   requestId: string;
   accessor: string;
+  /** Stable reason code recorded and pushed with the revocation (default REVOKED_BY_OPERATOR). */
+  reason: string;
 }
 
 export interface RevokeLongTermTokenResponse {
@@ -230,6 +270,57 @@ export interface RenewLongTermTokenRequest {
 export interface RenewLongTermTokenResponse {
   expiresAtMs: number;
   version: number;
+  /**
+   * The new secret when this call made the new version; when another holder renewed first,
+   * empty: the new version arrives (sealed) over WatchTokenUpdates.
+   */
+  token: string;
+}
+
+export interface ReleaseLongTermTokenRequest {
+  requestId: string;
+  accessor: string;
+  vmId: string;
+}
+
+export interface ReleaseLongTermTokenResponse {
+  info:
+    | LongTermTokenInfo
+    | undefined;
+  /** True when this was the last holder and the token is now revoked. */
+  revoked: boolean;
+}
+
+export interface GetLongTermTokenRequest {
+  accessor: string;
+}
+
+export interface GetLongTermTokenResponse {
+  info: LongTermTokenInfo | undefined;
+}
+
+export interface ListLongTermTokensRequest {
+  pageSize: number;
+  pageToken: string;
+  /** Filters; empty matches all. */
+  serviceAccount: string;
+  hostId: string;
+  includeRevoked: boolean;
+}
+
+export interface ListLongTermTokensResponse {
+  tokens: LongTermTokenInfo[];
+  nextPageToken: string;
+}
+
+export interface ListServicesRequest {
+  pageSize: number;
+  pageToken: string;
+}
+
+export interface ListServicesResponse {
+  services: ServiceScopes[];
+  nextPageToken: string;
 }
 
 export interface MintAccessTokenRequest {
@@ -238,12 +329,18 @@ export interface MintAccessTokenRequest {
   scopes: string[];
   vmId: string;
   hostId: string;
+  /**
+   * Optional: only scopes of the service with this audience; empty: every audience the
+   * requested scopes map to.
+   */
+  audience: string;
 }
 
 export interface MintAccessTokenResponse {
   /** JWT (EdDSA): iss, sub, aud, scope, exp, iat, jti, tp_vm, tp_host. */
   accessToken: string;
   expiresInSeconds: number;
+  /** Always "Bearer". */
   tokenType: string;
 }
 
@@ -274,21 +371,45 @@ export interface GetJwksResponse {
 }
 
 export interface WatchTokenUpdatesRequest {
+  /** Must be the calling agent's own host id (its certificate's principal). */
   hostId: string;
   /** Resume after this sequence number (0: from now). */
   afterSeq: number;
 }
 
+/**
+ * One versioned update for a token this host holds. An agent ignores versions older than
+ * what it has, so a request racing a rotation never fails (the previous secret stays valid
+ * for a grace period).
+ */
 export interface WatchTokenUpdatesResponse {
+  /** Orders updates per host; resume with after_seq. */
   seq: number;
   kind: TokenUpdateKind;
   accessor: string;
   version: number;
   /** The new secret sealed to the host's X25519 key (HPKE), for ROTATED. */
   sealedToken: Uint8Array;
+  /** ACCOUNTS_CHANGED: the VM whose accounts changed. */
   vmId: string;
   serviceAccount: string;
   scopes: string[];
+  /** REVOKED: stable reason code (REVOKED_BY_OPERATOR, LAST_HOLDER_GONE, HOST_RELEASED...). */
+  reason: string;
+  /** ROTATED: when the new version expires. */
+  expiresAtMs: number;
+  /** ACCOUNTS_CHANGED: the VM's complete account list after the change. */
+  accounts: HeldAccount[];
+}
+
+/**
+ * A service account a VM runs with and the accessor of the long-term token that backs it
+ * on the host (never the secret: this travels in pushes).
+ */
+export interface HeldAccount {
+  serviceAccount: string;
+  scopes: string[];
+  accessor: string;
 }
 
 export interface VmAccount {
@@ -1761,6 +1882,11 @@ function createBaseLongTermTokenInfo(): LongTermTokenInfo {
     version: 0,
     expiresAtMs: 0,
     revoked: false,
+    holders: [],
+    issuedAtMs: 0,
+    createdAtMs: 0,
+    revokedAtMs: 0,
+    revokeReason: "",
   };
 }
 
@@ -1789,6 +1915,21 @@ export const LongTermTokenInfo: MessageFns<LongTermTokenInfo> = {
     }
     if (message.revoked !== false) {
       writer.uint32(64).bool(message.revoked);
+    }
+    for (const v of message.holders) {
+      TokenHolder.encode(v!, writer.uint32(74).fork()).join();
+    }
+    if (message.issuedAtMs !== 0) {
+      writer.uint32(80).int64(message.issuedAtMs);
+    }
+    if (message.createdAtMs !== 0) {
+      writer.uint32(88).int64(message.createdAtMs);
+    }
+    if (message.revokedAtMs !== 0) {
+      writer.uint32(96).int64(message.revokedAtMs);
+    }
+    if (message.revokeReason !== "") {
+      writer.uint32(106).string(message.revokeReason);
     }
     return writer;
   },
@@ -1870,6 +2011,46 @@ export const LongTermTokenInfo: MessageFns<LongTermTokenInfo> = {
             message.revoked = reader.bool();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.holders.push(TokenHolder.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.issuedAtMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.createdAtMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.revokedAtMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.revokeReason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1908,6 +2089,27 @@ export const LongTermTokenInfo: MessageFns<LongTermTokenInfo> = {
         ? globalThis.Number(object.expires_at_ms)
         : 0,
       revoked: isSet(object.revoked) ? globalThis.Boolean(object.revoked) : false,
+      holders: globalThis.Array.isArray(object?.holders) ? object.holders.map((e: any) => TokenHolder.fromJSON(e)) : [],
+      issuedAtMs: isSet(object.issuedAtMs)
+        ? globalThis.Number(object.issuedAtMs)
+        : isSet(object.issued_at_ms)
+        ? globalThis.Number(object.issued_at_ms)
+        : 0,
+      createdAtMs: isSet(object.createdAtMs)
+        ? globalThis.Number(object.createdAtMs)
+        : isSet(object.created_at_ms)
+        ? globalThis.Number(object.created_at_ms)
+        : 0,
+      revokedAtMs: isSet(object.revokedAtMs)
+        ? globalThis.Number(object.revokedAtMs)
+        : isSet(object.revoked_at_ms)
+        ? globalThis.Number(object.revoked_at_ms)
+        : 0,
+      revokeReason: isSet(object.revokeReason)
+        ? globalThis.String(object.revokeReason)
+        : isSet(object.revoke_reason)
+        ? globalThis.String(object.revoke_reason)
+        : "",
     };
   },
 
@@ -1937,6 +2139,21 @@ export const LongTermTokenInfo: MessageFns<LongTermTokenInfo> = {
     if (message.revoked !== false) {
       obj.revoked = message.revoked;
     }
+    if (message.holders?.length) {
+      obj.holders = message.holders.map((e) => TokenHolder.toJSON(e));
+    }
+    if (message.issuedAtMs !== 0) {
+      obj.issuedAtMs = Math.round(message.issuedAtMs);
+    }
+    if (message.createdAtMs !== 0) {
+      obj.createdAtMs = Math.round(message.createdAtMs);
+    }
+    if (message.revokedAtMs !== 0) {
+      obj.revokedAtMs = Math.round(message.revokedAtMs);
+    }
+    if (message.revokeReason !== "") {
+      obj.revokeReason = message.revokeReason;
+    }
     return obj;
   },
 
@@ -1953,12 +2170,119 @@ export const LongTermTokenInfo: MessageFns<LongTermTokenInfo> = {
     message.version = object.version ?? 0;
     message.expiresAtMs = object.expiresAtMs ?? 0;
     message.revoked = object.revoked ?? false;
+    message.holders = object.holders?.map((e) => TokenHolder.fromPartial(e)) || [];
+    message.issuedAtMs = object.issuedAtMs ?? 0;
+    message.createdAtMs = object.createdAtMs ?? 0;
+    message.revokedAtMs = object.revokedAtMs ?? 0;
+    message.revokeReason = object.revokeReason ?? "";
+    return message;
+  },
+};
+
+function createBaseTokenHolder(): TokenHolder {
+  return { vmId: "", hostId: "" };
+}
+
+export const TokenHolder: MessageFns<TokenHolder> = {
+  encode(message: TokenHolder, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vmId !== "") {
+      writer.uint32(10).string(message.vmId);
+    }
+    if (message.hostId !== "") {
+      writer.uint32(18).string(message.hostId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TokenHolder {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTokenHolder();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TokenHolder {
+    return {
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+    };
+  },
+
+  toJSON(message: TokenHolder): unknown {
+    const obj: any = {};
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TokenHolder>, I>>(base?: I): TokenHolder {
+    return TokenHolder.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TokenHolder>, I>>(object: I): TokenHolder {
+    const message = createBaseTokenHolder();
+    message.vmId = object.vmId ?? "";
+    message.hostId = object.hostId ?? "";
     return message;
   },
 };
 
 function createBaseIssueLongTermTokenRequest(): IssueLongTermTokenRequest {
-  return { requestId: "", serviceAccount: "", scopes: [], hostId: "", vmId: "", userRequest: undefined };
+  return {
+    requestId: "",
+    serviceAccount: "",
+    scopes: [],
+    hostId: "",
+    vmId: "",
+    userRequest: undefined,
+    heldVersion: 0,
+    userRequestBody: new Uint8Array(0),
+  };
 }
 
 export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = {
@@ -1980,6 +2304,12 @@ export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = 
     }
     if (message.userRequest !== undefined) {
       SignedEnvelope.encode(message.userRequest, writer.uint32(50).fork()).join();
+    }
+    if (message.heldVersion !== 0) {
+      writer.uint32(56).int64(message.heldVersion);
+    }
+    if (message.userRequestBody.length !== 0) {
+      writer.uint32(66).bytes(message.userRequestBody);
     }
     return writer;
   },
@@ -2045,6 +2375,22 @@ export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = 
             message.userRequest = SignedEnvelope.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.heldVersion = longToNumber(reader.int64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.userRequestBody = reader.bytes();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2085,6 +2431,16 @@ export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = 
         : isSet(object.user_request)
         ? SignedEnvelope.fromJSON(object.user_request)
         : undefined,
+      heldVersion: isSet(object.heldVersion)
+        ? globalThis.Number(object.heldVersion)
+        : isSet(object.held_version)
+        ? globalThis.Number(object.held_version)
+        : 0,
+      userRequestBody: isSet(object.userRequestBody)
+        ? bytesFromBase64(object.userRequestBody)
+        : isSet(object.user_request_body)
+        ? bytesFromBase64(object.user_request_body)
+        : new Uint8Array(0),
     };
   },
 
@@ -2108,6 +2464,12 @@ export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = 
     if (message.userRequest !== undefined) {
       obj.userRequest = SignedEnvelope.toJSON(message.userRequest);
     }
+    if (message.heldVersion !== 0) {
+      obj.heldVersion = Math.round(message.heldVersion);
+    }
+    if (message.userRequestBody.length !== 0) {
+      obj.userRequestBody = base64FromBytes(message.userRequestBody);
+    }
     return obj;
   },
 
@@ -2124,6 +2486,8 @@ export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = 
     message.userRequest = (object.userRequest !== undefined && object.userRequest !== null)
       ? SignedEnvelope.fromPartial(object.userRequest)
       : undefined;
+    message.heldVersion = object.heldVersion ?? 0;
+    message.userRequestBody = object.userRequestBody ?? new Uint8Array(0);
     return message;
   },
 };
@@ -2374,7 +2738,7 @@ export const RotateLongTermTokenResponse: MessageFns<RotateLongTermTokenResponse
 };
 
 function createBaseRevokeLongTermTokenRequest(): RevokeLongTermTokenRequest {
-  return { requestId: "", accessor: "" };
+  return { requestId: "", accessor: "", reason: "" };
 }
 
 export const RevokeLongTermTokenRequest: MessageFns<RevokeLongTermTokenRequest> = {
@@ -2384,6 +2748,9 @@ export const RevokeLongTermTokenRequest: MessageFns<RevokeLongTermTokenRequest> 
     }
     if (message.accessor !== "") {
       writer.uint32(18).string(message.accessor);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
     }
     return writer;
   },
@@ -2417,6 +2784,14 @@ export const RevokeLongTermTokenRequest: MessageFns<RevokeLongTermTokenRequest> 
             message.accessor = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2437,6 +2812,7 @@ export const RevokeLongTermTokenRequest: MessageFns<RevokeLongTermTokenRequest> 
         ? globalThis.String(object.request_id)
         : "",
       accessor: isSet(object.accessor) ? globalThis.String(object.accessor) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
     };
   },
 
@@ -2448,6 +2824,9 @@ export const RevokeLongTermTokenRequest: MessageFns<RevokeLongTermTokenRequest> 
     if (message.accessor !== "") {
       obj.accessor = message.accessor;
     }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
     return obj;
   },
 
@@ -2458,6 +2837,7 @@ export const RevokeLongTermTokenRequest: MessageFns<RevokeLongTermTokenRequest> 
     const message = createBaseRevokeLongTermTokenRequest();
     message.requestId = object.requestId ?? "";
     message.accessor = object.accessor ?? "";
+    message.reason = object.reason ?? "";
     return message;
   },
 };
@@ -2641,7 +3021,7 @@ export const RenewLongTermTokenRequest: MessageFns<RenewLongTermTokenRequest> = 
 };
 
 function createBaseRenewLongTermTokenResponse(): RenewLongTermTokenResponse {
-  return { expiresAtMs: 0, version: 0 };
+  return { expiresAtMs: 0, version: 0, token: "" };
 }
 
 export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> = {
@@ -2651,6 +3031,9 @@ export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> 
     }
     if (message.version !== 0) {
       writer.uint32(16).int64(message.version);
+    }
+    if (message.token !== "") {
+      writer.uint32(26).string(message.token);
     }
     return writer;
   },
@@ -2684,6 +3067,14 @@ export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> 
             message.version = longToNumber(reader.int64());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.token = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2704,6 +3095,7 @@ export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> 
         ? globalThis.Number(object.expires_at_ms)
         : 0,
       version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      token: isSet(object.token) ? globalThis.String(object.token) : "",
     };
   },
 
@@ -2715,6 +3107,9 @@ export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> 
     if (message.version !== 0) {
       obj.version = Math.round(message.version);
     }
+    if (message.token !== "") {
+      obj.token = message.token;
+    }
     return obj;
   },
 
@@ -2725,12 +3120,773 @@ export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> 
     const message = createBaseRenewLongTermTokenResponse();
     message.expiresAtMs = object.expiresAtMs ?? 0;
     message.version = object.version ?? 0;
+    message.token = object.token ?? "";
+    return message;
+  },
+};
+
+function createBaseReleaseLongTermTokenRequest(): ReleaseLongTermTokenRequest {
+  return { requestId: "", accessor: "", vmId: "" };
+}
+
+export const ReleaseLongTermTokenRequest: MessageFns<ReleaseLongTermTokenRequest> = {
+  encode(message: ReleaseLongTermTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.accessor !== "") {
+      writer.uint32(18).string(message.accessor);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(26).string(message.vmId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseLongTermTokenRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseLongTermTokenRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.accessor = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReleaseLongTermTokenRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      accessor: isSet(object.accessor) ? globalThis.String(object.accessor) : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ReleaseLongTermTokenRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.accessor !== "") {
+      obj.accessor = message.accessor;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReleaseLongTermTokenRequest>, I>>(base?: I): ReleaseLongTermTokenRequest {
+    return ReleaseLongTermTokenRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReleaseLongTermTokenRequest>, I>>(object: I): ReleaseLongTermTokenRequest {
+    const message = createBaseReleaseLongTermTokenRequest();
+    message.requestId = object.requestId ?? "";
+    message.accessor = object.accessor ?? "";
+    message.vmId = object.vmId ?? "";
+    return message;
+  },
+};
+
+function createBaseReleaseLongTermTokenResponse(): ReleaseLongTermTokenResponse {
+  return { info: undefined, revoked: false };
+}
+
+export const ReleaseLongTermTokenResponse: MessageFns<ReleaseLongTermTokenResponse> = {
+  encode(message: ReleaseLongTermTokenResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.info !== undefined) {
+      LongTermTokenInfo.encode(message.info, writer.uint32(10).fork()).join();
+    }
+    if (message.revoked !== false) {
+      writer.uint32(16).bool(message.revoked);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseLongTermTokenResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseLongTermTokenResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.info = LongTermTokenInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revoked = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReleaseLongTermTokenResponse {
+    return {
+      info: isSet(object.info) ? LongTermTokenInfo.fromJSON(object.info) : undefined,
+      revoked: isSet(object.revoked) ? globalThis.Boolean(object.revoked) : false,
+    };
+  },
+
+  toJSON(message: ReleaseLongTermTokenResponse): unknown {
+    const obj: any = {};
+    if (message.info !== undefined) {
+      obj.info = LongTermTokenInfo.toJSON(message.info);
+    }
+    if (message.revoked !== false) {
+      obj.revoked = message.revoked;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReleaseLongTermTokenResponse>, I>>(base?: I): ReleaseLongTermTokenResponse {
+    return ReleaseLongTermTokenResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReleaseLongTermTokenResponse>, I>>(object: I): ReleaseLongTermTokenResponse {
+    const message = createBaseReleaseLongTermTokenResponse();
+    message.info = (object.info !== undefined && object.info !== null)
+      ? LongTermTokenInfo.fromPartial(object.info)
+      : undefined;
+    message.revoked = object.revoked ?? false;
+    return message;
+  },
+};
+
+function createBaseGetLongTermTokenRequest(): GetLongTermTokenRequest {
+  return { accessor: "" };
+}
+
+export const GetLongTermTokenRequest: MessageFns<GetLongTermTokenRequest> = {
+  encode(message: GetLongTermTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accessor !== "") {
+      writer.uint32(10).string(message.accessor);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetLongTermTokenRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetLongTermTokenRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accessor = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetLongTermTokenRequest {
+    return { accessor: isSet(object.accessor) ? globalThis.String(object.accessor) : "" };
+  },
+
+  toJSON(message: GetLongTermTokenRequest): unknown {
+    const obj: any = {};
+    if (message.accessor !== "") {
+      obj.accessor = message.accessor;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetLongTermTokenRequest>, I>>(base?: I): GetLongTermTokenRequest {
+    return GetLongTermTokenRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetLongTermTokenRequest>, I>>(object: I): GetLongTermTokenRequest {
+    const message = createBaseGetLongTermTokenRequest();
+    message.accessor = object.accessor ?? "";
+    return message;
+  },
+};
+
+function createBaseGetLongTermTokenResponse(): GetLongTermTokenResponse {
+  return { info: undefined };
+}
+
+export const GetLongTermTokenResponse: MessageFns<GetLongTermTokenResponse> = {
+  encode(message: GetLongTermTokenResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.info !== undefined) {
+      LongTermTokenInfo.encode(message.info, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetLongTermTokenResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetLongTermTokenResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.info = LongTermTokenInfo.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetLongTermTokenResponse {
+    return { info: isSet(object.info) ? LongTermTokenInfo.fromJSON(object.info) : undefined };
+  },
+
+  toJSON(message: GetLongTermTokenResponse): unknown {
+    const obj: any = {};
+    if (message.info !== undefined) {
+      obj.info = LongTermTokenInfo.toJSON(message.info);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetLongTermTokenResponse>, I>>(base?: I): GetLongTermTokenResponse {
+    return GetLongTermTokenResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetLongTermTokenResponse>, I>>(object: I): GetLongTermTokenResponse {
+    const message = createBaseGetLongTermTokenResponse();
+    message.info = (object.info !== undefined && object.info !== null)
+      ? LongTermTokenInfo.fromPartial(object.info)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListLongTermTokensRequest(): ListLongTermTokensRequest {
+  return { pageSize: 0, pageToken: "", serviceAccount: "", hostId: "", includeRevoked: false };
+}
+
+export const ListLongTermTokensRequest: MessageFns<ListLongTermTokensRequest> = {
+  encode(message: ListLongTermTokensRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pageSize !== 0) {
+      writer.uint32(8).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(18).string(message.pageToken);
+    }
+    if (message.serviceAccount !== "") {
+      writer.uint32(26).string(message.serviceAccount);
+    }
+    if (message.hostId !== "") {
+      writer.uint32(34).string(message.hostId);
+    }
+    if (message.includeRevoked !== false) {
+      writer.uint32(40).bool(message.includeRevoked);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListLongTermTokensRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListLongTermTokensRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.serviceAccount = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.includeRevoked = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListLongTermTokensRequest {
+    return {
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+      serviceAccount: isSet(object.serviceAccount)
+        ? globalThis.String(object.serviceAccount)
+        : isSet(object.service_account)
+        ? globalThis.String(object.service_account)
+        : "",
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      includeRevoked: isSet(object.includeRevoked)
+        ? globalThis.Boolean(object.includeRevoked)
+        : isSet(object.include_revoked)
+        ? globalThis.Boolean(object.include_revoked)
+        : false,
+    };
+  },
+
+  toJSON(message: ListLongTermTokensRequest): unknown {
+    const obj: any = {};
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    if (message.serviceAccount !== "") {
+      obj.serviceAccount = message.serviceAccount;
+    }
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.includeRevoked !== false) {
+      obj.includeRevoked = message.includeRevoked;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListLongTermTokensRequest>, I>>(base?: I): ListLongTermTokensRequest {
+    return ListLongTermTokensRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListLongTermTokensRequest>, I>>(object: I): ListLongTermTokensRequest {
+    const message = createBaseListLongTermTokensRequest();
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    message.serviceAccount = object.serviceAccount ?? "";
+    message.hostId = object.hostId ?? "";
+    message.includeRevoked = object.includeRevoked ?? false;
+    return message;
+  },
+};
+
+function createBaseListLongTermTokensResponse(): ListLongTermTokensResponse {
+  return { tokens: [], nextPageToken: "" };
+}
+
+export const ListLongTermTokensResponse: MessageFns<ListLongTermTokensResponse> = {
+  encode(message: ListLongTermTokensResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.tokens) {
+      LongTermTokenInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListLongTermTokensResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListLongTermTokensResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tokens.push(LongTermTokenInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListLongTermTokensResponse {
+    return {
+      tokens: globalThis.Array.isArray(object?.tokens)
+        ? object.tokens.map((e: any) => LongTermTokenInfo.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListLongTermTokensResponse): unknown {
+    const obj: any = {};
+    if (message.tokens?.length) {
+      obj.tokens = message.tokens.map((e) => LongTermTokenInfo.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListLongTermTokensResponse>, I>>(base?: I): ListLongTermTokensResponse {
+    return ListLongTermTokensResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListLongTermTokensResponse>, I>>(object: I): ListLongTermTokensResponse {
+    const message = createBaseListLongTermTokensResponse();
+    message.tokens = object.tokens?.map((e) => LongTermTokenInfo.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListServicesRequest(): ListServicesRequest {
+  return { pageSize: 0, pageToken: "" };
+}
+
+export const ListServicesRequest: MessageFns<ListServicesRequest> = {
+  encode(message: ListServicesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pageSize !== 0) {
+      writer.uint32(8).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(18).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListServicesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListServicesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListServicesRequest {
+    return {
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListServicesRequest): unknown {
+    const obj: any = {};
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListServicesRequest>, I>>(base?: I): ListServicesRequest {
+    return ListServicesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListServicesRequest>, I>>(object: I): ListServicesRequest {
+    const message = createBaseListServicesRequest();
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListServicesResponse(): ListServicesResponse {
+  return { services: [], nextPageToken: "" };
+}
+
+export const ListServicesResponse: MessageFns<ListServicesResponse> = {
+  encode(message: ListServicesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.services) {
+      ServiceScopes.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListServicesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListServicesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.services.push(ServiceScopes.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListServicesResponse {
+    return {
+      services: globalThis.Array.isArray(object?.services)
+        ? object.services.map((e: any) => ServiceScopes.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListServicesResponse): unknown {
+    const obj: any = {};
+    if (message.services?.length) {
+      obj.services = message.services.map((e) => ServiceScopes.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListServicesResponse>, I>>(base?: I): ListServicesResponse {
+    return ListServicesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListServicesResponse>, I>>(object: I): ListServicesResponse {
+    const message = createBaseListServicesResponse();
+    message.services = object.services?.map((e) => ServiceScopes.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
 
 function createBaseMintAccessTokenRequest(): MintAccessTokenRequest {
-  return { longTermToken: "", scopes: [], vmId: "", hostId: "" };
+  return { longTermToken: "", scopes: [], vmId: "", hostId: "", audience: "" };
 }
 
 export const MintAccessTokenRequest: MessageFns<MintAccessTokenRequest> = {
@@ -2746,6 +3902,9 @@ export const MintAccessTokenRequest: MessageFns<MintAccessTokenRequest> = {
     }
     if (message.hostId !== "") {
       writer.uint32(34).string(message.hostId);
+    }
+    if (message.audience !== "") {
+      writer.uint32(42).string(message.audience);
     }
     return writer;
   },
@@ -2795,6 +3954,14 @@ export const MintAccessTokenRequest: MessageFns<MintAccessTokenRequest> = {
             message.hostId = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.audience = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2825,6 +3992,7 @@ export const MintAccessTokenRequest: MessageFns<MintAccessTokenRequest> = {
         : isSet(object.host_id)
         ? globalThis.String(object.host_id)
         : "",
+      audience: isSet(object.audience) ? globalThis.String(object.audience) : "",
     };
   },
 
@@ -2842,6 +4010,9 @@ export const MintAccessTokenRequest: MessageFns<MintAccessTokenRequest> = {
     if (message.hostId !== "") {
       obj.hostId = message.hostId;
     }
+    if (message.audience !== "") {
+      obj.audience = message.audience;
+    }
     return obj;
   },
 
@@ -2854,6 +4025,7 @@ export const MintAccessTokenRequest: MessageFns<MintAccessTokenRequest> = {
     message.scopes = object.scopes?.map((e) => e) || [];
     message.vmId = object.vmId ?? "";
     message.hostId = object.hostId ?? "";
+    message.audience = object.audience ?? "";
     return message;
   },
 };
@@ -3473,6 +4645,9 @@ function createBaseWatchTokenUpdatesResponse(): WatchTokenUpdatesResponse {
     vmId: "",
     serviceAccount: "",
     scopes: [],
+    reason: "",
+    expiresAtMs: 0,
+    accounts: [],
   };
 }
 
@@ -3501,6 +4676,15 @@ export const WatchTokenUpdatesResponse: MessageFns<WatchTokenUpdatesResponse> = 
     }
     for (const v of message.scopes) {
       writer.uint32(66).string(v!);
+    }
+    if (message.reason !== "") {
+      writer.uint32(74).string(message.reason);
+    }
+    if (message.expiresAtMs !== 0) {
+      writer.uint32(80).int64(message.expiresAtMs);
+    }
+    for (const v of message.accounts) {
+      HeldAccount.encode(v!, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -3582,6 +4766,30 @@ export const WatchTokenUpdatesResponse: MessageFns<WatchTokenUpdatesResponse> = 
             message.scopes.push(reader.string());
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.expiresAtMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.accounts.push(HeldAccount.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3618,6 +4826,15 @@ export const WatchTokenUpdatesResponse: MessageFns<WatchTokenUpdatesResponse> = 
       scopes: globalThis.Array.isArray(object?.scopes)
         ? object.scopes.map((e: any) => globalThis.String(e))
         : [],
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      expiresAtMs: isSet(object.expiresAtMs)
+        ? globalThis.Number(object.expiresAtMs)
+        : isSet(object.expires_at_ms)
+        ? globalThis.Number(object.expires_at_ms)
+        : 0,
+      accounts: globalThis.Array.isArray(object?.accounts)
+        ? object.accounts.map((e: any) => HeldAccount.fromJSON(e))
+        : [],
     };
   },
 
@@ -3647,6 +4864,15 @@ export const WatchTokenUpdatesResponse: MessageFns<WatchTokenUpdatesResponse> = 
     if (message.scopes?.length) {
       obj.scopes = message.scopes;
     }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.expiresAtMs !== 0) {
+      obj.expiresAtMs = Math.round(message.expiresAtMs);
+    }
+    if (message.accounts?.length) {
+      obj.accounts = message.accounts.map((e) => HeldAccount.toJSON(e));
+    }
     return obj;
   },
 
@@ -3663,6 +4889,114 @@ export const WatchTokenUpdatesResponse: MessageFns<WatchTokenUpdatesResponse> = 
     message.vmId = object.vmId ?? "";
     message.serviceAccount = object.serviceAccount ?? "";
     message.scopes = object.scopes?.map((e) => e) || [];
+    message.reason = object.reason ?? "";
+    message.expiresAtMs = object.expiresAtMs ?? 0;
+    message.accounts = object.accounts?.map((e) => HeldAccount.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseHeldAccount(): HeldAccount {
+  return { serviceAccount: "", scopes: [], accessor: "" };
+}
+
+export const HeldAccount: MessageFns<HeldAccount> = {
+  encode(message: HeldAccount, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceAccount !== "") {
+      writer.uint32(10).string(message.serviceAccount);
+    }
+    for (const v of message.scopes) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.accessor !== "") {
+      writer.uint32(26).string(message.accessor);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HeldAccount {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHeldAccount();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceAccount = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.scopes.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.accessor = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HeldAccount {
+    return {
+      serviceAccount: isSet(object.serviceAccount)
+        ? globalThis.String(object.serviceAccount)
+        : isSet(object.service_account)
+        ? globalThis.String(object.service_account)
+        : "",
+      scopes: globalThis.Array.isArray(object?.scopes) ? object.scopes.map((e: any) => globalThis.String(e)) : [],
+      accessor: isSet(object.accessor) ? globalThis.String(object.accessor) : "",
+    };
+  },
+
+  toJSON(message: HeldAccount): unknown {
+    const obj: any = {};
+    if (message.serviceAccount !== "") {
+      obj.serviceAccount = message.serviceAccount;
+    }
+    if (message.scopes?.length) {
+      obj.scopes = message.scopes;
+    }
+    if (message.accessor !== "") {
+      obj.accessor = message.accessor;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HeldAccount>, I>>(base?: I): HeldAccount {
+    return HeldAccount.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HeldAccount>, I>>(object: I): HeldAccount {
+    const message = createBaseHeldAccount();
+    message.serviceAccount = object.serviceAccount ?? "";
+    message.scopes = object.scopes?.map((e) => e) || [];
+    message.accessor = object.accessor ?? "";
     return message;
   },
 };
@@ -4414,6 +5748,17 @@ export const TokenServiceService = {
       Buffer.from(DefineServiceResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DefineServiceResponse => DefineServiceResponse.decode(value),
   },
+  /** The declared services (scope -> audience configuration), paged. */
+  listServices: {
+    path: "/trustplane.token.v1.TokenService/ListServices" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListServicesRequest): Buffer => Buffer.from(ListServicesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListServicesRequest => ListServicesRequest.decode(value),
+    responseSerialize: (value: ListServicesResponse): Buffer =>
+      Buffer.from(ListServicesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListServicesResponse => ListServicesResponse.decode(value),
+  },
   /**
    * Long-term tokens: issued to the VM manager only with the user's own signed create
    * request as proof, shown once, stored as hashes, shared per (account, scope set).
@@ -4463,7 +5808,48 @@ export const TokenServiceService = {
       Buffer.from(RenewLongTermTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RenewLongTermTokenResponse => RenewLongTermTokenResponse.decode(value),
   },
-  /** Short-term tokens, minted for a VM's authorization process from a long-term token. */
+  /**
+   * A VM terminated or dropped the account: it stops holding the token; the token is
+   * revoked when its last holder is gone (seed 000's "revoke when the last VM ends").
+   */
+  releaseLongTermToken: {
+    path: "/trustplane.token.v1.TokenService/ReleaseLongTermToken" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReleaseLongTermTokenRequest): Buffer =>
+      Buffer.from(ReleaseLongTermTokenRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReleaseLongTermTokenRequest => ReleaseLongTermTokenRequest.decode(value),
+    responseSerialize: (value: ReleaseLongTermTokenResponse): Buffer =>
+      Buffer.from(ReleaseLongTermTokenResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReleaseLongTermTokenResponse => ReleaseLongTermTokenResponse.decode(value),
+  },
+  /** Public facts about one token by accessor (never the secret or its hash). */
+  getLongTermToken: {
+    path: "/trustplane.token.v1.TokenService/GetLongTermToken" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetLongTermTokenRequest): Buffer =>
+      Buffer.from(GetLongTermTokenRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetLongTermTokenRequest => GetLongTermTokenRequest.decode(value),
+    responseSerialize: (value: GetLongTermTokenResponse): Buffer =>
+      Buffer.from(GetLongTermTokenResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetLongTermTokenResponse => GetLongTermTokenResponse.decode(value),
+  },
+  listLongTermTokens: {
+    path: "/trustplane.token.v1.TokenService/ListLongTermTokens" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListLongTermTokensRequest): Buffer =>
+      Buffer.from(ListLongTermTokensRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListLongTermTokensRequest => ListLongTermTokensRequest.decode(value),
+    responseSerialize: (value: ListLongTermTokensResponse): Buffer =>
+      Buffer.from(ListLongTermTokensResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListLongTermTokensResponse => ListLongTermTokensResponse.decode(value),
+  },
+  /**
+   * Short-term tokens, minted for a VM's authorization process from a long-term token.
+   * The caller must be the agent of the host the long-term token is bound to.
+   */
   mintAccessToken: {
     path: "/trustplane.token.v1.TokenService/MintAccessToken" as const,
     requestStream: false as const,
@@ -4475,6 +5861,10 @@ export const TokenServiceService = {
       Buffer.from(MintAccessTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): MintAccessTokenResponse => MintAccessTokenResponse.decode(value),
   },
+  /**
+   * An identity token (OIDC-style JWT) whose audience the guest chooses, as GCE's
+   * identity?audience= endpoint.
+   */
   mintIdentityToken: {
     path: "/trustplane.token.v1.TokenService/MintIdentityToken" as const,
     requestStream: false as const,
@@ -4486,6 +5876,10 @@ export const TokenServiceService = {
       Buffer.from(MintIdentityTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): MintIdentityTokenResponse => MintIdentityTokenResponse.decode(value),
   },
+  /**
+   * The public keys that verify short-term tokens, including retired keys until the last
+   * token they signed has expired. Also served over HTTP at /.well-known/jwks.json.
+   */
   getJwks: {
     path: "/trustplane.token.v1.TokenService/GetJwks" as const,
     requestStream: false as const,
@@ -4522,6 +5916,8 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
   revokeActAs: handleUnaryCall<RevokeActAsRequest, RevokeActAsResponse>;
   /** Declares a service: its scopes and the audience its tokens carry. */
   defineService: handleUnaryCall<DefineServiceRequest, DefineServiceResponse>;
+  /** The declared services (scope -> audience configuration), paged. */
+  listServices: handleUnaryCall<ListServicesRequest, ListServicesResponse>;
   /**
    * Long-term tokens: issued to the VM manager only with the user's own signed create
    * request as proof, shown once, stored as hashes, shared per (account, scope set).
@@ -4531,9 +5927,28 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
   revokeLongTermToken: handleUnaryCall<RevokeLongTermTokenRequest, RevokeLongTermTokenResponse>;
   /** Renews a long-term token's lease (agents renew at half-life with jitter). */
   renewLongTermToken: handleUnaryCall<RenewLongTermTokenRequest, RenewLongTermTokenResponse>;
-  /** Short-term tokens, minted for a VM's authorization process from a long-term token. */
+  /**
+   * A VM terminated or dropped the account: it stops holding the token; the token is
+   * revoked when its last holder is gone (seed 000's "revoke when the last VM ends").
+   */
+  releaseLongTermToken: handleUnaryCall<ReleaseLongTermTokenRequest, ReleaseLongTermTokenResponse>;
+  /** Public facts about one token by accessor (never the secret or its hash). */
+  getLongTermToken: handleUnaryCall<GetLongTermTokenRequest, GetLongTermTokenResponse>;
+  listLongTermTokens: handleUnaryCall<ListLongTermTokensRequest, ListLongTermTokensResponse>;
+  /**
+   * Short-term tokens, minted for a VM's authorization process from a long-term token.
+   * The caller must be the agent of the host the long-term token is bound to.
+   */
   mintAccessToken: handleUnaryCall<MintAccessTokenRequest, MintAccessTokenResponse>;
+  /**
+   * An identity token (OIDC-style JWT) whose audience the guest chooses, as GCE's
+   * identity?audience= endpoint.
+   */
   mintIdentityToken: handleUnaryCall<MintIdentityTokenRequest, MintIdentityTokenResponse>;
+  /**
+   * The public keys that verify short-term tokens, including retired keys until the last
+   * token they signed has expired. Also served over HTTP at /.well-known/jwks.json.
+   */
   getJwks: handleUnaryCall<GetJwksRequest, GetJwksResponse>;
   /**
    * Versioned updates for the long-term tokens a host holds: rotations, revocations and
@@ -4650,6 +6065,22 @@ export interface TokenServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DefineServiceResponse) => void,
   ): ClientUnaryCall;
+  /** The declared services (scope -> audience configuration), paged. */
+  listServices(
+    request: ListServicesRequest,
+    callback: (error: ServiceError | null, response: ListServicesResponse) => void,
+  ): ClientUnaryCall;
+  listServices(
+    request: ListServicesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListServicesResponse) => void,
+  ): ClientUnaryCall;
+  listServices(
+    request: ListServicesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListServicesResponse) => void,
+  ): ClientUnaryCall;
   /**
    * Long-term tokens: issued to the VM manager only with the user's own signed create
    * request as proof, shown once, stored as hashes, shared per (account, scope set).
@@ -4715,7 +6146,60 @@ export interface TokenServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RenewLongTermTokenResponse) => void,
   ): ClientUnaryCall;
-  /** Short-term tokens, minted for a VM's authorization process from a long-term token. */
+  /**
+   * A VM terminated or dropped the account: it stops holding the token; the token is
+   * revoked when its last holder is gone (seed 000's "revoke when the last VM ends").
+   */
+  releaseLongTermToken(
+    request: ReleaseLongTermTokenRequest,
+    callback: (error: ServiceError | null, response: ReleaseLongTermTokenResponse) => void,
+  ): ClientUnaryCall;
+  releaseLongTermToken(
+    request: ReleaseLongTermTokenRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReleaseLongTermTokenResponse) => void,
+  ): ClientUnaryCall;
+  releaseLongTermToken(
+    request: ReleaseLongTermTokenRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReleaseLongTermTokenResponse) => void,
+  ): ClientUnaryCall;
+  /** Public facts about one token by accessor (never the secret or its hash). */
+  getLongTermToken(
+    request: GetLongTermTokenRequest,
+    callback: (error: ServiceError | null, response: GetLongTermTokenResponse) => void,
+  ): ClientUnaryCall;
+  getLongTermToken(
+    request: GetLongTermTokenRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetLongTermTokenResponse) => void,
+  ): ClientUnaryCall;
+  getLongTermToken(
+    request: GetLongTermTokenRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetLongTermTokenResponse) => void,
+  ): ClientUnaryCall;
+  listLongTermTokens(
+    request: ListLongTermTokensRequest,
+    callback: (error: ServiceError | null, response: ListLongTermTokensResponse) => void,
+  ): ClientUnaryCall;
+  listLongTermTokens(
+    request: ListLongTermTokensRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListLongTermTokensResponse) => void,
+  ): ClientUnaryCall;
+  listLongTermTokens(
+    request: ListLongTermTokensRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListLongTermTokensResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Short-term tokens, minted for a VM's authorization process from a long-term token.
+   * The caller must be the agent of the host the long-term token is bound to.
+   */
   mintAccessToken(
     request: MintAccessTokenRequest,
     callback: (error: ServiceError | null, response: MintAccessTokenResponse) => void,
@@ -4731,6 +6215,10 @@ export interface TokenServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: MintAccessTokenResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * An identity token (OIDC-style JWT) whose audience the guest chooses, as GCE's
+   * identity?audience= endpoint.
+   */
   mintIdentityToken(
     request: MintIdentityTokenRequest,
     callback: (error: ServiceError | null, response: MintIdentityTokenResponse) => void,
@@ -4746,6 +6234,10 @@ export interface TokenServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: MintIdentityTokenResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * The public keys that verify short-term tokens, including retired keys until the last
+   * token they signed has expired. Also served over HTTP at /.well-known/jwks.json.
+   */
   getJwks(
     request: GetJwksRequest,
     callback: (error: ServiceError | null, response: GetJwksResponse) => void,
