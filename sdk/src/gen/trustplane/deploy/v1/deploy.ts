@@ -33,11 +33,16 @@ export const protobufFileName = "trustplane/deploy/v1/deploy.proto";
  * sandboxed worker; only what passed validation is stored, atomically.
  */
 
+/** Lifecycle of a deployment. Terminal: STORED, MALICIOUS, REJECTED, UNDEPLOYED. */
 export enum DeploymentStatus {
   DEPLOYMENT_STATUS_UNSPECIFIED = 0,
+  /** DEPLOYMENT_STATUS_RECEIVING - Bytes are arriving (the operation id exists from the header on). */
   DEPLOYMENT_STATUS_RECEIVING = 1,
+  /** DEPLOYMENT_STATUS_QUARANTINED - Fully received, size and digest verified, waiting for a worker. */
   DEPLOYMENT_STATUS_QUARANTINED = 2,
+  /** DEPLOYMENT_STATUS_VALIDATING - A sandboxed worker is checking the archive and running the sub-processors. */
   DEPLOYMENT_STATUS_VALIDATING = 3,
+  /** DEPLOYMENT_STATUS_POST_PROCESSING - The server validates the worker's results and stores them in one transaction. */
   DEPLOYMENT_STATUS_POST_PROCESSING = 4,
   DEPLOYMENT_STATUS_STORED = 5,
   /** DEPLOYMENT_STATUS_MALICIOUS - Failed validation, timed out or crashed the worker: kept in quarantine for inspection. */
@@ -117,10 +122,15 @@ export interface Aac {
   component: string;
 }
 
+/** First message of a Deploy stream. */
 export interface DeployHeader {
   requestId: string;
-  aac: Aac | undefined;
+  aac:
+    | Aac
+    | undefined;
+  /** Display name only (e.g. "shop.war"); never used as a path. */
   fileName: string;
+  /** The upload is refused when more or fewer bytes arrive, or above the server's limit. */
   declaredSize: number;
   /** SHA-256 of the whole archive; the upload is refused if the bytes differ. */
   sha256: Uint8Array;
@@ -131,11 +141,13 @@ export interface DeployRequest {
   chunk?: Uint8Array | undefined;
 }
 
+/** A security role the security sub-processor found (web.xml, @DeclareRoles, roles JSON). */
 export interface SecurityRole {
   name: string;
   description: string;
 }
 
+/** Which roles may call which URL patterns and HTTP methods. */
 export interface SecurityConstraint {
   name: string;
   urlPatterns: string[];
@@ -143,6 +155,7 @@ export interface SecurityConstraint {
   roles: string[];
 }
 
+/** One documentation file and its table of contents. */
 export interface DocEntry {
   file: string;
   title: string;
@@ -155,6 +168,7 @@ export interface DocHeading {
   text: string;
 }
 
+/** The record of one deployment operation. */
 export interface Deployment {
   operationId: string;
   aac: Aac | undefined;
@@ -177,6 +191,8 @@ export interface Deployment {
   updatedAtMs: number;
   entryCount: number;
   uncompressedSize: number;
+  /** Worker time spent validating (wall clock), for operators and the bench. */
+  validationMs: number;
 }
 
 export interface Deployment_MetadataEntry {
@@ -213,6 +229,7 @@ export interface WatchDeploymentRequest {
   operationId: string;
 }
 
+/** One stage a deployment went through; WatchDeployment sends the current one first. */
 export interface DeploymentStage {
   status: DeploymentStatus;
   detail: string;
@@ -220,6 +237,8 @@ export interface DeploymentStage {
   /** 0..1 where measurable (validation progress by entries). */
   progress: number;
   timeMs: number;
+  /** Increases by one per stage of this deployment. */
+  seq: number;
 }
 
 export interface WatchDeploymentResponse {
@@ -990,6 +1009,7 @@ function createBaseDeployment(): Deployment {
     updatedAtMs: 0,
     entryCount: 0,
     uncompressedSize: 0,
+    validationMs: 0,
   };
 }
 
@@ -1048,6 +1068,9 @@ export const Deployment: MessageFns<Deployment> = {
     }
     if (message.uncompressedSize !== 0) {
       writer.uint32(144).uint64(message.uncompressedSize);
+    }
+    if (message.validationMs !== 0) {
+      writer.uint32(152).int64(message.validationMs);
     }
     return writer;
   },
@@ -1212,6 +1235,14 @@ export const Deployment: MessageFns<Deployment> = {
             message.uncompressedSize = longToNumber(reader.uint64());
             continue;
           }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.validationMs = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1288,6 +1319,11 @@ export const Deployment: MessageFns<Deployment> = {
         : isSet(object.uncompressed_size)
         ? globalThis.Number(object.uncompressed_size)
         : 0,
+      validationMs: isSet(object.validationMs)
+        ? globalThis.Number(object.validationMs)
+        : isSet(object.validation_ms)
+        ? globalThis.Number(object.validation_ms)
+        : 0,
     };
   },
 
@@ -1350,6 +1386,9 @@ export const Deployment: MessageFns<Deployment> = {
     if (message.uncompressedSize !== 0) {
       obj.uncompressedSize = Math.round(message.uncompressedSize);
     }
+    if (message.validationMs !== 0) {
+      obj.validationMs = Math.round(message.validationMs);
+    }
     return obj;
   },
 
@@ -1384,6 +1423,7 @@ export const Deployment: MessageFns<Deployment> = {
     message.updatedAtMs = object.updatedAtMs ?? 0;
     message.entryCount = object.entryCount ?? 0;
     message.uncompressedSize = object.uncompressedSize ?? 0;
+    message.validationMs = object.validationMs ?? 0;
     return message;
   },
 };
@@ -1974,7 +2014,7 @@ export const WatchDeploymentRequest: MessageFns<WatchDeploymentRequest> = {
 };
 
 function createBaseDeploymentStage(): DeploymentStage {
-  return { status: 0, detail: "", reason: "", progress: 0, timeMs: 0 };
+  return { status: 0, detail: "", reason: "", progress: 0, timeMs: 0, seq: 0 };
 }
 
 export const DeploymentStage: MessageFns<DeploymentStage> = {
@@ -1993,6 +2033,9 @@ export const DeploymentStage: MessageFns<DeploymentStage> = {
     }
     if (message.timeMs !== 0) {
       writer.uint32(40).int64(message.timeMs);
+    }
+    if (message.seq !== 0) {
+      writer.uint32(48).int64(message.seq);
     }
     return writer;
   },
@@ -2050,6 +2093,14 @@ export const DeploymentStage: MessageFns<DeploymentStage> = {
             message.timeMs = longToNumber(reader.int64());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2073,6 +2124,7 @@ export const DeploymentStage: MessageFns<DeploymentStage> = {
         : isSet(object.time_ms)
         ? globalThis.Number(object.time_ms)
         : 0,
+      seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0,
     };
   },
 
@@ -2093,6 +2145,9 @@ export const DeploymentStage: MessageFns<DeploymentStage> = {
     if (message.timeMs !== 0) {
       obj.timeMs = Math.round(message.timeMs);
     }
+    if (message.seq !== 0) {
+      obj.seq = Math.round(message.seq);
+    }
     return obj;
   },
 
@@ -2106,6 +2161,7 @@ export const DeploymentStage: MessageFns<DeploymentStage> = {
     message.reason = object.reason ?? "";
     message.progress = object.progress ?? 0;
     message.timeMs = object.timeMs ?? 0;
+    message.seq = object.seq ?? 0;
     return message;
   },
 };
@@ -2361,9 +2417,15 @@ export const UndeployResponse: MessageFns<UndeployResponse> = {
   },
 };
 
+/** Served by the server (the deploy server's request manager). */
 export type DeployServiceService = typeof DeployServiceService;
 export const DeployServiceService = {
-  /** Client stream: a DeployHeader, then the archive's bytes in chunks. */
+  /**
+   * Client stream: a DeployHeader, then the archive's bytes in chunks. The request manager
+   * parses nothing but the header; the upload goes to quarantine and the call returns the
+   * deployment once it is QUARANTINED (size and SHA-256 checked). Validation continues in
+   * a worker: follow it with WatchDeployment.
+   */
   deploy: {
     path: "/trustplane.deploy.v1.DeployService/Deploy" as const,
     requestStream: true as const,
@@ -2383,6 +2445,7 @@ export const DeployServiceService = {
       Buffer.from(GetDeploymentResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetDeploymentResponse => GetDeploymentResponse.decode(value),
   },
+  /** Paged, newest first, filtered by AAC prefix and status. */
   listDeployments: {
     path: "/trustplane.deploy.v1.DeployService/ListDeployments" as const,
     requestStream: false as const,
@@ -2406,6 +2469,7 @@ export const DeployServiceService = {
       Buffer.from(WatchDeploymentResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WatchDeploymentResponse => WatchDeploymentResponse.decode(value),
   },
+  /** Removes a STORED deployment's artifact, roles, docs and metadata atomically. */
   undeploy: {
     path: "/trustplane.deploy.v1.DeployService/Undeploy" as const,
     requestStream: false as const,
@@ -2418,17 +2482,29 @@ export const DeployServiceService = {
 } as const;
 
 export interface DeployServiceServer extends UntypedServiceImplementation {
-  /** Client stream: a DeployHeader, then the archive's bytes in chunks. */
+  /**
+   * Client stream: a DeployHeader, then the archive's bytes in chunks. The request manager
+   * parses nothing but the header; the upload goes to quarantine and the call returns the
+   * deployment once it is QUARANTINED (size and SHA-256 checked). Validation continues in
+   * a worker: follow it with WatchDeployment.
+   */
   deploy: handleClientStreamingCall<DeployRequest, DeployResponse>;
   getDeployment: handleUnaryCall<GetDeploymentRequest, GetDeploymentResponse>;
+  /** Paged, newest first, filtered by AAC prefix and status. */
   listDeployments: handleUnaryCall<ListDeploymentsRequest, ListDeploymentsResponse>;
   /** Stages of one deployment as they happen (the current one first). */
   watchDeployment: handleServerStreamingCall<WatchDeploymentRequest, WatchDeploymentResponse>;
+  /** Removes a STORED deployment's artifact, roles, docs and metadata atomically. */
   undeploy: handleUnaryCall<UndeployRequest, UndeployResponse>;
 }
 
 export interface DeployServiceClient extends Client {
-  /** Client stream: a DeployHeader, then the archive's bytes in chunks. */
+  /**
+   * Client stream: a DeployHeader, then the archive's bytes in chunks. The request manager
+   * parses nothing but the header; the upload goes to quarantine and the call returns the
+   * deployment once it is QUARANTINED (size and SHA-256 checked). Validation continues in
+   * a worker: follow it with WatchDeployment.
+   */
   deploy(callback: (error: ServiceError | null, response: DeployResponse) => void): ClientWritableStream<DeployRequest>;
   deploy(
     metadata: Metadata,
@@ -2458,6 +2534,7 @@ export interface DeployServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetDeploymentResponse) => void,
   ): ClientUnaryCall;
+  /** Paged, newest first, filtered by AAC prefix and status. */
   listDeployments(
     request: ListDeploymentsRequest,
     callback: (error: ServiceError | null, response: ListDeploymentsResponse) => void,
@@ -2483,6 +2560,7 @@ export interface DeployServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<WatchDeploymentResponse>;
+  /** Removes a STORED deployment's artifact, roles, docs and metadata atomically. */
   undeploy(
     request: UndeployRequest,
     callback: (error: ServiceError | null, response: UndeployResponse) => void,

@@ -17,6 +17,7 @@ export const protobufFileName = "trustplane/deploy/v1/worker.proto";
  * no network and talks over an inherited socket pair.
  */
 
+/** Limits the core processor enforces; the server sets them per operation. */
 export interface ArchiveLimits {
   maxEntries: number;
   maxEntrySize: number;
@@ -25,8 +26,11 @@ export interface ArchiveLimits {
   maxNameLength: number;
   maxDepth: number;
   maxNesting: number;
+  /** Global budget of inflated bytes across entries and nested archives. */
+  maxInflatedTotal: number;
 }
 
+/** Validate one quarantined archive copied into the worker's scratch directory. */
 export interface ValidateArchive {
   operationId: string;
   account: string;
@@ -34,10 +38,22 @@ export interface ValidateArchive {
   component: string;
   /** Path inside the worker's scratch directory. */
   archivePath: string;
-  limits: ArchiveLimits | undefined;
+  limits:
+    | ArchiveLimits
+    | undefined;
+  /** What the server verified at upload; the worker checks it has the same bytes. */
+  archiveSize: number;
+  archiveSha256: Uint8Array;
+  /** Sub-processors to run ("security", "documentation", "metadata"); empty: all. */
+  processorIds: string[];
 }
 
+/**
+ * A worker asks the server's resource provider for whitelisted data. The server answers
+ * only for the operation's own AAC and only from the whitelist.
+ */
 export interface ResourceRequest {
+  /** Correlates the response. */
   id: number;
   /** Whitelisted provider, e.g. "roles.current", "runtime.descriptor". */
   providerId: string;
@@ -53,6 +69,10 @@ export interface ResourceResponse {
   errorReason: string;
 }
 
+/**
+ * An identifier of a result file a sub-processor wrote in scratch. The server's
+ * post-processor reads and validates it; the worker never writes the repository.
+ */
 export interface ProcessorOutput {
   /** "security", "documentation" or "metadata". */
   processorId: string;
@@ -77,14 +97,27 @@ export interface ValidationResult {
 
 export interface ValidationFailure {
   operationId: string;
+  /** Stable reason code, e.g. ARCHIVE_PATH_TRAVERSAL, ARCHIVE_OVERLAP, ARCHIVE_RATIO. */
   reason: string;
   detail: string;
+}
+
+/** Sent by a worker once it is ready for work (the pool keeps it warm until then). */
+export interface WorkerReady {
+  protocolVersion: number;
+  pid: number;
+}
+
+/** Tells an idle worker to exit (recycling after N operations or idle time). */
+export interface WorkerShutdown {
+  reason: string;
 }
 
 /** Server -> worker. */
 export interface ServerToWorker {
   validate?: ValidateArchive | undefined;
   resource?: ResourceResponse | undefined;
+  shutdown?: WorkerShutdown | undefined;
 }
 
 /** Worker -> server. */
@@ -93,10 +126,20 @@ export interface WorkerToServer {
   resource?: ResourceRequest | undefined;
   result?: ValidationResult | undefined;
   failure?: ValidationFailure | undefined;
+  ready?: WorkerReady | undefined;
 }
 
 function createBaseArchiveLimits(): ArchiveLimits {
-  return { maxEntries: 0, maxEntrySize: 0, maxTotalSize: 0, maxRatio: 0, maxNameLength: 0, maxDepth: 0, maxNesting: 0 };
+  return {
+    maxEntries: 0,
+    maxEntrySize: 0,
+    maxTotalSize: 0,
+    maxRatio: 0,
+    maxNameLength: 0,
+    maxDepth: 0,
+    maxNesting: 0,
+    maxInflatedTotal: 0,
+  };
 }
 
 export const ArchiveLimits: MessageFns<ArchiveLimits> = {
@@ -121,6 +164,9 @@ export const ArchiveLimits: MessageFns<ArchiveLimits> = {
     }
     if (message.maxNesting !== 0) {
       writer.uint32(56).uint32(message.maxNesting);
+    }
+    if (message.maxInflatedTotal !== 0) {
+      writer.uint32(64).uint64(message.maxInflatedTotal);
     }
     return writer;
   },
@@ -194,6 +240,14 @@ export const ArchiveLimits: MessageFns<ArchiveLimits> = {
             message.maxNesting = reader.uint32();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.maxInflatedTotal = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -243,6 +297,11 @@ export const ArchiveLimits: MessageFns<ArchiveLimits> = {
         : isSet(object.max_nesting)
         ? globalThis.Number(object.max_nesting)
         : 0,
+      maxInflatedTotal: isSet(object.maxInflatedTotal)
+        ? globalThis.Number(object.maxInflatedTotal)
+        : isSet(object.max_inflated_total)
+        ? globalThis.Number(object.max_inflated_total)
+        : 0,
     };
   },
 
@@ -269,6 +328,9 @@ export const ArchiveLimits: MessageFns<ArchiveLimits> = {
     if (message.maxNesting !== 0) {
       obj.maxNesting = Math.round(message.maxNesting);
     }
+    if (message.maxInflatedTotal !== 0) {
+      obj.maxInflatedTotal = Math.round(message.maxInflatedTotal);
+    }
     return obj;
   },
 
@@ -284,12 +346,23 @@ export const ArchiveLimits: MessageFns<ArchiveLimits> = {
     message.maxNameLength = object.maxNameLength ?? 0;
     message.maxDepth = object.maxDepth ?? 0;
     message.maxNesting = object.maxNesting ?? 0;
+    message.maxInflatedTotal = object.maxInflatedTotal ?? 0;
     return message;
   },
 };
 
 function createBaseValidateArchive(): ValidateArchive {
-  return { operationId: "", account: "", application: "", component: "", archivePath: "", limits: undefined };
+  return {
+    operationId: "",
+    account: "",
+    application: "",
+    component: "",
+    archivePath: "",
+    limits: undefined,
+    archiveSize: 0,
+    archiveSha256: new Uint8Array(0),
+    processorIds: [],
+  };
 }
 
 export const ValidateArchive: MessageFns<ValidateArchive> = {
@@ -311,6 +384,15 @@ export const ValidateArchive: MessageFns<ValidateArchive> = {
     }
     if (message.limits !== undefined) {
       ArchiveLimits.encode(message.limits, writer.uint32(50).fork()).join();
+    }
+    if (message.archiveSize !== 0) {
+      writer.uint32(56).uint64(message.archiveSize);
+    }
+    if (message.archiveSha256.length !== 0) {
+      writer.uint32(66).bytes(message.archiveSha256);
+    }
+    for (const v of message.processorIds) {
+      writer.uint32(74).string(v!);
     }
     return writer;
   },
@@ -376,6 +458,30 @@ export const ValidateArchive: MessageFns<ValidateArchive> = {
             message.limits = ArchiveLimits.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.archiveSize = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.archiveSha256 = reader.bytes();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.processorIds.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -404,6 +510,21 @@ export const ValidateArchive: MessageFns<ValidateArchive> = {
         ? globalThis.String(object.archive_path)
         : "",
       limits: isSet(object.limits) ? ArchiveLimits.fromJSON(object.limits) : undefined,
+      archiveSize: isSet(object.archiveSize)
+        ? globalThis.Number(object.archiveSize)
+        : isSet(object.archive_size)
+        ? globalThis.Number(object.archive_size)
+        : 0,
+      archiveSha256: isSet(object.archiveSha256)
+        ? bytesFromBase64(object.archiveSha256)
+        : isSet(object.archive_sha256)
+        ? bytesFromBase64(object.archive_sha256)
+        : new Uint8Array(0),
+      processorIds: globalThis.Array.isArray(object?.processorIds)
+        ? object.processorIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.processor_ids)
+        ? object.processor_ids.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -427,6 +548,15 @@ export const ValidateArchive: MessageFns<ValidateArchive> = {
     if (message.limits !== undefined) {
       obj.limits = ArchiveLimits.toJSON(message.limits);
     }
+    if (message.archiveSize !== 0) {
+      obj.archiveSize = Math.round(message.archiveSize);
+    }
+    if (message.archiveSha256.length !== 0) {
+      obj.archiveSha256 = base64FromBytes(message.archiveSha256);
+    }
+    if (message.processorIds?.length) {
+      obj.processorIds = message.processorIds;
+    }
     return obj;
   },
 
@@ -443,6 +573,9 @@ export const ValidateArchive: MessageFns<ValidateArchive> = {
     message.limits = (object.limits !== undefined && object.limits !== null)
       ? ArchiveLimits.fromPartial(object.limits)
       : undefined;
+    message.archiveSize = object.archiveSize ?? 0;
+    message.archiveSha256 = object.archiveSha256 ?? new Uint8Array(0);
+    message.processorIds = object.processorIds?.map((e) => e) || [];
     return message;
   },
 };
@@ -1159,8 +1292,164 @@ export const ValidationFailure: MessageFns<ValidationFailure> = {
   },
 };
 
+function createBaseWorkerReady(): WorkerReady {
+  return { protocolVersion: 0, pid: 0 };
+}
+
+export const WorkerReady: MessageFns<WorkerReady> = {
+  encode(message: WorkerReady, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.protocolVersion !== 0) {
+      writer.uint32(8).uint32(message.protocolVersion);
+    }
+    if (message.pid !== 0) {
+      writer.uint32(16).int32(message.pid);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkerReady {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkerReady();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.protocolVersion = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pid = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WorkerReady {
+    return {
+      protocolVersion: isSet(object.protocolVersion)
+        ? globalThis.Number(object.protocolVersion)
+        : isSet(object.protocol_version)
+        ? globalThis.Number(object.protocol_version)
+        : 0,
+      pid: isSet(object.pid) ? globalThis.Number(object.pid) : 0,
+    };
+  },
+
+  toJSON(message: WorkerReady): unknown {
+    const obj: any = {};
+    if (message.protocolVersion !== 0) {
+      obj.protocolVersion = Math.round(message.protocolVersion);
+    }
+    if (message.pid !== 0) {
+      obj.pid = Math.round(message.pid);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WorkerReady>, I>>(base?: I): WorkerReady {
+    return WorkerReady.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WorkerReady>, I>>(object: I): WorkerReady {
+    const message = createBaseWorkerReady();
+    message.protocolVersion = object.protocolVersion ?? 0;
+    message.pid = object.pid ?? 0;
+    return message;
+  },
+};
+
+function createBaseWorkerShutdown(): WorkerShutdown {
+  return { reason: "" };
+}
+
+export const WorkerShutdown: MessageFns<WorkerShutdown> = {
+  encode(message: WorkerShutdown, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.reason !== "") {
+      writer.uint32(10).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkerShutdown {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkerShutdown();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WorkerShutdown {
+    return { reason: isSet(object.reason) ? globalThis.String(object.reason) : "" };
+  },
+
+  toJSON(message: WorkerShutdown): unknown {
+    const obj: any = {};
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WorkerShutdown>, I>>(base?: I): WorkerShutdown {
+    return WorkerShutdown.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WorkerShutdown>, I>>(object: I): WorkerShutdown {
+    const message = createBaseWorkerShutdown();
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
 function createBaseServerToWorker(): ServerToWorker {
-  return { validate: undefined, resource: undefined };
+  return { validate: undefined, resource: undefined, shutdown: undefined };
 }
 
 export const ServerToWorker: MessageFns<ServerToWorker> = {
@@ -1170,6 +1459,9 @@ export const ServerToWorker: MessageFns<ServerToWorker> = {
     }
     if (message.resource !== undefined) {
       ResourceResponse.encode(message.resource, writer.uint32(18).fork()).join();
+    }
+    if (message.shutdown !== undefined) {
+      WorkerShutdown.encode(message.shutdown, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1203,6 +1495,14 @@ export const ServerToWorker: MessageFns<ServerToWorker> = {
             message.resource = ResourceResponse.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.shutdown = WorkerShutdown.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1219,6 +1519,7 @@ export const ServerToWorker: MessageFns<ServerToWorker> = {
     return {
       validate: isSet(object.validate) ? ValidateArchive.fromJSON(object.validate) : undefined,
       resource: isSet(object.resource) ? ResourceResponse.fromJSON(object.resource) : undefined,
+      shutdown: isSet(object.shutdown) ? WorkerShutdown.fromJSON(object.shutdown) : undefined,
     };
   },
 
@@ -1229,6 +1530,9 @@ export const ServerToWorker: MessageFns<ServerToWorker> = {
     }
     if (message.resource !== undefined) {
       obj.resource = ResourceResponse.toJSON(message.resource);
+    }
+    if (message.shutdown !== undefined) {
+      obj.shutdown = WorkerShutdown.toJSON(message.shutdown);
     }
     return obj;
   },
@@ -1244,12 +1548,15 @@ export const ServerToWorker: MessageFns<ServerToWorker> = {
     message.resource = (object.resource !== undefined && object.resource !== null)
       ? ResourceResponse.fromPartial(object.resource)
       : undefined;
+    message.shutdown = (object.shutdown !== undefined && object.shutdown !== null)
+      ? WorkerShutdown.fromPartial(object.shutdown)
+      : undefined;
     return message;
   },
 };
 
 function createBaseWorkerToServer(): WorkerToServer {
-  return { progress: undefined, resource: undefined, result: undefined, failure: undefined };
+  return { progress: undefined, resource: undefined, result: undefined, failure: undefined, ready: undefined };
 }
 
 export const WorkerToServer: MessageFns<WorkerToServer> = {
@@ -1265,6 +1572,9 @@ export const WorkerToServer: MessageFns<WorkerToServer> = {
     }
     if (message.failure !== undefined) {
       ValidationFailure.encode(message.failure, writer.uint32(34).fork()).join();
+    }
+    if (message.ready !== undefined) {
+      WorkerReady.encode(message.ready, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -1314,6 +1624,14 @@ export const WorkerToServer: MessageFns<WorkerToServer> = {
             message.failure = ValidationFailure.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.ready = WorkerReady.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1332,6 +1650,7 @@ export const WorkerToServer: MessageFns<WorkerToServer> = {
       resource: isSet(object.resource) ? ResourceRequest.fromJSON(object.resource) : undefined,
       result: isSet(object.result) ? ValidationResult.fromJSON(object.result) : undefined,
       failure: isSet(object.failure) ? ValidationFailure.fromJSON(object.failure) : undefined,
+      ready: isSet(object.ready) ? WorkerReady.fromJSON(object.ready) : undefined,
     };
   },
 
@@ -1348,6 +1667,9 @@ export const WorkerToServer: MessageFns<WorkerToServer> = {
     }
     if (message.failure !== undefined) {
       obj.failure = ValidationFailure.toJSON(message.failure);
+    }
+    if (message.ready !== undefined) {
+      obj.ready = WorkerReady.toJSON(message.ready);
     }
     return obj;
   },
@@ -1368,6 +1690,9 @@ export const WorkerToServer: MessageFns<WorkerToServer> = {
       : undefined;
     message.failure = (object.failure !== undefined && object.failure !== null)
       ? ValidationFailure.fromPartial(object.failure)
+      : undefined;
+    message.ready = (object.ready !== undefined && object.ready !== null)
+      ? WorkerReady.fromPartial(object.ready)
       : undefined;
     return message;
   },

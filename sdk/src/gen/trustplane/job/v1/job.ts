@@ -76,12 +76,16 @@ export function challengeVariantToJSON(object: ChallengeVariant): string {
   }
 }
 
+/** Lifecycle of a job. Terminal: SUCCEEDED, FAILED, CANCELLED. */
 export enum JobState {
   JOB_STATE_UNSPECIFIED = 0,
   JOB_STATE_QUEUED = 1,
+  /** JOB_STATE_PROVISIONING - A job VM is being created or assigned. */
   JOB_STATE_PROVISIONING = 2,
+  /** JOB_STATE_AWAITING_KEY - The job VM asked for the DEK; waiting for the client's key holder. */
   JOB_STATE_AWAITING_KEY = 3,
   JOB_STATE_RUNNING = 4,
+  /** JOB_STATE_STORING - Encrypting and storing (or returning) the result. */
   JOB_STATE_STORING = 5,
   JOB_STATE_SUCCEEDED = 6,
   JOB_STATE_FAILED = 7,
@@ -192,6 +196,7 @@ export function resultModeToJSON(object: ResultMode): string {
   }
 }
 
+/** First client message of a session: the keys the session will be bound to. */
 export interface Hello {
   /** Client X25519 public key (raw 32 bytes) for the encrypt variant. */
   clientSealingKey: Uint8Array;
@@ -200,6 +205,7 @@ export interface Hello {
   variant: ChallengeVariant;
 }
 
+/** Proof-of-possession challenge for the key named in Hello. */
 export interface Challenge {
   variant: ChallengeVariant;
   /** Encrypt variant: HPKE enc and ciphertext of the secret. */
@@ -218,6 +224,7 @@ export interface ChallengeResponse {
   proof: Uint8Array;
 }
 
+/** The challenge was answered; the session is bound to the client's key. */
 export interface SessionEstablished {
   sessionId: string;
   expiresAtMs: number;
@@ -232,9 +239,14 @@ export interface KeyRequest {
   codeSha256: Uint8Array;
   data: ObjectRef | undefined;
   dekId: string;
+  /** Correlates KeyRelease/KeyDenied with this request within the session. */
   requestSeq: number;
 }
 
+/**
+ * The client's key holder releases the DEK, after recording the OTK as used in its durable
+ * ledger. The DEK never appears in clear outside the client and the job VM.
+ */
 export interface KeyRelease {
   jobId: string;
   requestSeq: number;
@@ -243,6 +255,7 @@ export interface KeyRelease {
   sealedDek: Uint8Array;
 }
 
+/** The key holder refused (used or unknown OTK, or its approval policy said no). */
 export interface KeyDenied {
   jobId: string;
   requestSeq: number;
@@ -250,6 +263,7 @@ export interface KeyDenied {
   reason: string;
 }
 
+/** A state change or progress report of a job. */
 export interface JobEvent {
   jobId: string;
   state: JobState;
@@ -282,11 +296,24 @@ export interface OpenSessionResponse {
     | SecurityEvent
     | undefined;
   /** Results returned over the session instead of stored: envelope-format bytes. */
-  resultChunk?: Uint8Array | undefined;
+  resultChunk?:
+    | Uint8Array
+    | undefined;
+  /** The same, naming the job (several jobs may share a session); `last` ends the result. */
+  result?: ResultChunk | undefined;
 }
 
+export interface ResultChunk {
+  jobId: string;
+  data: Uint8Array;
+  last: boolean;
+}
+
+/** Limits the job VM enforces on the module; exceeding one fails the job with a reason. */
 export interface JobLimits {
+  /** WebAssembly memory cap; 0 uses the service default. */
   memoryBytes: number;
+  /** 0 uses the service default. */
   wallClockMs: number;
 }
 
@@ -309,6 +336,8 @@ export interface SubmitJobRequest {
   dekId: string;
   /** Where a stored result goes (tenant/name); empty picks one. */
   resultName: string;
+  /** A job VM from CreateJobVm; empty: provision one for this job. */
+  jobVmId: string;
 }
 
 export interface Job {
@@ -324,6 +353,13 @@ export interface Job {
   vmId: string;
   createdAtMs: number;
   updatedAtMs: number;
+  limits:
+    | JobLimits
+    | undefined;
+  /** Client-side name of the DEK (never the key); the key holder looks it up. */
+  dekId: string;
+  /** Size of the result's envelope-format ciphertext, once known. */
+  resultSize: number;
 }
 
 export interface SubmitJobResponse {
@@ -354,6 +390,28 @@ export interface CancelJobRequest {
 
 export interface CancelJobResponse {
   job: Job | undefined;
+}
+
+/** A VM that runs jobs for one session only. */
+export interface JobVm {
+  jobVmId: string;
+  sessionId: string;
+  /** The VM area's id of the underlying VM. */
+  vmId: string;
+  /** The VM area's state name (e.g. "RUNNING"). */
+  state: string;
+  createdAtMs: number;
+}
+
+export interface CreateJobVmRequest {
+  requestId: string;
+  sessionId: string;
+  /** Upper bounds for jobs in this VM. */
+  limits: JobLimits | undefined;
+}
+
+export interface CreateJobVmResponse {
+  jobVm: JobVm | undefined;
 }
 
 function createBaseHello(): Hello {
@@ -1602,6 +1660,7 @@ function createBaseOpenSessionResponse(): OpenSessionResponse {
     jobEvent: undefined,
     securityEvent: undefined,
     resultChunk: undefined,
+    result: undefined,
   };
 }
 
@@ -1624,6 +1683,9 @@ export const OpenSessionResponse: MessageFns<OpenSessionResponse> = {
     }
     if (message.resultChunk !== undefined) {
       writer.uint32(50).bytes(message.resultChunk);
+    }
+    if (message.result !== undefined) {
+      ResultChunk.encode(message.result, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -1689,6 +1751,14 @@ export const OpenSessionResponse: MessageFns<OpenSessionResponse> = {
             message.resultChunk = reader.bytes();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.result = ResultChunk.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1725,6 +1795,7 @@ export const OpenSessionResponse: MessageFns<OpenSessionResponse> = {
         : isSet(object.result_chunk)
         ? bytesFromBase64(object.result_chunk)
         : undefined,
+      result: isSet(object.result) ? ResultChunk.fromJSON(object.result) : undefined,
     };
   },
 
@@ -1747,6 +1818,9 @@ export const OpenSessionResponse: MessageFns<OpenSessionResponse> = {
     }
     if (message.resultChunk !== undefined) {
       obj.resultChunk = base64FromBytes(message.resultChunk);
+    }
+    if (message.result !== undefined) {
+      obj.result = ResultChunk.toJSON(message.result);
     }
     return obj;
   },
@@ -1772,6 +1846,114 @@ export const OpenSessionResponse: MessageFns<OpenSessionResponse> = {
       ? SecurityEvent.fromPartial(object.securityEvent)
       : undefined;
     message.resultChunk = object.resultChunk ?? undefined;
+    message.result = (object.result !== undefined && object.result !== null)
+      ? ResultChunk.fromPartial(object.result)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseResultChunk(): ResultChunk {
+  return { jobId: "", data: new Uint8Array(0), last: false };
+}
+
+export const ResultChunk: MessageFns<ResultChunk> = {
+  encode(message: ResultChunk, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(18).bytes(message.data);
+    }
+    if (message.last !== false) {
+      writer.uint32(24).bool(message.last);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResultChunk {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResultChunk();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.data = reader.bytes();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.last = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResultChunk {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      data: isSet(object.data) ? bytesFromBase64(object.data) : new Uint8Array(0),
+      last: isSet(object.last) ? globalThis.Boolean(object.last) : false,
+    };
+  },
+
+  toJSON(message: ResultChunk): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    if (message.last !== false) {
+      obj.last = message.last;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResultChunk>, I>>(base?: I): ResultChunk {
+    return ResultChunk.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResultChunk>, I>>(object: I): ResultChunk {
+    const message = createBaseResultChunk();
+    message.jobId = object.jobId ?? "";
+    message.data = object.data ?? new Uint8Array(0);
+    message.last = object.last ?? false;
     return message;
   },
 };
@@ -1882,6 +2064,7 @@ function createBaseSubmitJobRequest(): SubmitJobRequest {
     limits: undefined,
     dekId: "",
     resultName: "",
+    jobVmId: "",
   };
 }
 
@@ -1919,6 +2102,9 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     }
     if (message.resultName !== "") {
       writer.uint32(90).string(message.resultName);
+    }
+    if (message.jobVmId !== "") {
+      writer.uint32(98).string(message.jobVmId);
     }
     return writer;
   },
@@ -2024,6 +2210,14 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
             message.resultName = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.jobVmId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2077,6 +2271,11 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
         : isSet(object.result_name)
         ? globalThis.String(object.result_name)
         : "",
+      jobVmId: isSet(object.jobVmId)
+        ? globalThis.String(object.jobVmId)
+        : isSet(object.job_vm_id)
+        ? globalThis.String(object.job_vm_id)
+        : "",
     };
   },
 
@@ -2115,6 +2314,9 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     if (message.resultName !== "") {
       obj.resultName = message.resultName;
     }
+    if (message.jobVmId !== "") {
+      obj.jobVmId = message.jobVmId;
+    }
     return obj;
   },
 
@@ -2138,6 +2340,7 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
       : undefined;
     message.dekId = object.dekId ?? "";
     message.resultName = object.resultName ?? "";
+    message.jobVmId = object.jobVmId ?? "";
     return message;
   },
 };
@@ -2156,6 +2359,9 @@ function createBaseJob(): Job {
     vmId: "",
     createdAtMs: 0,
     updatedAtMs: 0,
+    limits: undefined,
+    dekId: "",
+    resultSize: 0,
   };
 }
 
@@ -2196,6 +2402,15 @@ export const Job: MessageFns<Job> = {
     }
     if (message.updatedAtMs !== 0) {
       writer.uint32(96).int64(message.updatedAtMs);
+    }
+    if (message.limits !== undefined) {
+      JobLimits.encode(message.limits, writer.uint32(106).fork()).join();
+    }
+    if (message.dekId !== "") {
+      writer.uint32(114).string(message.dekId);
+    }
+    if (message.resultSize !== 0) {
+      writer.uint32(120).uint64(message.resultSize);
     }
     return writer;
   },
@@ -2309,6 +2524,30 @@ export const Job: MessageFns<Job> = {
             message.updatedAtMs = longToNumber(reader.int64());
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.limits = JobLimits.decode(reader, reader.uint32());
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.dekId = reader.string();
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.resultSize = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2367,6 +2606,17 @@ export const Job: MessageFns<Job> = {
         : isSet(object.updated_at_ms)
         ? globalThis.Number(object.updated_at_ms)
         : 0,
+      limits: isSet(object.limits) ? JobLimits.fromJSON(object.limits) : undefined,
+      dekId: isSet(object.dekId)
+        ? globalThis.String(object.dekId)
+        : isSet(object.dek_id)
+        ? globalThis.String(object.dek_id)
+        : "",
+      resultSize: isSet(object.resultSize)
+        ? globalThis.Number(object.resultSize)
+        : isSet(object.result_size)
+        ? globalThis.Number(object.result_size)
+        : 0,
     };
   },
 
@@ -2408,6 +2658,15 @@ export const Job: MessageFns<Job> = {
     if (message.updatedAtMs !== 0) {
       obj.updatedAtMs = Math.round(message.updatedAtMs);
     }
+    if (message.limits !== undefined) {
+      obj.limits = JobLimits.toJSON(message.limits);
+    }
+    if (message.dekId !== "") {
+      obj.dekId = message.dekId;
+    }
+    if (message.resultSize !== 0) {
+      obj.resultSize = Math.round(message.resultSize);
+    }
     return obj;
   },
 
@@ -2430,6 +2689,11 @@ export const Job: MessageFns<Job> = {
     message.vmId = object.vmId ?? "";
     message.createdAtMs = object.createdAtMs ?? 0;
     message.updatedAtMs = object.updatedAtMs ?? 0;
+    message.limits = (object.limits !== undefined && object.limits !== null)
+      ? JobLimits.fromPartial(object.limits)
+      : undefined;
+    message.dekId = object.dekId ?? "";
+    message.resultSize = object.resultSize ?? 0;
     return message;
   },
 };
@@ -2961,9 +3225,347 @@ export const CancelJobResponse: MessageFns<CancelJobResponse> = {
   },
 };
 
+function createBaseJobVm(): JobVm {
+  return { jobVmId: "", sessionId: "", vmId: "", state: "", createdAtMs: 0 };
+}
+
+export const JobVm: MessageFns<JobVm> = {
+  encode(message: JobVm, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobVmId !== "") {
+      writer.uint32(10).string(message.jobVmId);
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(18).string(message.sessionId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(26).string(message.vmId);
+    }
+    if (message.state !== "") {
+      writer.uint32(34).string(message.state);
+    }
+    if (message.createdAtMs !== 0) {
+      writer.uint32(40).int64(message.createdAtMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobVm {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobVm();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobVmId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.createdAtMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): JobVm {
+    return {
+      jobVmId: isSet(object.jobVmId)
+        ? globalThis.String(object.jobVmId)
+        : isSet(object.job_vm_id)
+        ? globalThis.String(object.job_vm_id)
+        : "",
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      createdAtMs: isSet(object.createdAtMs)
+        ? globalThis.Number(object.createdAtMs)
+        : isSet(object.created_at_ms)
+        ? globalThis.Number(object.created_at_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: JobVm): unknown {
+    const obj: any = {};
+    if (message.jobVmId !== "") {
+      obj.jobVmId = message.jobVmId;
+    }
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.createdAtMs !== 0) {
+      obj.createdAtMs = Math.round(message.createdAtMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<JobVm>, I>>(base?: I): JobVm {
+    return JobVm.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<JobVm>, I>>(object: I): JobVm {
+    const message = createBaseJobVm();
+    message.jobVmId = object.jobVmId ?? "";
+    message.sessionId = object.sessionId ?? "";
+    message.vmId = object.vmId ?? "";
+    message.state = object.state ?? "";
+    message.createdAtMs = object.createdAtMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseCreateJobVmRequest(): CreateJobVmRequest {
+  return { requestId: "", sessionId: "", limits: undefined };
+}
+
+export const CreateJobVmRequest: MessageFns<CreateJobVmRequest> = {
+  encode(message: CreateJobVmRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(18).string(message.sessionId);
+    }
+    if (message.limits !== undefined) {
+      JobLimits.encode(message.limits, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateJobVmRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateJobVmRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.limits = JobLimits.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateJobVmRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      limits: isSet(object.limits) ? JobLimits.fromJSON(object.limits) : undefined,
+    };
+  },
+
+  toJSON(message: CreateJobVmRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.limits !== undefined) {
+      obj.limits = JobLimits.toJSON(message.limits);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateJobVmRequest>, I>>(base?: I): CreateJobVmRequest {
+    return CreateJobVmRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateJobVmRequest>, I>>(object: I): CreateJobVmRequest {
+    const message = createBaseCreateJobVmRequest();
+    message.requestId = object.requestId ?? "";
+    message.sessionId = object.sessionId ?? "";
+    message.limits = (object.limits !== undefined && object.limits !== null)
+      ? JobLimits.fromPartial(object.limits)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCreateJobVmResponse(): CreateJobVmResponse {
+  return { jobVm: undefined };
+}
+
+export const CreateJobVmResponse: MessageFns<CreateJobVmResponse> = {
+  encode(message: CreateJobVmResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobVm !== undefined) {
+      JobVm.encode(message.jobVm, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateJobVmResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateJobVmResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobVm = JobVm.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateJobVmResponse {
+    return {
+      jobVm: isSet(object.jobVm)
+        ? JobVm.fromJSON(object.jobVm)
+        : isSet(object.job_vm)
+        ? JobVm.fromJSON(object.job_vm)
+        : undefined,
+    };
+  },
+
+  toJSON(message: CreateJobVmResponse): unknown {
+    const obj: any = {};
+    if (message.jobVm !== undefined) {
+      obj.jobVm = JobVm.toJSON(message.jobVm);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateJobVmResponse>, I>>(base?: I): CreateJobVmResponse {
+    return CreateJobVmResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateJobVmResponse>, I>>(object: I): CreateJobVmResponse {
+    const message = createBaseCreateJobVmResponse();
+    message.jobVm = (object.jobVm !== undefined && object.jobVm !== null) ? JobVm.fromPartial(object.jobVm) : undefined;
+    return message;
+  },
+};
+
+/** Served by the server: the secure-job service interface the client talks to. */
 export type JobServiceService = typeof JobServiceService;
 export const JobServiceService = {
-  /** The session: a bidirectional stream bound to the client's key by a challenge. */
+  /**
+   * The session: a bidirectional stream bound to the client's key by a challenge. It stays
+   * open for the session's life: key requests from job VMs reach the client's key holder
+   * over it, and job and security events come back on it. Closing it cancels its jobs.
+   */
   openSession: {
     path: "/trustplane.job.v1.JobService/OpenSession" as const,
     requestStream: true as const,
@@ -2973,6 +3575,20 @@ export const JobServiceService = {
     responseSerialize: (value: OpenSessionResponse): Buffer => Buffer.from(OpenSessionResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): OpenSessionResponse => OpenSessionResponse.decode(value),
   },
+  /**
+   * Asks for a job VM for an established session (through the VM scheduler; sandbox
+   * driver by default). Optional: SubmitJob without job_vm_id provisions one.
+   */
+  createJobVm: {
+    path: "/trustplane.job.v1.JobService/CreateJobVm" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateJobVmRequest): Buffer => Buffer.from(CreateJobVmRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateJobVmRequest => CreateJobVmRequest.decode(value),
+    responseSerialize: (value: CreateJobVmResponse): Buffer => Buffer.from(CreateJobVmResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateJobVmResponse => CreateJobVmResponse.decode(value),
+  },
+  /** Starts a job in a job VM of the caller's established session. */
   submitJob: {
     path: "/trustplane.job.v1.JobService/SubmitJob" as const,
     requestStream: false as const,
@@ -2991,6 +3607,7 @@ export const JobServiceService = {
     responseSerialize: (value: GetJobResponse): Buffer => Buffer.from(GetJobResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetJobResponse => GetJobResponse.decode(value),
   },
+  /** Progress and state changes of one job, current state first, until it ends. */
   watchJob: {
     path: "/trustplane.job.v1.JobService/WatchJob" as const,
     requestStream: false as const,
@@ -3000,6 +3617,7 @@ export const JobServiceService = {
     responseSerialize: (value: WatchJobResponse): Buffer => Buffer.from(WatchJobResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WatchJobResponse => WatchJobResponse.decode(value),
   },
+  /** Stops the job VM, wipes its plaintext and keys; the OTK stays spent. */
   cancelJob: {
     path: "/trustplane.job.v1.JobService/CancelJob" as const,
     requestStream: false as const,
@@ -3012,22 +3630,58 @@ export const JobServiceService = {
 } as const;
 
 export interface JobServiceServer extends UntypedServiceImplementation {
-  /** The session: a bidirectional stream bound to the client's key by a challenge. */
+  /**
+   * The session: a bidirectional stream bound to the client's key by a challenge. It stays
+   * open for the session's life: key requests from job VMs reach the client's key holder
+   * over it, and job and security events come back on it. Closing it cancels its jobs.
+   */
   openSession: handleBidiStreamingCall<OpenSessionRequest, OpenSessionResponse>;
+  /**
+   * Asks for a job VM for an established session (through the VM scheduler; sandbox
+   * driver by default). Optional: SubmitJob without job_vm_id provisions one.
+   */
+  createJobVm: handleUnaryCall<CreateJobVmRequest, CreateJobVmResponse>;
+  /** Starts a job in a job VM of the caller's established session. */
   submitJob: handleUnaryCall<SubmitJobRequest, SubmitJobResponse>;
   getJob: handleUnaryCall<GetJobRequest, GetJobResponse>;
+  /** Progress and state changes of one job, current state first, until it ends. */
   watchJob: handleServerStreamingCall<WatchJobRequest, WatchJobResponse>;
+  /** Stops the job VM, wipes its plaintext and keys; the OTK stays spent. */
   cancelJob: handleUnaryCall<CancelJobRequest, CancelJobResponse>;
 }
 
 export interface JobServiceClient extends Client {
-  /** The session: a bidirectional stream bound to the client's key by a challenge. */
+  /**
+   * The session: a bidirectional stream bound to the client's key by a challenge. It stays
+   * open for the session's life: key requests from job VMs reach the client's key holder
+   * over it, and job and security events come back on it. Closing it cancels its jobs.
+   */
   openSession(): ClientDuplexStream<OpenSessionRequest, OpenSessionResponse>;
   openSession(options: Partial<CallOptions>): ClientDuplexStream<OpenSessionRequest, OpenSessionResponse>;
   openSession(
     metadata: Metadata,
     options?: Partial<CallOptions>,
   ): ClientDuplexStream<OpenSessionRequest, OpenSessionResponse>;
+  /**
+   * Asks for a job VM for an established session (through the VM scheduler; sandbox
+   * driver by default). Optional: SubmitJob without job_vm_id provisions one.
+   */
+  createJobVm(
+    request: CreateJobVmRequest,
+    callback: (error: ServiceError | null, response: CreateJobVmResponse) => void,
+  ): ClientUnaryCall;
+  createJobVm(
+    request: CreateJobVmRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateJobVmResponse) => void,
+  ): ClientUnaryCall;
+  createJobVm(
+    request: CreateJobVmRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateJobVmResponse) => void,
+  ): ClientUnaryCall;
+  /** Starts a job in a job VM of the caller's established session. */
   submitJob(
     request: SubmitJobRequest,
     callback: (error: ServiceError | null, response: SubmitJobResponse) => void,
@@ -3058,12 +3712,14 @@ export interface JobServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetJobResponse) => void,
   ): ClientUnaryCall;
+  /** Progress and state changes of one job, current state first, until it ends. */
   watchJob(request: WatchJobRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchJobResponse>;
   watchJob(
     request: WatchJobRequest,
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<WatchJobResponse>;
+  /** Stops the job VM, wipes its plaintext and keys; the OTK stays spent. */
   cancelJob(
     request: CancelJobRequest,
     callback: (error: ServiceError | null, response: CancelJobResponse) => void,

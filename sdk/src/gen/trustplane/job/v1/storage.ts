@@ -32,6 +32,7 @@ export const protobufFileName = "trustplane/job/v1/storage.proto";
  * blob store. It only ever holds envelope-format ciphertext; it never sees plaintext.
  */
 
+/** Where an object is and what it is (the digest lets a reader detect substitution). */
 export interface ObjectRef {
   tenant: string;
   name: string;
@@ -43,6 +44,7 @@ export interface ObjectRef {
 export interface PutObjectHeader {
   requestId: string;
   tenant: string;
+  /** Empty: the service names it (random id). An existing name is ALREADY_EXISTS. */
   name: string;
   /** Declared size; the upload is refused if it differs. */
   size: number;
@@ -962,9 +964,13 @@ export const DeleteObjectResponse: MessageFns<DeleteObjectResponse> = {
   },
 };
 
+/** Served by the server. A caller sees only the tenants its policy names. */
 export type StorageServiceService = typeof StorageServiceService;
 export const StorageServiceService = {
-  /** Client stream: a PutObjectHeader, then the object's bytes in chunks. */
+  /**
+   * Client stream: a PutObjectHeader, then the object's bytes in chunks. The object
+   * appears atomically once every byte arrived and the size matched.
+   */
   putObject: {
     path: "/trustplane.job.v1.StorageService/PutObject" as const,
     requestStream: true as const,
@@ -974,6 +980,7 @@ export const StorageServiceService = {
     responseSerialize: (value: PutObjectResponse): Buffer => Buffer.from(PutObjectResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): PutObjectResponse => PutObjectResponse.decode(value),
   },
+  /** Server stream: the ObjectRef first, then the bytes in chunks. */
   getObject: {
     path: "/trustplane.job.v1.StorageService/GetObject" as const,
     requestStream: false as const,
@@ -1005,15 +1012,22 @@ export const StorageServiceService = {
 } as const;
 
 export interface StorageServiceServer extends UntypedServiceImplementation {
-  /** Client stream: a PutObjectHeader, then the object's bytes in chunks. */
+  /**
+   * Client stream: a PutObjectHeader, then the object's bytes in chunks. The object
+   * appears atomically once every byte arrived and the size matched.
+   */
   putObject: handleClientStreamingCall<PutObjectRequest, PutObjectResponse>;
+  /** Server stream: the ObjectRef first, then the bytes in chunks. */
   getObject: handleServerStreamingCall<GetObjectRequest, GetObjectResponse>;
   statObject: handleUnaryCall<StatObjectRequest, StatObjectResponse>;
   deleteObject: handleUnaryCall<DeleteObjectRequest, DeleteObjectResponse>;
 }
 
 export interface StorageServiceClient extends Client {
-  /** Client stream: a PutObjectHeader, then the object's bytes in chunks. */
+  /**
+   * Client stream: a PutObjectHeader, then the object's bytes in chunks. The object
+   * appears atomically once every byte arrived and the size matched.
+   */
   putObject(
     callback: (error: ServiceError | null, response: PutObjectResponse) => void,
   ): ClientWritableStream<PutObjectRequest>;
@@ -1030,6 +1044,7 @@ export interface StorageServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: PutObjectResponse) => void,
   ): ClientWritableStream<PutObjectRequest>;
+  /** Server stream: the ObjectRef first, then the bytes in chunks. */
   getObject(request: GetObjectRequest, options?: Partial<CallOptions>): ClientReadableStream<GetObjectResponse>;
   getObject(
     request: GetObjectRequest,

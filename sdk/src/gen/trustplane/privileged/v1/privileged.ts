@@ -32,6 +32,7 @@ export const protobufFileName = "trustplane/privileged/v1/privileged.proto";
  * the result with the host key and seals it to the recipient key inside the signed request.
  */
 
+/** Operation class "memory": a small region of guest memory (QMP pmemsave), returned inline. */
 export interface ReadGuestMemory {
   vmId: string;
   /** Guest-physical address. */
@@ -39,19 +40,23 @@ export interface ReadGuestMemory {
   length: number;
 }
 
+/** Operation class "memory": all guest memory, streamed (SubmitStream) in the envelope format. */
 export interface DumpGuestMemory {
   vmId: string;
   /** "raw" (pmemsave of all guest RAM) or "elf" (dump-guest-memory). */
   format: string;
 }
 
+/** Operation class "inspect": QMP status, versions and devices of one guest. */
 export interface QueryHypervisor {
   vmId: string;
 }
 
+/** Operation class "inspect": /proc data of the host (load, memory, the agent's guests). */
 export interface CollectHostDiagnostics {
 }
 
+/** Operation class "lifecycle" (StopGuest, StartGuest, TerminateGuest), via the control plane. */
 export interface StopGuest {
   vmId: string;
   timeoutSeconds: number;
@@ -66,6 +71,7 @@ export interface TerminateGuest {
   vmId: string;
 }
 
+/** Operation class "patch": an allow-listed, validated, atomic, audited and revertible change. */
 export interface ApplyConfigPatch {
   /** An allow-listed key of the agent's runtime configuration, e.g. "log_level". */
   key: string;
@@ -95,9 +101,14 @@ export interface PrivilegedRequest {
   stopGuest?: StopGuest | undefined;
   startGuest?: StartGuest | undefined;
   terminateGuest?: TerminateGuest | undefined;
-  applyConfigPatch?: ApplyConfigPatch | undefined;
+  applyConfigPatch?:
+    | ApplyConfigPatch
+    | undefined;
+  /** Why the operation is needed (ticket, incident); audited on host and server. */
+  justification: string;
 }
 
+/** A named scalar in a result (ordered, not a map: output order is meaningful). */
 export interface KeyValue {
   key: string;
   value: string;
@@ -123,6 +134,72 @@ export interface PrivilegedResult {
   /** For streamed results: SHA-256 and size of the plaintext that was streamed. */
   streamSha256: Uint8Array;
   streamSize: number;
+  hypervisorStatus?: HypervisorStatus | undefined;
+  hostDiagnostics?: HostDiagnostics | undefined;
+  guestState?: GuestState | undefined;
+  configPatch?: ConfigPatchResult | undefined;
+  memoryDump?: MemoryDumpInfo | undefined;
+}
+
+/** Output of QueryHypervisor. */
+export interface HypervisorStatus {
+  vmId: string;
+  /** QMP run state: "running", "paused", "shutdown"... */
+  status: string;
+  running: boolean;
+  /** e.g. "qemu 7.2.0". */
+  hypervisorVersion: string;
+  /** "kvm", "tcg" or "none". */
+  accelerator: string;
+  /** QOM paths or ids of the guest's devices, block devices included. */
+  devices: string[];
+  blockDevices: string[];
+}
+
+/** A process of the agent's guests in CollectHostDiagnostics. */
+export interface GuestProcess {
+  pid: number;
+  vmId: string;
+  command: string;
+  rssBytes: number;
+  cpuSeconds: number;
+}
+
+/** Output of CollectHostDiagnostics. */
+export interface HostDiagnostics {
+  /** 1, 5 and 15 minute load averages. */
+  loadAverage: number[];
+  memoryTotalBytes: number;
+  memoryAvailableBytes: number;
+  uptimeSeconds: number;
+  kernel: string;
+  processes: GuestProcess[];
+}
+
+/** Output of StopGuest, StartGuest and TerminateGuest. */
+export interface GuestState {
+  vmId: string;
+  /** The control plane's state name after the operation (e.g. "STOPPED"). */
+  state: string;
+}
+
+/** Output of ApplyConfigPatch. */
+export interface ConfigPatchResult {
+  /** Names the applied patch; pass it as revert_of to undo it. */
+  patchId: string;
+  key: string;
+  previousValue: string;
+  value: string;
+  /** Set when this call reverted an earlier patch. */
+  revertedPatchId: string;
+}
+
+/** Output of DumpGuestMemory (header and trailer of the stream). */
+export interface MemoryDumpInfo {
+  vmId: string;
+  format: string;
+  /** Guest memory size in bytes, as the hypervisor reports it. */
+  guestMemoryBytes: number;
 }
 
 /**
@@ -150,6 +227,7 @@ export interface SealedRequest {
 }
 
 export interface SubmitRequest {
+  /** The carrier's idempotency key; the signed request's own request_id names the operation. */
   requestId: string;
   envelope?: SignedEnvelope | undefined;
   sealed?: SealedRequest | undefined;
@@ -176,6 +254,45 @@ export interface SubmitStreamResponse {
     | undefined;
   /** Last: a sealed, host-signed PrivilegedResult naming the streamed plaintext's digest. */
   trailer?: SealedResult | undefined;
+}
+
+/**
+ * The payload of a CA-signed envelope (payload type
+ * application/vnd.trustplane.host-keys+proto): binds a host id to its published keys, so
+ * a client that trusts the CA need not trust the server that relays them.
+ */
+export interface HostKeyBinding {
+  hostId: string;
+  /** RFC 7638 thumbprint of the host's Ed25519 signing key (results are signed by it). */
+  signingKeyId: string;
+  /** The host's signing key as a JWK JSON document. */
+  signingJwk: string;
+  /** The host's X25519 sealing public key, raw 32 bytes. */
+  sealingPublicKey: Uint8Array;
+  issuedAtMs: number;
+  /** Thumbprint of the CA key that signed this binding. */
+  caKeyId: string;
+}
+
+export interface HostKeys {
+  hostId: string;
+  /** Envelope (signed by the CA) whose payload is a HostKeyBinding. */
+  binding:
+    | SignedEnvelope
+    | undefined;
+  /** The host's CA certificate envelope (its signing key, as given at join). */
+  hostCertificate: SignedEnvelope | undefined;
+}
+
+export interface GetHostKeysRequest {
+  /** Host ids; empty means every host the caller may see. */
+  hostIds: string[];
+}
+
+export interface GetHostKeysResponse {
+  hosts: HostKeys[];
+  /** CA public keys (JWK JSON) the bindings and certificates verify against. */
+  caJwks: string[];
 }
 
 function createBaseReadGuestMemory(): ReadGuestMemory {
@@ -873,6 +990,7 @@ function createBasePrivilegedRequest(): PrivilegedRequest {
     startGuest: undefined,
     terminateGuest: undefined,
     applyConfigPatch: undefined,
+    justification: "",
   };
 }
 
@@ -919,6 +1037,9 @@ export const PrivilegedRequest: MessageFns<PrivilegedRequest> = {
     }
     if (message.applyConfigPatch !== undefined) {
       ApplyConfigPatch.encode(message.applyConfigPatch, writer.uint32(114).fork()).join();
+    }
+    if (message.justification !== "") {
+      writer.uint32(122).string(message.justification);
     }
     return writer;
   },
@@ -1048,6 +1169,14 @@ export const PrivilegedRequest: MessageFns<PrivilegedRequest> = {
             message.applyConfigPatch = ApplyConfigPatch.decode(reader, reader.uint32());
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.justification = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1128,6 +1257,7 @@ export const PrivilegedRequest: MessageFns<PrivilegedRequest> = {
         : isSet(object.apply_config_patch)
         ? ApplyConfigPatch.fromJSON(object.apply_config_patch)
         : undefined,
+      justification: isSet(object.justification) ? globalThis.String(object.justification) : "",
     };
   },
 
@@ -1175,6 +1305,9 @@ export const PrivilegedRequest: MessageFns<PrivilegedRequest> = {
     if (message.applyConfigPatch !== undefined) {
       obj.applyConfigPatch = ApplyConfigPatch.toJSON(message.applyConfigPatch);
     }
+    if (message.justification !== "") {
+      obj.justification = message.justification;
+    }
     return obj;
   },
 
@@ -1214,6 +1347,7 @@ export const PrivilegedRequest: MessageFns<PrivilegedRequest> = {
     message.applyConfigPatch = (object.applyConfigPatch !== undefined && object.applyConfigPatch !== null)
       ? ApplyConfigPatch.fromPartial(object.applyConfigPatch)
       : undefined;
+    message.justification = object.justification ?? "";
     return message;
   },
 };
@@ -1315,6 +1449,11 @@ function createBasePrivilegedResult(): PrivilegedResult {
     values: [],
     streamSha256: new Uint8Array(0),
     streamSize: 0,
+    hypervisorStatus: undefined,
+    hostDiagnostics: undefined,
+    guestState: undefined,
+    configPatch: undefined,
+    memoryDump: undefined,
   };
 }
 
@@ -1349,6 +1488,21 @@ export const PrivilegedResult: MessageFns<PrivilegedResult> = {
     }
     if (message.streamSize !== 0) {
       writer.uint32(80).uint64(message.streamSize);
+    }
+    if (message.hypervisorStatus !== undefined) {
+      HypervisorStatus.encode(message.hypervisorStatus, writer.uint32(90).fork()).join();
+    }
+    if (message.hostDiagnostics !== undefined) {
+      HostDiagnostics.encode(message.hostDiagnostics, writer.uint32(98).fork()).join();
+    }
+    if (message.guestState !== undefined) {
+      GuestState.encode(message.guestState, writer.uint32(106).fork()).join();
+    }
+    if (message.configPatch !== undefined) {
+      ConfigPatchResult.encode(message.configPatch, writer.uint32(114).fork()).join();
+    }
+    if (message.memoryDump !== undefined) {
+      MemoryDumpInfo.encode(message.memoryDump, writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -1446,6 +1600,46 @@ export const PrivilegedResult: MessageFns<PrivilegedResult> = {
             message.streamSize = longToNumber(reader.uint64());
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.hypervisorStatus = HypervisorStatus.decode(reader, reader.uint32());
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.hostDiagnostics = HostDiagnostics.decode(reader, reader.uint32());
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.guestState = GuestState.decode(reader, reader.uint32());
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.configPatch = ConfigPatchResult.decode(reader, reader.uint32());
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.memoryDump = MemoryDumpInfo.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1496,6 +1690,31 @@ export const PrivilegedResult: MessageFns<PrivilegedResult> = {
         : isSet(object.stream_size)
         ? globalThis.Number(object.stream_size)
         : 0,
+      hypervisorStatus: isSet(object.hypervisorStatus)
+        ? HypervisorStatus.fromJSON(object.hypervisorStatus)
+        : isSet(object.hypervisor_status)
+        ? HypervisorStatus.fromJSON(object.hypervisor_status)
+        : undefined,
+      hostDiagnostics: isSet(object.hostDiagnostics)
+        ? HostDiagnostics.fromJSON(object.hostDiagnostics)
+        : isSet(object.host_diagnostics)
+        ? HostDiagnostics.fromJSON(object.host_diagnostics)
+        : undefined,
+      guestState: isSet(object.guestState)
+        ? GuestState.fromJSON(object.guestState)
+        : isSet(object.guest_state)
+        ? GuestState.fromJSON(object.guest_state)
+        : undefined,
+      configPatch: isSet(object.configPatch)
+        ? ConfigPatchResult.fromJSON(object.configPatch)
+        : isSet(object.config_patch)
+        ? ConfigPatchResult.fromJSON(object.config_patch)
+        : undefined,
+      memoryDump: isSet(object.memoryDump)
+        ? MemoryDumpInfo.fromJSON(object.memoryDump)
+        : isSet(object.memory_dump)
+        ? MemoryDumpInfo.fromJSON(object.memory_dump)
+        : undefined,
     };
   },
 
@@ -1531,6 +1750,21 @@ export const PrivilegedResult: MessageFns<PrivilegedResult> = {
     if (message.streamSize !== 0) {
       obj.streamSize = Math.round(message.streamSize);
     }
+    if (message.hypervisorStatus !== undefined) {
+      obj.hypervisorStatus = HypervisorStatus.toJSON(message.hypervisorStatus);
+    }
+    if (message.hostDiagnostics !== undefined) {
+      obj.hostDiagnostics = HostDiagnostics.toJSON(message.hostDiagnostics);
+    }
+    if (message.guestState !== undefined) {
+      obj.guestState = GuestState.toJSON(message.guestState);
+    }
+    if (message.configPatch !== undefined) {
+      obj.configPatch = ConfigPatchResult.toJSON(message.configPatch);
+    }
+    if (message.memoryDump !== undefined) {
+      obj.memoryDump = MemoryDumpInfo.toJSON(message.memoryDump);
+    }
     return obj;
   },
 
@@ -1549,6 +1783,875 @@ export const PrivilegedResult: MessageFns<PrivilegedResult> = {
     message.values = object.values?.map((e) => KeyValue.fromPartial(e)) || [];
     message.streamSha256 = object.streamSha256 ?? new Uint8Array(0);
     message.streamSize = object.streamSize ?? 0;
+    message.hypervisorStatus = (object.hypervisorStatus !== undefined && object.hypervisorStatus !== null)
+      ? HypervisorStatus.fromPartial(object.hypervisorStatus)
+      : undefined;
+    message.hostDiagnostics = (object.hostDiagnostics !== undefined && object.hostDiagnostics !== null)
+      ? HostDiagnostics.fromPartial(object.hostDiagnostics)
+      : undefined;
+    message.guestState = (object.guestState !== undefined && object.guestState !== null)
+      ? GuestState.fromPartial(object.guestState)
+      : undefined;
+    message.configPatch = (object.configPatch !== undefined && object.configPatch !== null)
+      ? ConfigPatchResult.fromPartial(object.configPatch)
+      : undefined;
+    message.memoryDump = (object.memoryDump !== undefined && object.memoryDump !== null)
+      ? MemoryDumpInfo.fromPartial(object.memoryDump)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseHypervisorStatus(): HypervisorStatus {
+  return {
+    vmId: "",
+    status: "",
+    running: false,
+    hypervisorVersion: "",
+    accelerator: "",
+    devices: [],
+    blockDevices: [],
+  };
+}
+
+export const HypervisorStatus: MessageFns<HypervisorStatus> = {
+  encode(message: HypervisorStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vmId !== "") {
+      writer.uint32(10).string(message.vmId);
+    }
+    if (message.status !== "") {
+      writer.uint32(18).string(message.status);
+    }
+    if (message.running !== false) {
+      writer.uint32(24).bool(message.running);
+    }
+    if (message.hypervisorVersion !== "") {
+      writer.uint32(34).string(message.hypervisorVersion);
+    }
+    if (message.accelerator !== "") {
+      writer.uint32(42).string(message.accelerator);
+    }
+    for (const v of message.devices) {
+      writer.uint32(50).string(v!);
+    }
+    for (const v of message.blockDevices) {
+      writer.uint32(58).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HypervisorStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHypervisorStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.status = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.running = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.hypervisorVersion = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.accelerator = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.devices.push(reader.string());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.blockDevices.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HypervisorStatus {
+    return {
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      status: isSet(object.status) ? globalThis.String(object.status) : "",
+      running: isSet(object.running) ? globalThis.Boolean(object.running) : false,
+      hypervisorVersion: isSet(object.hypervisorVersion)
+        ? globalThis.String(object.hypervisorVersion)
+        : isSet(object.hypervisor_version)
+        ? globalThis.String(object.hypervisor_version)
+        : "",
+      accelerator: isSet(object.accelerator) ? globalThis.String(object.accelerator) : "",
+      devices: globalThis.Array.isArray(object?.devices) ? object.devices.map((e: any) => globalThis.String(e)) : [],
+      blockDevices: globalThis.Array.isArray(object?.blockDevices)
+        ? object.blockDevices.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.block_devices)
+        ? object.block_devices.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: HypervisorStatus): unknown {
+    const obj: any = {};
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.status !== "") {
+      obj.status = message.status;
+    }
+    if (message.running !== false) {
+      obj.running = message.running;
+    }
+    if (message.hypervisorVersion !== "") {
+      obj.hypervisorVersion = message.hypervisorVersion;
+    }
+    if (message.accelerator !== "") {
+      obj.accelerator = message.accelerator;
+    }
+    if (message.devices?.length) {
+      obj.devices = message.devices;
+    }
+    if (message.blockDevices?.length) {
+      obj.blockDevices = message.blockDevices;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HypervisorStatus>, I>>(base?: I): HypervisorStatus {
+    return HypervisorStatus.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HypervisorStatus>, I>>(object: I): HypervisorStatus {
+    const message = createBaseHypervisorStatus();
+    message.vmId = object.vmId ?? "";
+    message.status = object.status ?? "";
+    message.running = object.running ?? false;
+    message.hypervisorVersion = object.hypervisorVersion ?? "";
+    message.accelerator = object.accelerator ?? "";
+    message.devices = object.devices?.map((e) => e) || [];
+    message.blockDevices = object.blockDevices?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseGuestProcess(): GuestProcess {
+  return { pid: 0, vmId: "", command: "", rssBytes: 0, cpuSeconds: 0 };
+}
+
+export const GuestProcess: MessageFns<GuestProcess> = {
+  encode(message: GuestProcess, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pid !== 0) {
+      writer.uint32(8).int32(message.pid);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(18).string(message.vmId);
+    }
+    if (message.command !== "") {
+      writer.uint32(26).string(message.command);
+    }
+    if (message.rssBytes !== 0) {
+      writer.uint32(32).uint64(message.rssBytes);
+    }
+    if (message.cpuSeconds !== 0) {
+      writer.uint32(41).double(message.cpuSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GuestProcess {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGuestProcess();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pid = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.command = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.rssBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.cpuSeconds = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GuestProcess {
+    return {
+      pid: isSet(object.pid) ? globalThis.Number(object.pid) : 0,
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      command: isSet(object.command) ? globalThis.String(object.command) : "",
+      rssBytes: isSet(object.rssBytes)
+        ? globalThis.Number(object.rssBytes)
+        : isSet(object.rss_bytes)
+        ? globalThis.Number(object.rss_bytes)
+        : 0,
+      cpuSeconds: isSet(object.cpuSeconds)
+        ? globalThis.Number(object.cpuSeconds)
+        : isSet(object.cpu_seconds)
+        ? globalThis.Number(object.cpu_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: GuestProcess): unknown {
+    const obj: any = {};
+    if (message.pid !== 0) {
+      obj.pid = Math.round(message.pid);
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.command !== "") {
+      obj.command = message.command;
+    }
+    if (message.rssBytes !== 0) {
+      obj.rssBytes = Math.round(message.rssBytes);
+    }
+    if (message.cpuSeconds !== 0) {
+      obj.cpuSeconds = floatToJson(message.cpuSeconds);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GuestProcess>, I>>(base?: I): GuestProcess {
+    return GuestProcess.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GuestProcess>, I>>(object: I): GuestProcess {
+    const message = createBaseGuestProcess();
+    message.pid = object.pid ?? 0;
+    message.vmId = object.vmId ?? "";
+    message.command = object.command ?? "";
+    message.rssBytes = object.rssBytes ?? 0;
+    message.cpuSeconds = object.cpuSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseHostDiagnostics(): HostDiagnostics {
+  return { loadAverage: [], memoryTotalBytes: 0, memoryAvailableBytes: 0, uptimeSeconds: 0, kernel: "", processes: [] };
+}
+
+export const HostDiagnostics: MessageFns<HostDiagnostics> = {
+  encode(message: HostDiagnostics, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.loadAverage.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.loadAverage) {
+        writer.double(v);
+      }
+      writer.join();
+    }
+    if (message.memoryTotalBytes !== 0) {
+      writer.uint32(16).uint64(message.memoryTotalBytes);
+    }
+    if (message.memoryAvailableBytes !== 0) {
+      writer.uint32(24).uint64(message.memoryAvailableBytes);
+    }
+    if (message.uptimeSeconds !== 0) {
+      writer.uint32(32).uint64(message.uptimeSeconds);
+    }
+    if (message.kernel !== "") {
+      writer.uint32(42).string(message.kernel);
+    }
+    for (const v of message.processes) {
+      GuestProcess.encode(v!, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostDiagnostics {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostDiagnostics();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 9) {
+              message.loadAverage.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.loadAverage.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.memoryTotalBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.memoryAvailableBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.uptimeSeconds = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.kernel = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.processes.push(GuestProcess.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HostDiagnostics {
+    return {
+      loadAverage: globalThis.Array.isArray(object?.loadAverage)
+        ? object.loadAverage.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.load_average)
+        ? object.load_average.map((e: any) => globalThis.Number(e))
+        : [],
+      memoryTotalBytes: isSet(object.memoryTotalBytes)
+        ? globalThis.Number(object.memoryTotalBytes)
+        : isSet(object.memory_total_bytes)
+        ? globalThis.Number(object.memory_total_bytes)
+        : 0,
+      memoryAvailableBytes: isSet(object.memoryAvailableBytes)
+        ? globalThis.Number(object.memoryAvailableBytes)
+        : isSet(object.memory_available_bytes)
+        ? globalThis.Number(object.memory_available_bytes)
+        : 0,
+      uptimeSeconds: isSet(object.uptimeSeconds)
+        ? globalThis.Number(object.uptimeSeconds)
+        : isSet(object.uptime_seconds)
+        ? globalThis.Number(object.uptime_seconds)
+        : 0,
+      kernel: isSet(object.kernel) ? globalThis.String(object.kernel) : "",
+      processes: globalThis.Array.isArray(object?.processes)
+        ? object.processes.map((e: any) => GuestProcess.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: HostDiagnostics): unknown {
+    const obj: any = {};
+    if (message.loadAverage?.length) {
+      obj.loadAverage = message.loadAverage.map((e) => floatToJson(e));
+    }
+    if (message.memoryTotalBytes !== 0) {
+      obj.memoryTotalBytes = Math.round(message.memoryTotalBytes);
+    }
+    if (message.memoryAvailableBytes !== 0) {
+      obj.memoryAvailableBytes = Math.round(message.memoryAvailableBytes);
+    }
+    if (message.uptimeSeconds !== 0) {
+      obj.uptimeSeconds = Math.round(message.uptimeSeconds);
+    }
+    if (message.kernel !== "") {
+      obj.kernel = message.kernel;
+    }
+    if (message.processes?.length) {
+      obj.processes = message.processes.map((e) => GuestProcess.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HostDiagnostics>, I>>(base?: I): HostDiagnostics {
+    return HostDiagnostics.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HostDiagnostics>, I>>(object: I): HostDiagnostics {
+    const message = createBaseHostDiagnostics();
+    message.loadAverage = object.loadAverage?.map((e) => e) || [];
+    message.memoryTotalBytes = object.memoryTotalBytes ?? 0;
+    message.memoryAvailableBytes = object.memoryAvailableBytes ?? 0;
+    message.uptimeSeconds = object.uptimeSeconds ?? 0;
+    message.kernel = object.kernel ?? "";
+    message.processes = object.processes?.map((e) => GuestProcess.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseGuestState(): GuestState {
+  return { vmId: "", state: "" };
+}
+
+export const GuestState: MessageFns<GuestState> = {
+  encode(message: GuestState, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vmId !== "") {
+      writer.uint32(10).string(message.vmId);
+    }
+    if (message.state !== "") {
+      writer.uint32(18).string(message.state);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GuestState {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGuestState();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GuestState {
+    return {
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+    };
+  },
+
+  toJSON(message: GuestState): unknown {
+    const obj: any = {};
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GuestState>, I>>(base?: I): GuestState {
+    return GuestState.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GuestState>, I>>(object: I): GuestState {
+    const message = createBaseGuestState();
+    message.vmId = object.vmId ?? "";
+    message.state = object.state ?? "";
+    return message;
+  },
+};
+
+function createBaseConfigPatchResult(): ConfigPatchResult {
+  return { patchId: "", key: "", previousValue: "", value: "", revertedPatchId: "" };
+}
+
+export const ConfigPatchResult: MessageFns<ConfigPatchResult> = {
+  encode(message: ConfigPatchResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.patchId !== "") {
+      writer.uint32(10).string(message.patchId);
+    }
+    if (message.key !== "") {
+      writer.uint32(18).string(message.key);
+    }
+    if (message.previousValue !== "") {
+      writer.uint32(26).string(message.previousValue);
+    }
+    if (message.value !== "") {
+      writer.uint32(34).string(message.value);
+    }
+    if (message.revertedPatchId !== "") {
+      writer.uint32(42).string(message.revertedPatchId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConfigPatchResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConfigPatchResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.patchId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.previousValue = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.revertedPatchId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConfigPatchResult {
+    return {
+      patchId: isSet(object.patchId)
+        ? globalThis.String(object.patchId)
+        : isSet(object.patch_id)
+        ? globalThis.String(object.patch_id)
+        : "",
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      previousValue: isSet(object.previousValue)
+        ? globalThis.String(object.previousValue)
+        : isSet(object.previous_value)
+        ? globalThis.String(object.previous_value)
+        : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+      revertedPatchId: isSet(object.revertedPatchId)
+        ? globalThis.String(object.revertedPatchId)
+        : isSet(object.reverted_patch_id)
+        ? globalThis.String(object.reverted_patch_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ConfigPatchResult): unknown {
+    const obj: any = {};
+    if (message.patchId !== "") {
+      obj.patchId = message.patchId;
+    }
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.previousValue !== "") {
+      obj.previousValue = message.previousValue;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    if (message.revertedPatchId !== "") {
+      obj.revertedPatchId = message.revertedPatchId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ConfigPatchResult>, I>>(base?: I): ConfigPatchResult {
+    return ConfigPatchResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConfigPatchResult>, I>>(object: I): ConfigPatchResult {
+    const message = createBaseConfigPatchResult();
+    message.patchId = object.patchId ?? "";
+    message.key = object.key ?? "";
+    message.previousValue = object.previousValue ?? "";
+    message.value = object.value ?? "";
+    message.revertedPatchId = object.revertedPatchId ?? "";
+    return message;
+  },
+};
+
+function createBaseMemoryDumpInfo(): MemoryDumpInfo {
+  return { vmId: "", format: "", guestMemoryBytes: 0 };
+}
+
+export const MemoryDumpInfo: MessageFns<MemoryDumpInfo> = {
+  encode(message: MemoryDumpInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vmId !== "") {
+      writer.uint32(10).string(message.vmId);
+    }
+    if (message.format !== "") {
+      writer.uint32(18).string(message.format);
+    }
+    if (message.guestMemoryBytes !== 0) {
+      writer.uint32(24).uint64(message.guestMemoryBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MemoryDumpInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMemoryDumpInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.format = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.guestMemoryBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MemoryDumpInfo {
+    return {
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      format: isSet(object.format) ? globalThis.String(object.format) : "",
+      guestMemoryBytes: isSet(object.guestMemoryBytes)
+        ? globalThis.Number(object.guestMemoryBytes)
+        : isSet(object.guest_memory_bytes)
+        ? globalThis.Number(object.guest_memory_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: MemoryDumpInfo): unknown {
+    const obj: any = {};
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.format !== "") {
+      obj.format = message.format;
+    }
+    if (message.guestMemoryBytes !== 0) {
+      obj.guestMemoryBytes = Math.round(message.guestMemoryBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MemoryDumpInfo>, I>>(base?: I): MemoryDumpInfo {
+    return MemoryDumpInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MemoryDumpInfo>, I>>(object: I): MemoryDumpInfo {
+    const message = createBaseMemoryDumpInfo();
+    message.vmId = object.vmId ?? "";
+    message.format = object.format ?? "";
+    message.guestMemoryBytes = object.guestMemoryBytes ?? 0;
     return message;
   },
 };
@@ -2175,12 +3278,472 @@ export const SubmitStreamResponse: MessageFns<SubmitStreamResponse> = {
   },
 };
 
+function createBaseHostKeyBinding(): HostKeyBinding {
+  return {
+    hostId: "",
+    signingKeyId: "",
+    signingJwk: "",
+    sealingPublicKey: new Uint8Array(0),
+    issuedAtMs: 0,
+    caKeyId: "",
+  };
+}
+
+export const HostKeyBinding: MessageFns<HostKeyBinding> = {
+  encode(message: HostKeyBinding, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.signingKeyId !== "") {
+      writer.uint32(18).string(message.signingKeyId);
+    }
+    if (message.signingJwk !== "") {
+      writer.uint32(26).string(message.signingJwk);
+    }
+    if (message.sealingPublicKey.length !== 0) {
+      writer.uint32(34).bytes(message.sealingPublicKey);
+    }
+    if (message.issuedAtMs !== 0) {
+      writer.uint32(40).int64(message.issuedAtMs);
+    }
+    if (message.caKeyId !== "") {
+      writer.uint32(50).string(message.caKeyId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostKeyBinding {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostKeyBinding();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.signingKeyId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.signingJwk = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.sealingPublicKey = reader.bytes();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.issuedAtMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.caKeyId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HostKeyBinding {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      signingKeyId: isSet(object.signingKeyId)
+        ? globalThis.String(object.signingKeyId)
+        : isSet(object.signing_key_id)
+        ? globalThis.String(object.signing_key_id)
+        : "",
+      signingJwk: isSet(object.signingJwk)
+        ? globalThis.String(object.signingJwk)
+        : isSet(object.signing_jwk)
+        ? globalThis.String(object.signing_jwk)
+        : "",
+      sealingPublicKey: isSet(object.sealingPublicKey)
+        ? bytesFromBase64(object.sealingPublicKey)
+        : isSet(object.sealing_public_key)
+        ? bytesFromBase64(object.sealing_public_key)
+        : new Uint8Array(0),
+      issuedAtMs: isSet(object.issuedAtMs)
+        ? globalThis.Number(object.issuedAtMs)
+        : isSet(object.issued_at_ms)
+        ? globalThis.Number(object.issued_at_ms)
+        : 0,
+      caKeyId: isSet(object.caKeyId)
+        ? globalThis.String(object.caKeyId)
+        : isSet(object.ca_key_id)
+        ? globalThis.String(object.ca_key_id)
+        : "",
+    };
+  },
+
+  toJSON(message: HostKeyBinding): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.signingKeyId !== "") {
+      obj.signingKeyId = message.signingKeyId;
+    }
+    if (message.signingJwk !== "") {
+      obj.signingJwk = message.signingJwk;
+    }
+    if (message.sealingPublicKey.length !== 0) {
+      obj.sealingPublicKey = base64FromBytes(message.sealingPublicKey);
+    }
+    if (message.issuedAtMs !== 0) {
+      obj.issuedAtMs = Math.round(message.issuedAtMs);
+    }
+    if (message.caKeyId !== "") {
+      obj.caKeyId = message.caKeyId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HostKeyBinding>, I>>(base?: I): HostKeyBinding {
+    return HostKeyBinding.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HostKeyBinding>, I>>(object: I): HostKeyBinding {
+    const message = createBaseHostKeyBinding();
+    message.hostId = object.hostId ?? "";
+    message.signingKeyId = object.signingKeyId ?? "";
+    message.signingJwk = object.signingJwk ?? "";
+    message.sealingPublicKey = object.sealingPublicKey ?? new Uint8Array(0);
+    message.issuedAtMs = object.issuedAtMs ?? 0;
+    message.caKeyId = object.caKeyId ?? "";
+    return message;
+  },
+};
+
+function createBaseHostKeys(): HostKeys {
+  return { hostId: "", binding: undefined, hostCertificate: undefined };
+}
+
+export const HostKeys: MessageFns<HostKeys> = {
+  encode(message: HostKeys, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostId !== "") {
+      writer.uint32(10).string(message.hostId);
+    }
+    if (message.binding !== undefined) {
+      SignedEnvelope.encode(message.binding, writer.uint32(18).fork()).join();
+    }
+    if (message.hostCertificate !== undefined) {
+      SignedEnvelope.encode(message.hostCertificate, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostKeys {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostKeys();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.binding = SignedEnvelope.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.hostCertificate = SignedEnvelope.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HostKeys {
+    return {
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      binding: isSet(object.binding) ? SignedEnvelope.fromJSON(object.binding) : undefined,
+      hostCertificate: isSet(object.hostCertificate)
+        ? SignedEnvelope.fromJSON(object.hostCertificate)
+        : isSet(object.host_certificate)
+        ? SignedEnvelope.fromJSON(object.host_certificate)
+        : undefined,
+    };
+  },
+
+  toJSON(message: HostKeys): unknown {
+    const obj: any = {};
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.binding !== undefined) {
+      obj.binding = SignedEnvelope.toJSON(message.binding);
+    }
+    if (message.hostCertificate !== undefined) {
+      obj.hostCertificate = SignedEnvelope.toJSON(message.hostCertificate);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HostKeys>, I>>(base?: I): HostKeys {
+    return HostKeys.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HostKeys>, I>>(object: I): HostKeys {
+    const message = createBaseHostKeys();
+    message.hostId = object.hostId ?? "";
+    message.binding = (object.binding !== undefined && object.binding !== null)
+      ? SignedEnvelope.fromPartial(object.binding)
+      : undefined;
+    message.hostCertificate = (object.hostCertificate !== undefined && object.hostCertificate !== null)
+      ? SignedEnvelope.fromPartial(object.hostCertificate)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetHostKeysRequest(): GetHostKeysRequest {
+  return { hostIds: [] };
+}
+
+export const GetHostKeysRequest: MessageFns<GetHostKeysRequest> = {
+  encode(message: GetHostKeysRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.hostIds) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetHostKeysRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetHostKeysRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetHostKeysRequest {
+    return {
+      hostIds: globalThis.Array.isArray(object?.hostIds)
+        ? object.hostIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.host_ids)
+        ? object.host_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: GetHostKeysRequest): unknown {
+    const obj: any = {};
+    if (message.hostIds?.length) {
+      obj.hostIds = message.hostIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetHostKeysRequest>, I>>(base?: I): GetHostKeysRequest {
+    return GetHostKeysRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetHostKeysRequest>, I>>(object: I): GetHostKeysRequest {
+    const message = createBaseGetHostKeysRequest();
+    message.hostIds = object.hostIds?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseGetHostKeysResponse(): GetHostKeysResponse {
+  return { hosts: [], caJwks: [] };
+}
+
+export const GetHostKeysResponse: MessageFns<GetHostKeysResponse> = {
+  encode(message: GetHostKeysResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.hosts) {
+      HostKeys.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.caJwks) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetHostKeysResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetHostKeysResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hosts.push(HostKeys.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.caJwks.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetHostKeysResponse {
+    return {
+      hosts: globalThis.Array.isArray(object?.hosts) ? object.hosts.map((e: any) => HostKeys.fromJSON(e)) : [],
+      caJwks: globalThis.Array.isArray(object?.caJwks)
+        ? object.caJwks.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.ca_jwks)
+        ? object.ca_jwks.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: GetHostKeysResponse): unknown {
+    const obj: any = {};
+    if (message.hosts?.length) {
+      obj.hosts = message.hosts.map((e) => HostKeys.toJSON(e));
+    }
+    if (message.caJwks?.length) {
+      obj.caJwks = message.caJwks;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetHostKeysResponse>, I>>(base?: I): GetHostKeysResponse {
+    return GetHostKeysResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetHostKeysResponse>, I>>(object: I): GetHostKeysResponse {
+    const message = createBaseGetHostKeysResponse();
+    message.hosts = object.hosts?.map((e) => HostKeys.fromPartial(e)) || [];
+    message.caJwks = object.caJwks?.map((e) => e) || [];
+    return message;
+  },
+};
+
 /**
  * Served by the agent. The caller's own call signature authenticates the carrier; authority
  * for the operation comes only from the signed request envelope it carries.
  */
 export type PrivilegedServiceService = typeof PrivilegedServiceService;
 export const PrivilegedServiceService = {
+  /**
+   * Verifies (signature, type, window, host, nonce, certificate, policy), executes, signs the
+   * result with the host key and returns it sealed to the request's recipient key. A refused
+   * request answers an error and nothing runs.
+   */
   submit: {
     path: "/trustplane.privileged.v1.PrivilegedService/Submit" as const,
     requestStream: false as const,
@@ -2204,12 +3767,22 @@ export const PrivilegedServiceService = {
 } as const;
 
 export interface PrivilegedServiceServer extends UntypedServiceImplementation {
+  /**
+   * Verifies (signature, type, window, host, nonce, certificate, policy), executes, signs the
+   * result with the host key and returns it sealed to the request's recipient key. A refused
+   * request answers an error and nothing runs.
+   */
   submit: handleUnaryCall<SubmitRequest, SubmitResponse>;
   /** For large results (memory dumps): the sealed result as a stream of envelope-format chunks. */
   submitStream: handleServerStreamingCall<SubmitStreamRequest, SubmitStreamResponse>;
 }
 
 export interface PrivilegedServiceClient extends Client {
+  /**
+   * Verifies (signature, type, window, host, nonce, certificate, policy), executes, signs the
+   * result with the host key and returns it sealed to the request's recipient key. A refused
+   * request answers an error and nothing runs.
+   */
   submit(
     request: SubmitRequest,
     callback: (error: ServiceError | null, response: SubmitResponse) => void,
@@ -2246,6 +3819,54 @@ export const PrivilegedServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
+/**
+ * Served by the server's CA: the keys hosts published at join, so an operator can seal a
+ * request to a host and verify the host's signature on a result.
+ */
+export type HostKeysServiceService = typeof HostKeysServiceService;
+export const HostKeysServiceService = {
+  getHostKeys: {
+    path: "/trustplane.privileged.v1.HostKeysService/GetHostKeys" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetHostKeysRequest): Buffer => Buffer.from(GetHostKeysRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetHostKeysRequest => GetHostKeysRequest.decode(value),
+    responseSerialize: (value: GetHostKeysResponse): Buffer => Buffer.from(GetHostKeysResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetHostKeysResponse => GetHostKeysResponse.decode(value),
+  },
+} as const;
+
+export interface HostKeysServiceServer extends UntypedServiceImplementation {
+  getHostKeys: handleUnaryCall<GetHostKeysRequest, GetHostKeysResponse>;
+}
+
+export interface HostKeysServiceClient extends Client {
+  getHostKeys(
+    request: GetHostKeysRequest,
+    callback: (error: ServiceError | null, response: GetHostKeysResponse) => void,
+  ): ClientUnaryCall;
+  getHostKeys(
+    request: GetHostKeysRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetHostKeysResponse) => void,
+  ): ClientUnaryCall;
+  getHostKeys(
+    request: GetHostKeysRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetHostKeysResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const HostKeysServiceClient = makeGenericClientConstructor(
+  HostKeysServiceService,
+  "trustplane.privileged.v1.HostKeysService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): HostKeysServiceClient;
+  service: typeof HostKeysServiceService;
+  serviceName: string;
+};
+
 function bytesFromBase64(b64: string): Uint8Array {
   if ((globalThis as any).Buffer) {
     return Uint8Array.from((globalThis as any).Buffer.from(b64, "base64"));
@@ -2269,6 +3890,10 @@ function base64FromBytes(arr: Uint8Array): string {
     });
     return globalThis.btoa(bin.join(""));
   }
+}
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;

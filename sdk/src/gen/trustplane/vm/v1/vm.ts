@@ -72,11 +72,16 @@ export function hypervisorTypeToJSON(object: HypervisorType): string {
   }
 }
 
+/** Capabilities a customer may require; the hypervisor choice and the scheduler filter on them. */
 export enum Feature {
   FEATURE_UNSPECIFIED = 0,
   FEATURE_BLOCK_HOTPLUG = 1,
   FEATURE_FAST_START = 2,
   FEATURE_MEMORY_INSPECTION = 3,
+  /** FEATURE_PAUSE - The VM can be paused and resumed. */
+  FEATURE_PAUSE = 4,
+  /** FEATURE_NETWORK_RECONFIGURE - Port forwards can change while the VM runs. */
+  FEATURE_NETWORK_RECONFIGURE = 5,
   UNRECOGNIZED = -1,
 }
 
@@ -94,6 +99,12 @@ export function featureFromJSON(object: any): Feature {
     case 3:
     case "FEATURE_MEMORY_INSPECTION":
       return Feature.FEATURE_MEMORY_INSPECTION;
+    case 4:
+    case "FEATURE_PAUSE":
+      return Feature.FEATURE_PAUSE;
+    case 5:
+    case "FEATURE_NETWORK_RECONFIGURE":
+      return Feature.FEATURE_NETWORK_RECONFIGURE;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -111,6 +122,10 @@ export function featureToJSON(object: Feature): string {
       return "FEATURE_FAST_START";
     case Feature.FEATURE_MEMORY_INSPECTION:
       return "FEATURE_MEMORY_INSPECTION";
+    case Feature.FEATURE_PAUSE:
+      return "FEATURE_PAUSE";
+    case Feature.FEATURE_NETWORK_RECONFIGURE:
+      return "FEATURE_NETWORK_RECONFIGURE";
     case Feature.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -291,12 +306,14 @@ export function vmEventTypeToJSON(object: VmEventType): string {
   }
 }
 
+/** A service account the VM runs as, with the scopes its tokens may carry. */
 export interface ServiceAccountGrant {
   email: string;
   scopes: string[];
 }
 
 export interface VolumeSpec {
+  /** Caller-chosen id, unique per VM ([a-z0-9-], at most 63 characters). */
   volumeId: string;
   sizeGib: number;
   readOnly: boolean;
@@ -346,6 +363,18 @@ export interface Vm {
   network: NetworkSpec | undefined;
   createdAtMs: number;
   updatedAtMs: number;
+  /**
+   * Machine-readable form of `suggestion`: the hypervisor that would fit the required
+   * features better than the customer's choice.
+   */
+  suggestedHypervisor: HypervisorType;
+  /**
+   * Hosts that also passed the filters, in weight order, kept for a retry when the chosen
+   * host fails the start.
+   */
+  alternateHostIds: string[];
+  /** Sandbox only: the command the process VM runs (empty: the image's default). */
+  command: string[];
 }
 
 export interface CreateVmRequest {
@@ -362,7 +391,11 @@ export interface CreateVmRequest {
   region: string;
   serviceAccounts: ServiceAccountGrant[];
   volumes: VolumeSpec[];
-  network: NetworkSpec | undefined;
+  network:
+    | NetworkSpec
+    | undefined;
+  /** Sandbox only: the command the process VM runs (empty: the image's default). */
+  command: string[];
 }
 
 export interface CreateVmResponse {
@@ -383,6 +416,9 @@ export interface ListVmsRequest {
   state: VmState;
   hostId: string;
   hypervisor: HypervisorType;
+  region: string;
+  /** Admins only; others always see their own VMs. */
+  owner: string;
 }
 
 export interface ListVmsResponse {
@@ -478,6 +514,7 @@ export interface WatchVmEventsResponse {
   event: VmEvent | undefined;
 }
 
+/** One driver's row of the capability matrix (as libvirt's hvsupport table). */
 export interface DriverCapabilities {
   hypervisor: HypervisorType;
   /** Uniform operation names the driver implements (from its function table). */
@@ -500,6 +537,7 @@ export interface GetCapabilitiesResponse {
   hosts: HostCapabilities[];
 }
 
+/** A host as the scheduler sees it: capacity, allocation ratios, load and capabilities. */
 export interface HostCapacity {
   hostId: string;
   region: string;
@@ -536,10 +574,21 @@ export interface HeartbeatRequest {
   latencyMs: number;
   /** Instance states the agent observed, for reconciliation. */
   instances: Instance[];
+  /** Resources the host's instances actually use (the server keeps its own claims). */
+  used:
+    | Resources
+    | undefined;
+  /** Set when the drivers changed since registration (e.g. a KVM probe finished). */
+  drivers: DriverCapabilities[];
 }
 
 export interface HeartbeatResponse {
   serverTimeMs: number;
+  /**
+   * VMs the server no longer knows (terminated while the host was away): the agent
+   * terminates them, so nothing runs that the control plane does not account for.
+   */
+  orphanedVmIds: string[];
 }
 
 export interface ListHostCapacityRequest {
@@ -566,6 +615,9 @@ export interface Instance {
     | undefined;
   /** Address of this VM's metadata endpoint as the host sees it. */
   metadataEndpoint: string;
+  name: string;
+  serviceAccounts: ServiceAccountGrant[];
+  startedAtMs: number;
 }
 
 export interface InstanceSpec {
@@ -578,6 +630,11 @@ export interface InstanceSpec {
   serviceAccounts: ServiceAccountGrant[];
   /** Sandbox: the command the process VM runs (empty: the default init). */
   command: string[];
+  /** Served by the VM's metadata endpoint (instance/hostname, project/project-id). */
+  name: string;
+  projectId: string;
+  /** Features the instance must have; the agent refuses a spec its driver cannot meet. */
+  requiredFeatures: Feature[];
 }
 
 export interface CreateInstanceRequest {
@@ -682,6 +739,27 @@ export interface GetHostCapabilitiesRequest {
 
 export interface GetHostCapabilitiesResponse {
   capabilities: HostCapabilities | undefined;
+}
+
+export interface SetVmServiceAccountsRequest {
+  requestId: string;
+  vmId: string;
+  /** The VM's complete account list after the change. */
+  serviceAccounts: ServiceAccountGrant[];
+}
+
+export interface SetVmServiceAccountsResponse {
+  vm: Vm | undefined;
+}
+
+export interface SetInstanceServiceAccountsRequest {
+  requestId: string;
+  vmId: string;
+  serviceAccounts: ServiceAccountGrant[];
+}
+
+export interface SetInstanceServiceAccountsResponse {
+  instance: Instance | undefined;
 }
 
 function createBaseServiceAccountGrant(): ServiceAccountGrant {
@@ -1211,6 +1289,9 @@ function createBaseVm(): Vm {
     network: undefined,
     createdAtMs: 0,
     updatedAtMs: 0,
+    suggestedHypervisor: 0,
+    alternateHostIds: [],
+    command: [],
   };
 }
 
@@ -1279,6 +1360,15 @@ export const Vm: MessageFns<Vm> = {
     }
     if (message.updatedAtMs !== 0) {
       writer.uint32(160).int64(message.updatedAtMs);
+    }
+    if (message.suggestedHypervisor !== 0) {
+      writer.uint32(168).int32(message.suggestedHypervisor);
+    }
+    for (const v of message.alternateHostIds) {
+      writer.uint32(178).string(v!);
+    }
+    for (const v of message.command) {
+      writer.uint32(186).string(v!);
     }
     return writer;
   },
@@ -1466,6 +1556,30 @@ export const Vm: MessageFns<Vm> = {
             message.updatedAtMs = longToNumber(reader.int64());
             continue;
           }
+          case 21: {
+            if (tag !== 168) {
+              break;
+            }
+
+            message.suggestedHypervisor = reader.int32() as any;
+            continue;
+          }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            message.alternateHostIds.push(reader.string());
+            continue;
+          }
+          case 23: {
+            if (tag !== 186) {
+              break;
+            }
+
+            message.command.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1532,6 +1646,19 @@ export const Vm: MessageFns<Vm> = {
         : isSet(object.updated_at_ms)
         ? globalThis.Number(object.updated_at_ms)
         : 0,
+      suggestedHypervisor: isSet(object.suggestedHypervisor)
+        ? hypervisorTypeFromJSON(object.suggestedHypervisor)
+        : isSet(object.suggested_hypervisor)
+        ? hypervisorTypeFromJSON(object.suggested_hypervisor)
+        : 0,
+      alternateHostIds: globalThis.Array.isArray(object?.alternateHostIds)
+        ? object.alternateHostIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.alternate_host_ids)
+        ? object.alternate_host_ids.map((e: any) => globalThis.String(e))
+        : [],
+      command: globalThis.Array.isArray(object?.command)
+        ? object.command.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -1597,6 +1724,15 @@ export const Vm: MessageFns<Vm> = {
     if (message.updatedAtMs !== 0) {
       obj.updatedAtMs = Math.round(message.updatedAtMs);
     }
+    if (message.suggestedHypervisor !== 0) {
+      obj.suggestedHypervisor = hypervisorTypeToJSON(message.suggestedHypervisor);
+    }
+    if (message.alternateHostIds?.length) {
+      obj.alternateHostIds = message.alternateHostIds;
+    }
+    if (message.command?.length) {
+      obj.command = message.command;
+    }
     return obj;
   },
 
@@ -1629,6 +1765,9 @@ export const Vm: MessageFns<Vm> = {
       : undefined;
     message.createdAtMs = object.createdAtMs ?? 0;
     message.updatedAtMs = object.updatedAtMs ?? 0;
+    message.suggestedHypervisor = object.suggestedHypervisor ?? 0;
+    message.alternateHostIds = object.alternateHostIds?.map((e) => e) || [];
+    message.command = object.command?.map((e) => e) || [];
     return message;
   },
 };
@@ -1646,6 +1785,7 @@ function createBaseCreateVmRequest(): CreateVmRequest {
     serviceAccounts: [],
     volumes: [],
     network: undefined,
+    command: [],
   };
 }
 
@@ -1687,6 +1827,9 @@ export const CreateVmRequest: MessageFns<CreateVmRequest> = {
     }
     if (message.network !== undefined) {
       NetworkSpec.encode(message.network, writer.uint32(90).fork()).join();
+    }
+    for (const v of message.command) {
+      writer.uint32(98).string(v!);
     }
     return writer;
   },
@@ -1802,6 +1945,14 @@ export const CreateVmRequest: MessageFns<CreateVmRequest> = {
             message.network = NetworkSpec.decode(reader, reader.uint32());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.command.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1839,6 +1990,7 @@ export const CreateVmRequest: MessageFns<CreateVmRequest> = {
         : [],
       volumes: globalThis.Array.isArray(object?.volumes) ? object.volumes.map((e: any) => VolumeSpec.fromJSON(e)) : [],
       network: isSet(object.network) ? NetworkSpec.fromJSON(object.network) : undefined,
+      command: globalThis.Array.isArray(object?.command) ? object.command.map((e: any) => globalThis.String(e)) : [],
     };
   },
 
@@ -1877,6 +2029,9 @@ export const CreateVmRequest: MessageFns<CreateVmRequest> = {
     if (message.network !== undefined) {
       obj.network = NetworkSpec.toJSON(message.network);
     }
+    if (message.command?.length) {
+      obj.command = message.command;
+    }
     return obj;
   },
 
@@ -1900,6 +2055,7 @@ export const CreateVmRequest: MessageFns<CreateVmRequest> = {
     message.network = (object.network !== undefined && object.network !== null)
       ? NetworkSpec.fromPartial(object.network)
       : undefined;
+    message.command = object.command?.map((e) => e) || [];
     return message;
   },
 };
@@ -2112,7 +2268,7 @@ export const GetVmResponse: MessageFns<GetVmResponse> = {
 };
 
 function createBaseListVmsRequest(): ListVmsRequest {
-  return { pageSize: 0, pageToken: "", state: 0, hostId: "", hypervisor: 0 };
+  return { pageSize: 0, pageToken: "", state: 0, hostId: "", hypervisor: 0, region: "", owner: "" };
 }
 
 export const ListVmsRequest: MessageFns<ListVmsRequest> = {
@@ -2131,6 +2287,12 @@ export const ListVmsRequest: MessageFns<ListVmsRequest> = {
     }
     if (message.hypervisor !== 0) {
       writer.uint32(40).int32(message.hypervisor);
+    }
+    if (message.region !== "") {
+      writer.uint32(50).string(message.region);
+    }
+    if (message.owner !== "") {
+      writer.uint32(58).string(message.owner);
     }
     return writer;
   },
@@ -2188,6 +2350,22 @@ export const ListVmsRequest: MessageFns<ListVmsRequest> = {
             message.hypervisor = reader.int32() as any;
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.region = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.owner = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2219,6 +2397,8 @@ export const ListVmsRequest: MessageFns<ListVmsRequest> = {
         ? globalThis.String(object.host_id)
         : "",
       hypervisor: isSet(object.hypervisor) ? hypervisorTypeFromJSON(object.hypervisor) : 0,
+      region: isSet(object.region) ? globalThis.String(object.region) : "",
+      owner: isSet(object.owner) ? globalThis.String(object.owner) : "",
     };
   },
 
@@ -2239,6 +2419,12 @@ export const ListVmsRequest: MessageFns<ListVmsRequest> = {
     if (message.hypervisor !== 0) {
       obj.hypervisor = hypervisorTypeToJSON(message.hypervisor);
     }
+    if (message.region !== "") {
+      obj.region = message.region;
+    }
+    if (message.owner !== "") {
+      obj.owner = message.owner;
+    }
     return obj;
   },
 
@@ -2252,6 +2438,8 @@ export const ListVmsRequest: MessageFns<ListVmsRequest> = {
     message.state = object.state ?? 0;
     message.hostId = object.hostId ?? "";
     message.hypervisor = object.hypervisor ?? 0;
+    message.region = object.region ?? "";
+    message.owner = object.owner ?? "";
     return message;
   },
 };
@@ -4621,7 +4809,7 @@ export const RegisterHostResponse: MessageFns<RegisterHostResponse> = {
 };
 
 function createBaseHeartbeatRequest(): HeartbeatRequest {
-  return { hostId: "", load: 0, instanceCount: 0, latencyMs: 0, instances: [] };
+  return { hostId: "", load: 0, instanceCount: 0, latencyMs: 0, instances: [], used: undefined, drivers: [] };
 }
 
 export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
@@ -4640,6 +4828,12 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
     }
     for (const v of message.instances) {
       Instance.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.used !== undefined) {
+      Resources.encode(message.used, writer.uint32(50).fork()).join();
+    }
+    for (const v of message.drivers) {
+      DriverCapabilities.encode(v!, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -4697,6 +4891,22 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
             message.instances.push(Instance.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.used = Resources.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.drivers.push(DriverCapabilities.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4730,6 +4940,10 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
       instances: globalThis.Array.isArray(object?.instances)
         ? object.instances.map((e: any) => Instance.fromJSON(e))
         : [],
+      used: isSet(object.used) ? Resources.fromJSON(object.used) : undefined,
+      drivers: globalThis.Array.isArray(object?.drivers)
+        ? object.drivers.map((e: any) => DriverCapabilities.fromJSON(e))
+        : [],
     };
   },
 
@@ -4750,6 +4964,12 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
     if (message.instances?.length) {
       obj.instances = message.instances.map((e) => Instance.toJSON(e));
     }
+    if (message.used !== undefined) {
+      obj.used = Resources.toJSON(message.used);
+    }
+    if (message.drivers?.length) {
+      obj.drivers = message.drivers.map((e) => DriverCapabilities.toJSON(e));
+    }
     return obj;
   },
 
@@ -4763,18 +4983,23 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
     message.instanceCount = object.instanceCount ?? 0;
     message.latencyMs = object.latencyMs ?? 0;
     message.instances = object.instances?.map((e) => Instance.fromPartial(e)) || [];
+    message.used = (object.used !== undefined && object.used !== null) ? Resources.fromPartial(object.used) : undefined;
+    message.drivers = object.drivers?.map((e) => DriverCapabilities.fromPartial(e)) || [];
     return message;
   },
 };
 
 function createBaseHeartbeatResponse(): HeartbeatResponse {
-  return { serverTimeMs: 0 };
+  return { serverTimeMs: 0, orphanedVmIds: [] };
 }
 
 export const HeartbeatResponse: MessageFns<HeartbeatResponse> = {
   encode(message: HeartbeatResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.serverTimeMs !== 0) {
       writer.uint32(8).int64(message.serverTimeMs);
+    }
+    for (const v of message.orphanedVmIds) {
+      writer.uint32(18).string(v!);
     }
     return writer;
   },
@@ -4800,6 +5025,14 @@ export const HeartbeatResponse: MessageFns<HeartbeatResponse> = {
             message.serverTimeMs = longToNumber(reader.int64());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.orphanedVmIds.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4819,6 +5052,11 @@ export const HeartbeatResponse: MessageFns<HeartbeatResponse> = {
         : isSet(object.server_time_ms)
         ? globalThis.Number(object.server_time_ms)
         : 0,
+      orphanedVmIds: globalThis.Array.isArray(object?.orphanedVmIds)
+        ? object.orphanedVmIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.orphaned_vm_ids)
+        ? object.orphaned_vm_ids.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -4826,6 +5064,9 @@ export const HeartbeatResponse: MessageFns<HeartbeatResponse> = {
     const obj: any = {};
     if (message.serverTimeMs !== 0) {
       obj.serverTimeMs = Math.round(message.serverTimeMs);
+    }
+    if (message.orphanedVmIds?.length) {
+      obj.orphanedVmIds = message.orphanedVmIds;
     }
     return obj;
   },
@@ -4836,6 +5077,7 @@ export const HeartbeatResponse: MessageFns<HeartbeatResponse> = {
   fromPartial<I extends Exact<DeepPartial<HeartbeatResponse>, I>>(object: I): HeartbeatResponse {
     const message = createBaseHeartbeatResponse();
     message.serverTimeMs = object.serverTimeMs ?? 0;
+    message.orphanedVmIds = object.orphanedVmIds?.map((e) => e) || [];
     return message;
   },
 };
@@ -5033,6 +5275,9 @@ function createBaseInstance(): Instance {
     volumes: [],
     network: undefined,
     metadataEndpoint: "",
+    name: "",
+    serviceAccounts: [],
+    startedAtMs: 0,
   };
 }
 
@@ -5064,6 +5309,15 @@ export const Instance: MessageFns<Instance> = {
     }
     if (message.metadataEndpoint !== "") {
       writer.uint32(74).string(message.metadataEndpoint);
+    }
+    if (message.name !== "") {
+      writer.uint32(82).string(message.name);
+    }
+    for (const v of message.serviceAccounts) {
+      ServiceAccountGrant.encode(v!, writer.uint32(90).fork()).join();
+    }
+    if (message.startedAtMs !== 0) {
+      writer.uint32(96).int64(message.startedAtMs);
     }
     return writer;
   },
@@ -5153,6 +5407,30 @@ export const Instance: MessageFns<Instance> = {
             message.metadataEndpoint = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.serviceAccounts.push(ServiceAccountGrant.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.startedAtMs = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5188,6 +5466,17 @@ export const Instance: MessageFns<Instance> = {
         : isSet(object.metadata_endpoint)
         ? globalThis.String(object.metadata_endpoint)
         : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      serviceAccounts: globalThis.Array.isArray(object?.serviceAccounts)
+        ? object.serviceAccounts.map((e: any) => ServiceAccountGrant.fromJSON(e))
+        : globalThis.Array.isArray(object?.service_accounts)
+        ? object.service_accounts.map((e: any) => ServiceAccountGrant.fromJSON(e))
+        : [],
+      startedAtMs: isSet(object.startedAtMs)
+        ? globalThis.Number(object.startedAtMs)
+        : isSet(object.started_at_ms)
+        ? globalThis.Number(object.started_at_ms)
+        : 0,
     };
   },
 
@@ -5220,6 +5509,15 @@ export const Instance: MessageFns<Instance> = {
     if (message.metadataEndpoint !== "") {
       obj.metadataEndpoint = message.metadataEndpoint;
     }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.serviceAccounts?.length) {
+      obj.serviceAccounts = message.serviceAccounts.map((e) => ServiceAccountGrant.toJSON(e));
+    }
+    if (message.startedAtMs !== 0) {
+      obj.startedAtMs = Math.round(message.startedAtMs);
+    }
     return obj;
   },
 
@@ -5239,6 +5537,9 @@ export const Instance: MessageFns<Instance> = {
       ? NetworkSpec.fromPartial(object.network)
       : undefined;
     message.metadataEndpoint = object.metadataEndpoint ?? "";
+    message.name = object.name ?? "";
+    message.serviceAccounts = object.serviceAccounts?.map((e) => ServiceAccountGrant.fromPartial(e)) || [];
+    message.startedAtMs = object.startedAtMs ?? 0;
     return message;
   },
 };
@@ -5253,6 +5554,9 @@ function createBaseInstanceSpec(): InstanceSpec {
     network: undefined,
     serviceAccounts: [],
     command: [],
+    name: "",
+    projectId: "",
+    requiredFeatures: [],
   };
 }
 
@@ -5281,6 +5585,19 @@ export const InstanceSpec: MessageFns<InstanceSpec> = {
     }
     for (const v of message.command) {
       writer.uint32(66).string(v!);
+    }
+    if (message.name !== "") {
+      writer.uint32(74).string(message.name);
+    }
+    if (message.projectId !== "") {
+      writer.uint32(82).string(message.projectId);
+    }
+    if (message.requiredFeatures.length !== 0) {
+      writer.uint32(90).fork();
+      for (const v of message.requiredFeatures) {
+        writer.int32(v);
+      }
+      writer.join();
     }
     return writer;
   },
@@ -5362,6 +5679,40 @@ export const InstanceSpec: MessageFns<InstanceSpec> = {
             message.command.push(reader.string());
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.projectId = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag === 88) {
+              message.requiredFeatures.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 90) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.requiredFeatures.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5392,6 +5743,17 @@ export const InstanceSpec: MessageFns<InstanceSpec> = {
         ? object.service_accounts.map((e: any) => ServiceAccountGrant.fromJSON(e))
         : [],
       command: globalThis.Array.isArray(object?.command) ? object.command.map((e: any) => globalThis.String(e)) : [],
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      projectId: isSet(object.projectId)
+        ? globalThis.String(object.projectId)
+        : isSet(object.project_id)
+        ? globalThis.String(object.project_id)
+        : "",
+      requiredFeatures: globalThis.Array.isArray(object?.requiredFeatures)
+        ? object.requiredFeatures.map((e: any) => featureFromJSON(e))
+        : globalThis.Array.isArray(object?.required_features)
+        ? object.required_features.map((e: any) => featureFromJSON(e))
+        : [],
     };
   },
 
@@ -5421,6 +5783,15 @@ export const InstanceSpec: MessageFns<InstanceSpec> = {
     if (message.command?.length) {
       obj.command = message.command;
     }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.projectId !== "") {
+      obj.projectId = message.projectId;
+    }
+    if (message.requiredFeatures?.length) {
+      obj.requiredFeatures = message.requiredFeatures.map((e) => featureToJSON(e));
+    }
     return obj;
   },
 
@@ -5441,6 +5812,9 @@ export const InstanceSpec: MessageFns<InstanceSpec> = {
       : undefined;
     message.serviceAccounts = object.serviceAccounts?.map((e) => ServiceAccountGrant.fromPartial(e)) || [];
     message.command = object.command?.map((e) => e) || [];
+    message.name = object.name ?? "";
+    message.projectId = object.projectId ?? "";
+    message.requiredFeatures = object.requiredFeatures?.map((e) => e) || [];
     return message;
   },
 };
@@ -7257,8 +7631,384 @@ export const GetHostCapabilitiesResponse: MessageFns<GetHostCapabilitiesResponse
   },
 };
 
+function createBaseSetVmServiceAccountsRequest(): SetVmServiceAccountsRequest {
+  return { requestId: "", vmId: "", serviceAccounts: [] };
+}
+
+export const SetVmServiceAccountsRequest: MessageFns<SetVmServiceAccountsRequest> = {
+  encode(message: SetVmServiceAccountsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(18).string(message.vmId);
+    }
+    for (const v of message.serviceAccounts) {
+      ServiceAccountGrant.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetVmServiceAccountsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetVmServiceAccountsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.serviceAccounts.push(ServiceAccountGrant.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetVmServiceAccountsRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      serviceAccounts: globalThis.Array.isArray(object?.serviceAccounts)
+        ? object.serviceAccounts.map((e: any) => ServiceAccountGrant.fromJSON(e))
+        : globalThis.Array.isArray(object?.service_accounts)
+        ? object.service_accounts.map((e: any) => ServiceAccountGrant.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: SetVmServiceAccountsRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.serviceAccounts?.length) {
+      obj.serviceAccounts = message.serviceAccounts.map((e) => ServiceAccountGrant.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SetVmServiceAccountsRequest>, I>>(base?: I): SetVmServiceAccountsRequest {
+    return SetVmServiceAccountsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetVmServiceAccountsRequest>, I>>(object: I): SetVmServiceAccountsRequest {
+    const message = createBaseSetVmServiceAccountsRequest();
+    message.requestId = object.requestId ?? "";
+    message.vmId = object.vmId ?? "";
+    message.serviceAccounts = object.serviceAccounts?.map((e) => ServiceAccountGrant.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSetVmServiceAccountsResponse(): SetVmServiceAccountsResponse {
+  return { vm: undefined };
+}
+
+export const SetVmServiceAccountsResponse: MessageFns<SetVmServiceAccountsResponse> = {
+  encode(message: SetVmServiceAccountsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vm !== undefined) {
+      Vm.encode(message.vm, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetVmServiceAccountsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetVmServiceAccountsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vm = Vm.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetVmServiceAccountsResponse {
+    return { vm: isSet(object.vm) ? Vm.fromJSON(object.vm) : undefined };
+  },
+
+  toJSON(message: SetVmServiceAccountsResponse): unknown {
+    const obj: any = {};
+    if (message.vm !== undefined) {
+      obj.vm = Vm.toJSON(message.vm);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SetVmServiceAccountsResponse>, I>>(base?: I): SetVmServiceAccountsResponse {
+    return SetVmServiceAccountsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetVmServiceAccountsResponse>, I>>(object: I): SetVmServiceAccountsResponse {
+    const message = createBaseSetVmServiceAccountsResponse();
+    message.vm = (object.vm !== undefined && object.vm !== null) ? Vm.fromPartial(object.vm) : undefined;
+    return message;
+  },
+};
+
+function createBaseSetInstanceServiceAccountsRequest(): SetInstanceServiceAccountsRequest {
+  return { requestId: "", vmId: "", serviceAccounts: [] };
+}
+
+export const SetInstanceServiceAccountsRequest: MessageFns<SetInstanceServiceAccountsRequest> = {
+  encode(message: SetInstanceServiceAccountsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(18).string(message.vmId);
+    }
+    for (const v of message.serviceAccounts) {
+      ServiceAccountGrant.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetInstanceServiceAccountsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetInstanceServiceAccountsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.serviceAccounts.push(ServiceAccountGrant.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetInstanceServiceAccountsRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      serviceAccounts: globalThis.Array.isArray(object?.serviceAccounts)
+        ? object.serviceAccounts.map((e: any) => ServiceAccountGrant.fromJSON(e))
+        : globalThis.Array.isArray(object?.service_accounts)
+        ? object.service_accounts.map((e: any) => ServiceAccountGrant.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: SetInstanceServiceAccountsRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.serviceAccounts?.length) {
+      obj.serviceAccounts = message.serviceAccounts.map((e) => ServiceAccountGrant.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SetInstanceServiceAccountsRequest>, I>>(
+    base?: I,
+  ): SetInstanceServiceAccountsRequest {
+    return SetInstanceServiceAccountsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetInstanceServiceAccountsRequest>, I>>(
+    object: I,
+  ): SetInstanceServiceAccountsRequest {
+    const message = createBaseSetInstanceServiceAccountsRequest();
+    message.requestId = object.requestId ?? "";
+    message.vmId = object.vmId ?? "";
+    message.serviceAccounts = object.serviceAccounts?.map((e) => ServiceAccountGrant.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSetInstanceServiceAccountsResponse(): SetInstanceServiceAccountsResponse {
+  return { instance: undefined };
+}
+
+export const SetInstanceServiceAccountsResponse: MessageFns<SetInstanceServiceAccountsResponse> = {
+  encode(message: SetInstanceServiceAccountsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.instance !== undefined) {
+      Instance.encode(message.instance, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetInstanceServiceAccountsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetInstanceServiceAccountsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.instance = Instance.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetInstanceServiceAccountsResponse {
+    return { instance: isSet(object.instance) ? Instance.fromJSON(object.instance) : undefined };
+  },
+
+  toJSON(message: SetInstanceServiceAccountsResponse): unknown {
+    const obj: any = {};
+    if (message.instance !== undefined) {
+      obj.instance = Instance.toJSON(message.instance);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SetInstanceServiceAccountsResponse>, I>>(
+    base?: I,
+  ): SetInstanceServiceAccountsResponse {
+    return SetInstanceServiceAccountsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetInstanceServiceAccountsResponse>, I>>(
+    object: I,
+  ): SetInstanceServiceAccountsResponse {
+    const message = createBaseSetInstanceServiceAccountsResponse();
+    message.instance = (object.instance !== undefined && object.instance !== null)
+      ? Instance.fromPartial(object.instance)
+      : undefined;
+    return message;
+  },
+};
+
+/** Served by the server: the customer-facing VM command set. */
 export type VmServiceService = typeof VmServiceService;
 export const VmServiceService = {
+  /**
+   * Validates, picks a hypervisor (when none is named), schedules and starts a VM. The
+   * user's signed call is what the token authority sees as proof for the VM's service
+   * accounts. Returns once the VM is SCHEDULED; follow it with WatchVmEvents.
+   */
   createVm: {
     path: "/trustplane.vm.v1.VmService/CreateVm" as const,
     requestStream: false as const,
@@ -7277,6 +8027,7 @@ export const VmServiceService = {
     responseSerialize: (value: GetVmResponse): Buffer => Buffer.from(GetVmResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetVmResponse => GetVmResponse.decode(value),
   },
+  /** Paged and filtered; only VMs the caller may see. */
   listVms: {
     path: "/trustplane.vm.v1.VmService/ListVms" as const,
     requestStream: false as const,
@@ -7286,6 +8037,7 @@ export const VmServiceService = {
     responseSerialize: (value: ListVmsResponse): Buffer => Buffer.from(ListVmsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListVmsResponse => ListVmsResponse.decode(value),
   },
+  /** STOPPED -> STARTING -> RUNNING; FAILED_PRECONDITION from any other state. */
   startVm: {
     path: "/trustplane.vm.v1.VmService/StartVm" as const,
     requestStream: false as const,
@@ -7305,6 +8057,7 @@ export const VmServiceService = {
     responseSerialize: (value: StopVmResponse): Buffer => Buffer.from(StopVmResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): StopVmResponse => StopVmResponse.decode(value),
   },
+  /** Ends the VM for good: releases its host resources and its long-term tokens. */
   terminateVm: {
     path: "/trustplane.vm.v1.VmService/TerminateVm" as const,
     requestStream: false as const,
@@ -7314,6 +8067,7 @@ export const VmServiceService = {
     responseSerialize: (value: TerminateVmResponse): Buffer => Buffer.from(TerminateVmResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): TerminateVmResponse => TerminateVmResponse.decode(value),
   },
+  /** Hot-plugs a volume; UNIMPLEMENTED on a driver without block hotplug. */
   attachVolume: {
     path: "/trustplane.vm.v1.VmService/AttachVolume" as const,
     requestStream: false as const,
@@ -7334,6 +8088,7 @@ export const VmServiceService = {
       Buffer.from(DetachVolumeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DetachVolumeResponse => DetachVolumeResponse.decode(value),
   },
+  /** Replaces the VM's port forwards (and network mode where the driver allows it). */
   configureNetwork: {
     path: "/trustplane.vm.v1.VmService/ConfigureNetwork" as const,
     requestStream: false as const,
@@ -7368,26 +8123,61 @@ export const VmServiceService = {
       Buffer.from(GetCapabilitiesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetCapabilitiesResponse => GetCapabilitiesResponse.decode(value),
   },
+  /**
+   * Replaces the service accounts of a running VM (seed 000: added or removed without a
+   * restart); the caller must be allowed to act as every added account.
+   */
+  setVmServiceAccounts: {
+    path: "/trustplane.vm.v1.VmService/SetVmServiceAccounts" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetVmServiceAccountsRequest): Buffer =>
+      Buffer.from(SetVmServiceAccountsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetVmServiceAccountsRequest => SetVmServiceAccountsRequest.decode(value),
+    responseSerialize: (value: SetVmServiceAccountsResponse): Buffer =>
+      Buffer.from(SetVmServiceAccountsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SetVmServiceAccountsResponse => SetVmServiceAccountsResponse.decode(value),
+  },
 } as const;
 
 export interface VmServiceServer extends UntypedServiceImplementation {
+  /**
+   * Validates, picks a hypervisor (when none is named), schedules and starts a VM. The
+   * user's signed call is what the token authority sees as proof for the VM's service
+   * accounts. Returns once the VM is SCHEDULED; follow it with WatchVmEvents.
+   */
   createVm: handleUnaryCall<CreateVmRequest, CreateVmResponse>;
   getVm: handleUnaryCall<GetVmRequest, GetVmResponse>;
+  /** Paged and filtered; only VMs the caller may see. */
   listVms: handleUnaryCall<ListVmsRequest, ListVmsResponse>;
+  /** STOPPED -> STARTING -> RUNNING; FAILED_PRECONDITION from any other state. */
   startVm: handleUnaryCall<StartVmRequest, StartVmResponse>;
   /** Graceful (ACPI powerdown / SIGTERM) with a timeout, then forced. */
   stopVm: handleUnaryCall<StopVmRequest, StopVmResponse>;
+  /** Ends the VM for good: releases its host resources and its long-term tokens. */
   terminateVm: handleUnaryCall<TerminateVmRequest, TerminateVmResponse>;
+  /** Hot-plugs a volume; UNIMPLEMENTED on a driver without block hotplug. */
   attachVolume: handleUnaryCall<AttachVolumeRequest, AttachVolumeResponse>;
   detachVolume: handleUnaryCall<DetachVolumeRequest, DetachVolumeResponse>;
+  /** Replaces the VM's port forwards (and network mode where the driver allows it). */
   configureNetwork: handleUnaryCall<ConfigureNetworkRequest, ConfigureNetworkResponse>;
   /** State changes with type, detail and initiator, as libvirt's domain events. */
   watchVmEvents: handleServerStreamingCall<WatchVmEventsRequest, WatchVmEventsResponse>;
   /** The capability matrix, derived from the drivers' own code on every host. */
   getCapabilities: handleUnaryCall<GetCapabilitiesRequest, GetCapabilitiesResponse>;
+  /**
+   * Replaces the service accounts of a running VM (seed 000: added or removed without a
+   * restart); the caller must be allowed to act as every added account.
+   */
+  setVmServiceAccounts: handleUnaryCall<SetVmServiceAccountsRequest, SetVmServiceAccountsResponse>;
 }
 
 export interface VmServiceClient extends Client {
+  /**
+   * Validates, picks a hypervisor (when none is named), schedules and starts a VM. The
+   * user's signed call is what the token authority sees as proof for the VM's service
+   * accounts. Returns once the VM is SCHEDULED; follow it with WatchVmEvents.
+   */
   createVm(
     request: CreateVmRequest,
     callback: (error: ServiceError | null, response: CreateVmResponse) => void,
@@ -7418,6 +8208,7 @@ export interface VmServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetVmResponse) => void,
   ): ClientUnaryCall;
+  /** Paged and filtered; only VMs the caller may see. */
   listVms(
     request: ListVmsRequest,
     callback: (error: ServiceError | null, response: ListVmsResponse) => void,
@@ -7433,6 +8224,7 @@ export interface VmServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListVmsResponse) => void,
   ): ClientUnaryCall;
+  /** STOPPED -> STARTING -> RUNNING; FAILED_PRECONDITION from any other state. */
   startVm(
     request: StartVmRequest,
     callback: (error: ServiceError | null, response: StartVmResponse) => void,
@@ -7464,6 +8256,7 @@ export interface VmServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: StopVmResponse) => void,
   ): ClientUnaryCall;
+  /** Ends the VM for good: releases its host resources and its long-term tokens. */
   terminateVm(
     request: TerminateVmRequest,
     callback: (error: ServiceError | null, response: TerminateVmResponse) => void,
@@ -7479,6 +8272,7 @@ export interface VmServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: TerminateVmResponse) => void,
   ): ClientUnaryCall;
+  /** Hot-plugs a volume; UNIMPLEMENTED on a driver without block hotplug. */
   attachVolume(
     request: AttachVolumeRequest,
     callback: (error: ServiceError | null, response: AttachVolumeResponse) => void,
@@ -7509,6 +8303,7 @@ export interface VmServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DetachVolumeResponse) => void,
   ): ClientUnaryCall;
+  /** Replaces the VM's port forwards (and network mode where the driver allows it). */
   configureNetwork(
     request: ConfigureNetworkRequest,
     callback: (error: ServiceError | null, response: ConfigureNetworkResponse) => void,
@@ -7550,6 +8345,25 @@ export interface VmServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetCapabilitiesResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Replaces the service accounts of a running VM (seed 000: added or removed without a
+   * restart); the caller must be allowed to act as every added account.
+   */
+  setVmServiceAccounts(
+    request: SetVmServiceAccountsRequest,
+    callback: (error: ServiceError | null, response: SetVmServiceAccountsResponse) => void,
+  ): ClientUnaryCall;
+  setVmServiceAccounts(
+    request: SetVmServiceAccountsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SetVmServiceAccountsResponse) => void,
+  ): ClientUnaryCall;
+  setVmServiceAccounts(
+    request: SetVmServiceAccountsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SetVmServiceAccountsResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const VmServiceClient = makeGenericClientConstructor(
@@ -7561,9 +8375,10 @@ export const VmServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
-/** Agents register their host's capacity and capabilities and heartbeat. */
+/** Served by the server, called by agents: agents register their host's capacity and capabilities and heartbeat. */
 export type HostServiceService = typeof HostServiceService;
 export const HostServiceService = {
+  /** Called by an agent (host identity from the join) at start; idempotent. */
   registerHost: {
     path: "/trustplane.vm.v1.HostService/RegisterHost" as const,
     requestStream: false as const,
@@ -7574,6 +8389,7 @@ export const HostServiceService = {
       Buffer.from(RegisterHostResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RegisterHostResponse => RegisterHostResponse.decode(value),
   },
+  /** Periodic load, capacity and instance report; three missed beats mark the host down. */
   heartbeat: {
     path: "/trustplane.vm.v1.HostService/Heartbeat" as const,
     requestStream: false as const,
@@ -7583,6 +8399,7 @@ export const HostServiceService = {
     responseSerialize: (value: HeartbeatResponse): Buffer => Buffer.from(HeartbeatResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): HeartbeatResponse => HeartbeatResponse.decode(value),
   },
+  /** The scheduler's view of every host (admin). */
   listHostCapacity: {
     path: "/trustplane.vm.v1.HostService/ListHostCapacity" as const,
     requestStream: false as const,
@@ -7597,12 +8414,16 @@ export const HostServiceService = {
 } as const;
 
 export interface HostServiceServer extends UntypedServiceImplementation {
+  /** Called by an agent (host identity from the join) at start; idempotent. */
   registerHost: handleUnaryCall<RegisterHostRequest, RegisterHostResponse>;
+  /** Periodic load, capacity and instance report; three missed beats mark the host down. */
   heartbeat: handleUnaryCall<HeartbeatRequest, HeartbeatResponse>;
+  /** The scheduler's view of every host (admin). */
   listHostCapacity: handleUnaryCall<ListHostCapacityRequest, ListHostCapacityResponse>;
 }
 
 export interface HostServiceClient extends Client {
+  /** Called by an agent (host identity from the join) at start; idempotent. */
   registerHost(
     request: RegisterHostRequest,
     callback: (error: ServiceError | null, response: RegisterHostResponse) => void,
@@ -7618,6 +8439,7 @@ export interface HostServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RegisterHostResponse) => void,
   ): ClientUnaryCall;
+  /** Periodic load, capacity and instance report; three missed beats mark the host down. */
   heartbeat(
     request: HeartbeatRequest,
     callback: (error: ServiceError | null, response: HeartbeatResponse) => void,
@@ -7633,6 +8455,7 @@ export interface HostServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: HeartbeatResponse) => void,
   ): ClientUnaryCall;
+  /** The scheduler's view of every host (admin). */
   listHostCapacity(
     request: ListHostCapacityRequest,
     callback: (error: ServiceError | null, response: ListHostCapacityResponse) => void,
@@ -7659,7 +8482,11 @@ export const HostServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
-/** Served by the agent: the uniform command interface of the per-host control plane. */
+/**
+ * Served by the agent: the uniform command interface of the per-host control plane.
+ * Called only by the server (CA-certified as trustplane-server); every command is translated
+ * to the instance's driver, and an operation the driver lacks answers UNIMPLEMENTED naming it.
+ */
 export type HostControlServiceService = typeof HostControlServiceService;
 export const HostControlServiceService = {
   createInstance: {
@@ -7769,6 +8596,7 @@ export const HostControlServiceService = {
       Buffer.from(WatchInstanceEventsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WatchInstanceEventsResponse => WatchInstanceEventsResponse.decode(value),
   },
+  /** This host's drivers and what each implements (derived from the drivers' own code). */
   getHostCapabilities: {
     path: "/trustplane.vm.v1.HostControlService/GetHostCapabilities" as const,
     requestStream: false as const,
@@ -7779,6 +8607,20 @@ export const HostControlServiceService = {
     responseSerialize: (value: GetHostCapabilitiesResponse): Buffer =>
       Buffer.from(GetHostCapabilitiesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetHostCapabilitiesResponse => GetHostCapabilitiesResponse.decode(value),
+  },
+  /** Replaces a running instance's service accounts (handed on to the token agent). */
+  setInstanceServiceAccounts: {
+    path: "/trustplane.vm.v1.HostControlService/SetInstanceServiceAccounts" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetInstanceServiceAccountsRequest): Buffer =>
+      Buffer.from(SetInstanceServiceAccountsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetInstanceServiceAccountsRequest =>
+      SetInstanceServiceAccountsRequest.decode(value),
+    responseSerialize: (value: SetInstanceServiceAccountsResponse): Buffer =>
+      Buffer.from(SetInstanceServiceAccountsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SetInstanceServiceAccountsResponse =>
+      SetInstanceServiceAccountsResponse.decode(value),
   },
 } as const;
 
@@ -7793,7 +8635,10 @@ export interface HostControlServiceServer extends UntypedServiceImplementation {
   getInstance: handleUnaryCall<GetInstanceRequest, GetInstanceResponse>;
   listInstances: handleUnaryCall<ListInstancesRequest, ListInstancesResponse>;
   watchInstanceEvents: handleServerStreamingCall<WatchInstanceEventsRequest, WatchInstanceEventsResponse>;
+  /** This host's drivers and what each implements (derived from the drivers' own code). */
   getHostCapabilities: handleUnaryCall<GetHostCapabilitiesRequest, GetHostCapabilitiesResponse>;
+  /** Replaces a running instance's service accounts (handed on to the token agent). */
+  setInstanceServiceAccounts: handleUnaryCall<SetInstanceServiceAccountsRequest, SetInstanceServiceAccountsResponse>;
 }
 
 export interface HostControlServiceClient extends Client {
@@ -7941,6 +8786,7 @@ export interface HostControlServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<WatchInstanceEventsResponse>;
+  /** This host's drivers and what each implements (derived from the drivers' own code). */
   getHostCapabilities(
     request: GetHostCapabilitiesRequest,
     callback: (error: ServiceError | null, response: GetHostCapabilitiesResponse) => void,
@@ -7955,6 +8801,22 @@ export interface HostControlServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetHostCapabilitiesResponse) => void,
+  ): ClientUnaryCall;
+  /** Replaces a running instance's service accounts (handed on to the token agent). */
+  setInstanceServiceAccounts(
+    request: SetInstanceServiceAccountsRequest,
+    callback: (error: ServiceError | null, response: SetInstanceServiceAccountsResponse) => void,
+  ): ClientUnaryCall;
+  setInstanceServiceAccounts(
+    request: SetInstanceServiceAccountsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SetInstanceServiceAccountsResponse) => void,
+  ): ClientUnaryCall;
+  setInstanceServiceAccounts(
+    request: SetInstanceServiceAccountsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SetInstanceServiceAccountsResponse) => void,
   ): ClientUnaryCall;
 }
 
