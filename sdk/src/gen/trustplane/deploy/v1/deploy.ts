@@ -2435,6 +2435,7 @@ export const DeployServiceService = {
     responseSerialize: (value: DeployResponse): Buffer => Buffer.from(DeployResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeployResponse => DeployResponse.decode(value),
   },
+  /** One deployment by operation id. */
   getDeployment: {
     path: "/trustplane.deploy.v1.DeployService/GetDeployment" as const,
     requestStream: false as const,
@@ -2489,6 +2490,7 @@ export interface DeployServiceServer extends UntypedServiceImplementation {
    * a worker: follow it with WatchDeployment.
    */
   deploy: handleClientStreamingCall<DeployRequest, DeployResponse>;
+  /** One deployment by operation id. */
   getDeployment: handleUnaryCall<GetDeploymentRequest, GetDeploymentResponse>;
   /** Paged, newest first, filtered by AAC prefix and status. */
   listDeployments: handleUnaryCall<ListDeploymentsRequest, ListDeploymentsResponse>;
@@ -2519,6 +2521,7 @@ export interface DeployServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeployResponse) => void,
   ): ClientWritableStream<DeployRequest>;
+  /** One deployment by operation id. */
   getDeployment(
     request: GetDeploymentRequest,
     callback: (error: ServiceError | null, response: GetDeploymentResponse) => void,

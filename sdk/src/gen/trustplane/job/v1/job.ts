@@ -3598,6 +3598,7 @@ export const JobServiceService = {
     responseSerialize: (value: SubmitJobResponse): Buffer => Buffer.from(SubmitJobResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SubmitJobResponse => SubmitJobResponse.decode(value),
   },
+  /** One job of the caller. */
   getJob: {
     path: "/trustplane.job.v1.JobService/GetJob" as const,
     requestStream: false as const,
@@ -3643,6 +3644,7 @@ export interface JobServiceServer extends UntypedServiceImplementation {
   createJobVm: handleUnaryCall<CreateJobVmRequest, CreateJobVmResponse>;
   /** Starts a job in a job VM of the caller's established session. */
   submitJob: handleUnaryCall<SubmitJobRequest, SubmitJobResponse>;
+  /** One job of the caller. */
   getJob: handleUnaryCall<GetJobRequest, GetJobResponse>;
   /** Progress and state changes of one job, current state first, until it ends. */
   watchJob: handleServerStreamingCall<WatchJobRequest, WatchJobResponse>;
@@ -3697,6 +3699,7 @@ export interface JobServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SubmitJobResponse) => void,
   ): ClientUnaryCall;
+  /** One job of the caller. */
   getJob(
     request: GetJobRequest,
     callback: (error: ServiceError | null, response: GetJobResponse) => void,

@@ -1328,6 +1328,7 @@ export const JobVmServiceService = {
       Buffer.from(RequestDataKeyResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RequestDataKeyResponse => RequestDataKeyResponse.decode(value),
   },
+  /** Progress of the running module; the service relays it as JobEvents. */
   reportProgress: {
     path: "/trustplane.job.v1.JobVmService/ReportProgress" as const,
     requestStream: false as const,
@@ -1364,6 +1365,7 @@ export interface JobVmServiceServer extends UntypedServiceImplementation {
    * PERMISSION_DENIED (OTK_REUSED, KEY_DENIED) which also fails the job.
    */
   requestDataKey: handleUnaryCall<RequestDataKeyRequest, RequestDataKeyResponse>;
+  /** Progress of the running module; the service relays it as JobEvents. */
   reportProgress: handleUnaryCall<ReportProgressRequest, ReportProgressResponse>;
   /**
    * Client stream: a ReportResultHeader, then (RESULT_MODE_RETURNED only) the result's
@@ -1409,6 +1411,7 @@ export interface JobVmServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RequestDataKeyResponse) => void,
   ): ClientUnaryCall;
+  /** Progress of the running module; the service relays it as JobEvents. */
   reportProgress(
     request: ReportProgressRequest,
     callback: (error: ServiceError | null, response: ReportProgressResponse) => void,

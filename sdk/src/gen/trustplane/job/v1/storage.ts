@@ -990,6 +990,7 @@ export const StorageServiceService = {
     responseSerialize: (value: GetObjectResponse): Buffer => Buffer.from(GetObjectResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetObjectResponse => GetObjectResponse.decode(value),
   },
+  /** Size and digest of an object, without its bytes. */
   statObject: {
     path: "/trustplane.job.v1.StorageService/StatObject" as const,
     requestStream: false as const,
@@ -999,6 +1000,7 @@ export const StorageServiceService = {
     responseSerialize: (value: StatObjectResponse): Buffer => Buffer.from(StatObjectResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): StatObjectResponse => StatObjectResponse.decode(value),
   },
+  /** Deletes an object; deleting a missing object is NOT_FOUND. */
   deleteObject: {
     path: "/trustplane.job.v1.StorageService/DeleteObject" as const,
     requestStream: false as const,
@@ -1019,7 +1021,9 @@ export interface StorageServiceServer extends UntypedServiceImplementation {
   putObject: handleClientStreamingCall<PutObjectRequest, PutObjectResponse>;
   /** Server stream: the ObjectRef first, then the bytes in chunks. */
   getObject: handleServerStreamingCall<GetObjectRequest, GetObjectResponse>;
+  /** Size and digest of an object, without its bytes. */
   statObject: handleUnaryCall<StatObjectRequest, StatObjectResponse>;
+  /** Deletes an object; deleting a missing object is NOT_FOUND. */
   deleteObject: handleUnaryCall<DeleteObjectRequest, DeleteObjectResponse>;
 }
 
@@ -1051,6 +1055,7 @@ export interface StorageServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<GetObjectResponse>;
+  /** Size and digest of an object, without its bytes. */
   statObject(
     request: StatObjectRequest,
     callback: (error: ServiceError | null, response: StatObjectResponse) => void,
@@ -1066,6 +1071,7 @@ export interface StorageServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: StatObjectResponse) => void,
   ): ClientUnaryCall;
+  /** Deletes an object; deleting a missing object is NOT_FOUND. */
   deleteObject(
     request: DeleteObjectRequest,
     callback: (error: ServiceError | null, response: DeleteObjectResponse) => void,

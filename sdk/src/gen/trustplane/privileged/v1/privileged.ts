@@ -3825,6 +3825,7 @@ export const PrivilegedServiceClient = makeGenericClientConstructor(
  */
 export type HostKeysServiceService = typeof HostKeysServiceService;
 export const HostKeysServiceService = {
+  /** Host keys with a CA-signed binding of each host id to its sealing key. */
   getHostKeys: {
     path: "/trustplane.privileged.v1.HostKeysService/GetHostKeys" as const,
     requestStream: false as const,
@@ -3837,10 +3838,12 @@ export const HostKeysServiceService = {
 } as const;
 
 export interface HostKeysServiceServer extends UntypedServiceImplementation {
+  /** Host keys with a CA-signed binding of each host id to its sealing key. */
   getHostKeys: handleUnaryCall<GetHostKeysRequest, GetHostKeysResponse>;
 }
 
 export interface HostKeysServiceClient extends Client {
+  /** Host keys with a CA-signed binding of each host id to its sealing key. */
   getHostKeys(
     request: GetHostKeysRequest,
     callback: (error: ServiceError | null, response: GetHostKeysResponse) => void,

@@ -5672,6 +5672,10 @@ export const DetachVmResponse: MessageFns<DetachVmResponse> = {
   },
 };
 
+/**
+ * Served by the server: the token authority (service accounts, long-term and short-term
+ * tokens, JWKS) and the push channel of token updates to agents.
+ */
 export type TokenServiceService = typeof TokenServiceService;
 export const TokenServiceService = {
   /** Service accounts and who may act as them (only they may launch VMs with the account). */
@@ -5686,6 +5690,7 @@ export const TokenServiceService = {
       Buffer.from(CreateServiceAccountResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CreateServiceAccountResponse => CreateServiceAccountResponse.decode(value),
   },
+  /** One account with its ACL and allowed scopes. */
   getServiceAccount: {
     path: "/trustplane.token.v1.TokenService/GetServiceAccount" as const,
     requestStream: false as const,
@@ -5697,6 +5702,7 @@ export const TokenServiceService = {
       Buffer.from(GetServiceAccountResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetServiceAccountResponse => GetServiceAccountResponse.decode(value),
   },
+  /** Accounts, paged, by email. */
   listServiceAccounts: {
     path: "/trustplane.token.v1.TokenService/ListServiceAccounts" as const,
     requestStream: false as const,
@@ -5708,6 +5714,7 @@ export const TokenServiceService = {
       Buffer.from(ListServiceAccountsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListServiceAccountsResponse => ListServiceAccountsResponse.decode(value),
   },
+  /** Deletes an account; its long-term tokens are revoked and pushed as REVOKED. */
   deleteServiceAccount: {
     path: "/trustplane.token.v1.TokenService/DeleteServiceAccount" as const,
     requestStream: false as const,
@@ -5719,6 +5726,7 @@ export const TokenServiceService = {
       Buffer.from(DeleteServiceAccountResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteServiceAccountResponse => DeleteServiceAccountResponse.decode(value),
   },
+  /** Adds a principal to the account's ACL (who may launch VMs with it). */
   grantActAs: {
     path: "/trustplane.token.v1.TokenService/GrantActAs" as const,
     requestStream: false as const,
@@ -5728,6 +5736,7 @@ export const TokenServiceService = {
     responseSerialize: (value: GrantActAsResponse): Buffer => Buffer.from(GrantActAsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GrantActAsResponse => GrantActAsResponse.decode(value),
   },
+  /** Removes a principal from the ACL; VMs already running keep the account. */
   revokeActAs: {
     path: "/trustplane.token.v1.TokenService/RevokeActAs" as const,
     requestStream: false as const,
@@ -5774,6 +5783,10 @@ export const TokenServiceService = {
       Buffer.from(IssueLongTermTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): IssueLongTermTokenResponse => IssueLongTermTokenResponse.decode(value),
   },
+  /**
+   * Operator rotation by accessor (suspected leak): a new secret is pushed to every
+   * holding host; the previous one stays valid for a short grace period.
+   */
   rotateLongTermToken: {
     path: "/trustplane.token.v1.TokenService/RotateLongTermToken" as const,
     requestStream: false as const,
@@ -5785,6 +5798,10 @@ export const TokenServiceService = {
       Buffer.from(RotateLongTermTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RotateLongTermTokenResponse => RotateLongTermTokenResponse.decode(value),
   },
+  /**
+   * Vault-style revocation by accessor: every agent drops the token and the short-term
+   * tokens minted from it at once.
+   */
   revokeLongTermToken: {
     path: "/trustplane.token.v1.TokenService/RevokeLongTermToken" as const,
     requestStream: false as const,
@@ -5835,6 +5852,7 @@ export const TokenServiceService = {
       Buffer.from(GetLongTermTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetLongTermTokenResponse => GetLongTermTokenResponse.decode(value),
   },
+  /** Public facts about tokens, paged, filtered by account or host. */
   listLongTermTokens: {
     path: "/trustplane.token.v1.TokenService/ListLongTermTokens" as const,
     requestStream: false as const,
@@ -5909,10 +5927,15 @@ export const TokenServiceService = {
 export interface TokenServiceServer extends UntypedServiceImplementation {
   /** Service accounts and who may act as them (only they may launch VMs with the account). */
   createServiceAccount: handleUnaryCall<CreateServiceAccountRequest, CreateServiceAccountResponse>;
+  /** One account with its ACL and allowed scopes. */
   getServiceAccount: handleUnaryCall<GetServiceAccountRequest, GetServiceAccountResponse>;
+  /** Accounts, paged, by email. */
   listServiceAccounts: handleUnaryCall<ListServiceAccountsRequest, ListServiceAccountsResponse>;
+  /** Deletes an account; its long-term tokens are revoked and pushed as REVOKED. */
   deleteServiceAccount: handleUnaryCall<DeleteServiceAccountRequest, DeleteServiceAccountResponse>;
+  /** Adds a principal to the account's ACL (who may launch VMs with it). */
   grantActAs: handleUnaryCall<GrantActAsRequest, GrantActAsResponse>;
+  /** Removes a principal from the ACL; VMs already running keep the account. */
   revokeActAs: handleUnaryCall<RevokeActAsRequest, RevokeActAsResponse>;
   /** Declares a service: its scopes and the audience its tokens carry. */
   defineService: handleUnaryCall<DefineServiceRequest, DefineServiceResponse>;
@@ -5923,7 +5946,15 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    * request as proof, shown once, stored as hashes, shared per (account, scope set).
    */
   issueLongTermToken: handleUnaryCall<IssueLongTermTokenRequest, IssueLongTermTokenResponse>;
+  /**
+   * Operator rotation by accessor (suspected leak): a new secret is pushed to every
+   * holding host; the previous one stays valid for a short grace period.
+   */
   rotateLongTermToken: handleUnaryCall<RotateLongTermTokenRequest, RotateLongTermTokenResponse>;
+  /**
+   * Vault-style revocation by accessor: every agent drops the token and the short-term
+   * tokens minted from it at once.
+   */
   revokeLongTermToken: handleUnaryCall<RevokeLongTermTokenRequest, RevokeLongTermTokenResponse>;
   /** Renews a long-term token's lease (agents renew at half-life with jitter). */
   renewLongTermToken: handleUnaryCall<RenewLongTermTokenRequest, RenewLongTermTokenResponse>;
@@ -5934,6 +5965,7 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
   releaseLongTermToken: handleUnaryCall<ReleaseLongTermTokenRequest, ReleaseLongTermTokenResponse>;
   /** Public facts about one token by accessor (never the secret or its hash). */
   getLongTermToken: handleUnaryCall<GetLongTermTokenRequest, GetLongTermTokenResponse>;
+  /** Public facts about tokens, paged, filtered by account or host. */
   listLongTermTokens: handleUnaryCall<ListLongTermTokensRequest, ListLongTermTokensResponse>;
   /**
    * Short-term tokens, minted for a VM's authorization process from a long-term token.
@@ -5974,6 +6006,7 @@ export interface TokenServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CreateServiceAccountResponse) => void,
   ): ClientUnaryCall;
+  /** One account with its ACL and allowed scopes. */
   getServiceAccount(
     request: GetServiceAccountRequest,
     callback: (error: ServiceError | null, response: GetServiceAccountResponse) => void,
@@ -5989,6 +6022,7 @@ export interface TokenServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetServiceAccountResponse) => void,
   ): ClientUnaryCall;
+  /** Accounts, paged, by email. */
   listServiceAccounts(
     request: ListServiceAccountsRequest,
     callback: (error: ServiceError | null, response: ListServiceAccountsResponse) => void,
@@ -6004,6 +6038,7 @@ export interface TokenServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListServiceAccountsResponse) => void,
   ): ClientUnaryCall;
+  /** Deletes an account; its long-term tokens are revoked and pushed as REVOKED. */
   deleteServiceAccount(
     request: DeleteServiceAccountRequest,
     callback: (error: ServiceError | null, response: DeleteServiceAccountResponse) => void,
@@ -6019,6 +6054,7 @@ export interface TokenServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteServiceAccountResponse) => void,
   ): ClientUnaryCall;
+  /** Adds a principal to the account's ACL (who may launch VMs with it). */
   grantActAs(
     request: GrantActAsRequest,
     callback: (error: ServiceError | null, response: GrantActAsResponse) => void,
@@ -6034,6 +6070,7 @@ export interface TokenServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GrantActAsResponse) => void,
   ): ClientUnaryCall;
+  /** Removes a principal from the ACL; VMs already running keep the account. */
   revokeActAs(
     request: RevokeActAsRequest,
     callback: (error: ServiceError | null, response: RevokeActAsResponse) => void,
@@ -6100,6 +6137,10 @@ export interface TokenServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: IssueLongTermTokenResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Operator rotation by accessor (suspected leak): a new secret is pushed to every
+   * holding host; the previous one stays valid for a short grace period.
+   */
   rotateLongTermToken(
     request: RotateLongTermTokenRequest,
     callback: (error: ServiceError | null, response: RotateLongTermTokenResponse) => void,
@@ -6115,6 +6156,10 @@ export interface TokenServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RotateLongTermTokenResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Vault-style revocation by accessor: every agent drops the token and the short-term
+   * tokens minted from it at once.
+   */
   revokeLongTermToken(
     request: RevokeLongTermTokenRequest,
     callback: (error: ServiceError | null, response: RevokeLongTermTokenResponse) => void,
@@ -6181,6 +6226,7 @@ export interface TokenServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetLongTermTokenResponse) => void,
   ): ClientUnaryCall;
+  /** Public facts about tokens, paged, filtered by account or host. */
   listLongTermTokens(
     request: ListLongTermTokensRequest,
     callback: (error: ServiceError | null, response: ListLongTermTokensResponse) => void,
@@ -6284,6 +6330,7 @@ export const TokenServiceClient = makeGenericClientConstructor(
  */
 export type TokenAgentServiceService = typeof TokenAgentServiceService;
 export const TokenAgentServiceService = {
+  /** Starts the VM authorization process (metadata endpoint) for a new VM with its accounts. */
   attachVm: {
     path: "/trustplane.token.v1.TokenAgentService/AttachVm" as const,
     requestStream: false as const,
@@ -6293,6 +6340,7 @@ export const TokenAgentServiceService = {
     responseSerialize: (value: AttachVmResponse): Buffer => Buffer.from(AttachVmResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): AttachVmResponse => AttachVmResponse.decode(value),
   },
+  /** Replaces a running VM's accounts; the guest sees the change without a restart. */
   updateVmAccounts: {
     path: "/trustplane.token.v1.TokenAgentService/UpdateVmAccounts" as const,
     requestStream: false as const,
@@ -6304,6 +6352,7 @@ export const TokenAgentServiceService = {
       Buffer.from(UpdateVmAccountsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): UpdateVmAccountsResponse => UpdateVmAccountsResponse.decode(value),
   },
+  /** Stops the VM's authorization process and forgets its tokens. */
   detachVm: {
     path: "/trustplane.token.v1.TokenAgentService/DetachVm" as const,
     requestStream: false as const,
@@ -6316,12 +6365,16 @@ export const TokenAgentServiceService = {
 } as const;
 
 export interface TokenAgentServiceServer extends UntypedServiceImplementation {
+  /** Starts the VM authorization process (metadata endpoint) for a new VM with its accounts. */
   attachVm: handleUnaryCall<AttachVmRequest, AttachVmResponse>;
+  /** Replaces a running VM's accounts; the guest sees the change without a restart. */
   updateVmAccounts: handleUnaryCall<UpdateVmAccountsRequest, UpdateVmAccountsResponse>;
+  /** Stops the VM's authorization process and forgets its tokens. */
   detachVm: handleUnaryCall<DetachVmRequest, DetachVmResponse>;
 }
 
 export interface TokenAgentServiceClient extends Client {
+  /** Starts the VM authorization process (metadata endpoint) for a new VM with its accounts. */
   attachVm(
     request: AttachVmRequest,
     callback: (error: ServiceError | null, response: AttachVmResponse) => void,
@@ -6337,6 +6390,7 @@ export interface TokenAgentServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: AttachVmResponse) => void,
   ): ClientUnaryCall;
+  /** Replaces a running VM's accounts; the guest sees the change without a restart. */
   updateVmAccounts(
     request: UpdateVmAccountsRequest,
     callback: (error: ServiceError | null, response: UpdateVmAccountsResponse) => void,
@@ -6352,6 +6406,7 @@ export interface TokenAgentServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UpdateVmAccountsResponse) => void,
   ): ClientUnaryCall;
+  /** Stops the VM's authorization process and forgets its tokens. */
   detachVm(
     request: DetachVmRequest,
     callback: (error: ServiceError | null, response: DetachVmResponse) => void,

@@ -8018,6 +8018,7 @@ export const VmServiceService = {
     responseSerialize: (value: CreateVmResponse): Buffer => Buffer.from(CreateVmResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CreateVmResponse => CreateVmResponse.decode(value),
   },
+  /** One VM's record, including why its hypervisor was chosen. */
   getVm: {
     path: "/trustplane.vm.v1.VmService/GetVm" as const,
     requestStream: false as const,
@@ -8078,6 +8079,7 @@ export const VmServiceService = {
       Buffer.from(AttachVolumeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): AttachVolumeResponse => AttachVolumeResponse.decode(value),
   },
+  /** Unplugs a volume (device_del), waiting up to timeout_seconds for the guest. */
   detachVolume: {
     path: "/trustplane.vm.v1.VmService/DetachVolume" as const,
     requestStream: false as const,
@@ -8147,6 +8149,7 @@ export interface VmServiceServer extends UntypedServiceImplementation {
    * accounts. Returns once the VM is SCHEDULED; follow it with WatchVmEvents.
    */
   createVm: handleUnaryCall<CreateVmRequest, CreateVmResponse>;
+  /** One VM's record, including why its hypervisor was chosen. */
   getVm: handleUnaryCall<GetVmRequest, GetVmResponse>;
   /** Paged and filtered; only VMs the caller may see. */
   listVms: handleUnaryCall<ListVmsRequest, ListVmsResponse>;
@@ -8158,6 +8161,7 @@ export interface VmServiceServer extends UntypedServiceImplementation {
   terminateVm: handleUnaryCall<TerminateVmRequest, TerminateVmResponse>;
   /** Hot-plugs a volume; UNIMPLEMENTED on a driver without block hotplug. */
   attachVolume: handleUnaryCall<AttachVolumeRequest, AttachVolumeResponse>;
+  /** Unplugs a volume (device_del), waiting up to timeout_seconds for the guest. */
   detachVolume: handleUnaryCall<DetachVolumeRequest, DetachVolumeResponse>;
   /** Replaces the VM's port forwards (and network mode where the driver allows it). */
   configureNetwork: handleUnaryCall<ConfigureNetworkRequest, ConfigureNetworkResponse>;
@@ -8193,6 +8197,7 @@ export interface VmServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CreateVmResponse) => void,
   ): ClientUnaryCall;
+  /** One VM's record, including why its hypervisor was chosen. */
   getVm(
     request: GetVmRequest,
     callback: (error: ServiceError | null, response: GetVmResponse) => void,
@@ -8288,6 +8293,7 @@ export interface VmServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: AttachVolumeResponse) => void,
   ): ClientUnaryCall;
+  /** Unplugs a volume (device_del), waiting up to timeout_seconds for the guest. */
   detachVolume(
     request: DetachVolumeRequest,
     callback: (error: ServiceError | null, response: DetachVolumeResponse) => void,
@@ -8489,6 +8495,7 @@ export const HostServiceClient = makeGenericClientConstructor(
  */
 export type HostControlServiceService = typeof HostControlServiceService;
 export const HostControlServiceService = {
+  /** Defines (and optionally starts) an instance on the driver named in the spec. */
   createInstance: {
     path: "/trustplane.vm.v1.HostControlService/CreateInstance" as const,
     requestStream: false as const,
@@ -8500,6 +8507,7 @@ export const HostControlServiceService = {
       Buffer.from(CreateInstanceResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CreateInstanceResponse => CreateInstanceResponse.decode(value),
   },
+  /** Boots a defined or stopped instance. */
   startInstance: {
     path: "/trustplane.vm.v1.HostControlService/StartInstance" as const,
     requestStream: false as const,
@@ -8510,6 +8518,7 @@ export const HostControlServiceService = {
       Buffer.from(StartInstanceResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): StartInstanceResponse => StartInstanceResponse.decode(value),
   },
+  /** Graceful stop (ACPI powerdown / SIGTERM), forced after the timeout. */
   stopInstance: {
     path: "/trustplane.vm.v1.HostControlService/StopInstance" as const,
     requestStream: false as const,
@@ -8520,6 +8529,7 @@ export const HostControlServiceService = {
       Buffer.from(StopInstanceResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): StopInstanceResponse => StopInstanceResponse.decode(value),
   },
+  /** Kills the instance and removes every process, socket and file it left. */
   terminateInstance: {
     path: "/trustplane.vm.v1.HostControlService/TerminateInstance" as const,
     requestStream: false as const,
@@ -8531,6 +8541,7 @@ export const HostControlServiceService = {
       Buffer.from(TerminateInstanceResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): TerminateInstanceResponse => TerminateInstanceResponse.decode(value),
   },
+  /** Hot-plugs a volume (QEMU: blockdev-add + device_add). */
   attachInstanceVolume: {
     path: "/trustplane.vm.v1.HostControlService/AttachInstanceVolume" as const,
     requestStream: false as const,
@@ -8542,6 +8553,7 @@ export const HostControlServiceService = {
       Buffer.from(AttachInstanceVolumeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): AttachInstanceVolumeResponse => AttachInstanceVolumeResponse.decode(value),
   },
+  /** Unplugs a volume (QEMU: device_del, waiting for DEVICE_DELETED). */
   detachInstanceVolume: {
     path: "/trustplane.vm.v1.HostControlService/DetachInstanceVolume" as const,
     requestStream: false as const,
@@ -8553,6 +8565,7 @@ export const HostControlServiceService = {
       Buffer.from(DetachInstanceVolumeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DetachInstanceVolumeResponse => DetachInstanceVolumeResponse.decode(value),
   },
+  /** Replaces the instance's port forwards. */
   configureInstanceNetwork: {
     path: "/trustplane.vm.v1.HostControlService/ConfigureInstanceNetwork" as const,
     requestStream: false as const,
@@ -8566,6 +8579,7 @@ export const HostControlServiceService = {
     responseDeserialize: (value: Buffer): ConfigureInstanceNetworkResponse =>
       ConfigureInstanceNetworkResponse.decode(value),
   },
+  /** The agent's view of one instance, reconciled with the real process. */
   getInstance: {
     path: "/trustplane.vm.v1.HostControlService/GetInstance" as const,
     requestStream: false as const,
@@ -8575,6 +8589,7 @@ export const HostControlServiceService = {
     responseSerialize: (value: GetInstanceResponse): Buffer => Buffer.from(GetInstanceResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetInstanceResponse => GetInstanceResponse.decode(value),
   },
+  /** Every instance on this host. */
   listInstances: {
     path: "/trustplane.vm.v1.HostControlService/ListInstances" as const,
     requestStream: false as const,
@@ -8585,6 +8600,7 @@ export const HostControlServiceService = {
       Buffer.from(ListInstancesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListInstancesResponse => ListInstancesResponse.decode(value),
   },
+  /** Driver events (QMP SHUTDOWN, STOP, RESUME, DEVICE_DELETED...) as VmEvents. */
   watchInstanceEvents: {
     path: "/trustplane.vm.v1.HostControlService/WatchInstanceEvents" as const,
     requestStream: false as const,
@@ -8625,15 +8641,25 @@ export const HostControlServiceService = {
 } as const;
 
 export interface HostControlServiceServer extends UntypedServiceImplementation {
+  /** Defines (and optionally starts) an instance on the driver named in the spec. */
   createInstance: handleUnaryCall<CreateInstanceRequest, CreateInstanceResponse>;
+  /** Boots a defined or stopped instance. */
   startInstance: handleUnaryCall<StartInstanceRequest, StartInstanceResponse>;
+  /** Graceful stop (ACPI powerdown / SIGTERM), forced after the timeout. */
   stopInstance: handleUnaryCall<StopInstanceRequest, StopInstanceResponse>;
+  /** Kills the instance and removes every process, socket and file it left. */
   terminateInstance: handleUnaryCall<TerminateInstanceRequest, TerminateInstanceResponse>;
+  /** Hot-plugs a volume (QEMU: blockdev-add + device_add). */
   attachInstanceVolume: handleUnaryCall<AttachInstanceVolumeRequest, AttachInstanceVolumeResponse>;
+  /** Unplugs a volume (QEMU: device_del, waiting for DEVICE_DELETED). */
   detachInstanceVolume: handleUnaryCall<DetachInstanceVolumeRequest, DetachInstanceVolumeResponse>;
+  /** Replaces the instance's port forwards. */
   configureInstanceNetwork: handleUnaryCall<ConfigureInstanceNetworkRequest, ConfigureInstanceNetworkResponse>;
+  /** The agent's view of one instance, reconciled with the real process. */
   getInstance: handleUnaryCall<GetInstanceRequest, GetInstanceResponse>;
+  /** Every instance on this host. */
   listInstances: handleUnaryCall<ListInstancesRequest, ListInstancesResponse>;
+  /** Driver events (QMP SHUTDOWN, STOP, RESUME, DEVICE_DELETED...) as VmEvents. */
   watchInstanceEvents: handleServerStreamingCall<WatchInstanceEventsRequest, WatchInstanceEventsResponse>;
   /** This host's drivers and what each implements (derived from the drivers' own code). */
   getHostCapabilities: handleUnaryCall<GetHostCapabilitiesRequest, GetHostCapabilitiesResponse>;
@@ -8642,6 +8668,7 @@ export interface HostControlServiceServer extends UntypedServiceImplementation {
 }
 
 export interface HostControlServiceClient extends Client {
+  /** Defines (and optionally starts) an instance on the driver named in the spec. */
   createInstance(
     request: CreateInstanceRequest,
     callback: (error: ServiceError | null, response: CreateInstanceResponse) => void,
@@ -8657,6 +8684,7 @@ export interface HostControlServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CreateInstanceResponse) => void,
   ): ClientUnaryCall;
+  /** Boots a defined or stopped instance. */
   startInstance(
     request: StartInstanceRequest,
     callback: (error: ServiceError | null, response: StartInstanceResponse) => void,
@@ -8672,6 +8700,7 @@ export interface HostControlServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: StartInstanceResponse) => void,
   ): ClientUnaryCall;
+  /** Graceful stop (ACPI powerdown / SIGTERM), forced after the timeout. */
   stopInstance(
     request: StopInstanceRequest,
     callback: (error: ServiceError | null, response: StopInstanceResponse) => void,
@@ -8687,6 +8716,7 @@ export interface HostControlServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: StopInstanceResponse) => void,
   ): ClientUnaryCall;
+  /** Kills the instance and removes every process, socket and file it left. */
   terminateInstance(
     request: TerminateInstanceRequest,
     callback: (error: ServiceError | null, response: TerminateInstanceResponse) => void,
@@ -8702,6 +8732,7 @@ export interface HostControlServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: TerminateInstanceResponse) => void,
   ): ClientUnaryCall;
+  /** Hot-plugs a volume (QEMU: blockdev-add + device_add). */
   attachInstanceVolume(
     request: AttachInstanceVolumeRequest,
     callback: (error: ServiceError | null, response: AttachInstanceVolumeResponse) => void,
@@ -8717,6 +8748,7 @@ export interface HostControlServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: AttachInstanceVolumeResponse) => void,
   ): ClientUnaryCall;
+  /** Unplugs a volume (QEMU: device_del, waiting for DEVICE_DELETED). */
   detachInstanceVolume(
     request: DetachInstanceVolumeRequest,
     callback: (error: ServiceError | null, response: DetachInstanceVolumeResponse) => void,
@@ -8732,6 +8764,7 @@ export interface HostControlServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DetachInstanceVolumeResponse) => void,
   ): ClientUnaryCall;
+  /** Replaces the instance's port forwards. */
   configureInstanceNetwork(
     request: ConfigureInstanceNetworkRequest,
     callback: (error: ServiceError | null, response: ConfigureInstanceNetworkResponse) => void,
@@ -8747,6 +8780,7 @@ export interface HostControlServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ConfigureInstanceNetworkResponse) => void,
   ): ClientUnaryCall;
+  /** The agent's view of one instance, reconciled with the real process. */
   getInstance(
     request: GetInstanceRequest,
     callback: (error: ServiceError | null, response: GetInstanceResponse) => void,
@@ -8762,6 +8796,7 @@ export interface HostControlServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetInstanceResponse) => void,
   ): ClientUnaryCall;
+  /** Every instance on this host. */
   listInstances(
     request: ListInstancesRequest,
     callback: (error: ServiceError | null, response: ListInstancesResponse) => void,
@@ -8777,6 +8812,7 @@ export interface HostControlServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListInstancesResponse) => void,
   ): ClientUnaryCall;
+  /** Driver events (QMP SHUTDOWN, STOP, RESUME, DEVICE_DELETED...) as VmEvents. */
   watchInstanceEvents(
     request: WatchInstanceEventsRequest,
     options?: Partial<CallOptions>,
