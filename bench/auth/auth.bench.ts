@@ -19,19 +19,57 @@ import { UNSIGNED_ECHO_SERVICE } from "./echo-bench-server.js";
 
 const REQUEST: EchoRequest = { message: "the quick brown fox jumps over the lazy dog ".repeat(4) };
 
-async function startEchoServer(jwks: JsonWebKey[]): Promise<{ address: string; stop(): void }> {
+interface EchoServer {
+  address: string;
+  /** CPU time the server process has used so far, in µs. */
+  cpu(): Promise<number>;
+  stop(): void;
+}
+
+async function startEchoServer(jwks: JsonWebKey[]): Promise<EchoServer> {
   const script = fileURLToPath(new URL("./echo-bench-server.ts", import.meta.url));
   const child = spawn(process.execPath, ["--import", "tsx", script, JSON.stringify(jwks)], { stdio: ["pipe", "pipe", "inherit"] });
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => {
-      out += d.toString();
-      const m = /PORT (\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    });
+  const lines: string[] = [];
+  const waiting: ((line: string) => void)[] = [];
+  let pending = "";
+  child.stdout.setEncoding("utf8");
+  child.stdout.on("data", (d: string) => {
+    pending += d;
+    for (let i = pending.indexOf("\n"); i >= 0; i = pending.indexOf("\n")) {
+      const line = pending.slice(0, i);
+      pending = pending.slice(i + 1);
+      const w = waiting.shift();
+      if (w) w(line);
+      else lines.push(line);
+    }
+  });
+  const nextLine = () => new Promise<string>((resolve, reject) => {
+    const l = lines.shift();
+    if (l !== undefined) return resolve(l);
+    waiting.push(resolve);
     child.once("exit", (code) => reject(new Error(`bench server exited with ${code}`)));
   });
-  return { address: `127.0.0.1:${port}`, stop: () => child.stdin.end() };
+  const port = Number(/PORT (\d+)/.exec(await nextLine())![1]);
+  return {
+    address: `127.0.0.1:${port}`,
+    async cpu() {
+      child.stdin.write("cpu\n");
+      return Number((await nextLine()).split(" ")[1]);
+    },
+    stop: () => child.stdin.end(),
+  };
+}
+
+/** CPU µs per call in this process (client) and in the server process. */
+async function cpuPerCall(server: EchoServer, call: () => Promise<unknown>, n: number): Promise<{ client: number; server: number }> {
+  const s0 = await server.cpu();
+  const c0 = process.cpuUsage();
+  let i = 0;
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (i++ < n) await call();
+  }));
+  const c = process.cpuUsage(c0);
+  return { client: (c.user + c.system) / n, server: ((await server.cpu()) - s0) / n };
 }
 
 async function signedVsUnsignedRun(name: string, alg: "Ed25519" | "HS256", target: number, note: string) {
@@ -48,7 +86,10 @@ async function signedVsUnsignedRun(name: string, alg: "Ed25519" | "HS256", targe
     await asyncOpsPerSecond(callUnsigned, 500, 16);
     await asyncOpsPerSecond(() => signed.echo(REQUEST), 500, 16);
     const m = await interleaved(3, () => asyncOpsPerSecond(callUnsigned, 2000, 16), () => asyncOpsPerSecond(() => signed.echo(REQUEST), 2000, 16));
-    return result({ name, value: m.value, baseline: m.baseline, unit: "calls/s", target, note });
+    const cu = await cpuPerCall(server, callUnsigned, 3000);
+    const cs = await cpuPerCall(server, () => signed.echo(REQUEST), 3000);
+    const cpu = `CPU µs/call client ${cu.client.toFixed(0)}→${cs.client.toFixed(0)}, server ${cu.server.toFixed(0)}→${cs.server.toFixed(0)}`;
+    return result({ name, value: m.value, baseline: m.baseline, unit: "calls/s", target, note: `${note}; ${cpu}` });
   } finally {
     signed.close();
     unsigned.close();

@@ -36,7 +36,14 @@ async function main(): Promise<void> {
     server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
   );
   process.stdout.write(`PORT ${port}\n`);
-  process.stdin.resume();
+  // "cpu" on stdin: report this process's CPU time so far (µs), to price calls per process.
+  process.stdin.setEncoding("utf8");
+  process.stdin.on("data", (d: string) => {
+    if (d.includes("cpu")) {
+      const u = process.cpuUsage();
+      process.stdout.write(`CPU ${u.user + u.system}\n`);
+    }
+  });
   process.stdin.on("end", () => server.forceShutdown());
 }
 

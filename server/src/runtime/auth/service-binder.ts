@@ -102,7 +102,26 @@ class CallRecord {
   requestId: string = randomUUID();
   principal?: string;
   keyId?: string;
-  readonly abort = new AbortController();
+  private controller?: AbortController;
+  private cancelled = false;
+  private finished = false;
+
+  /** Aborted when the client cancels or the deadline passes. Built on first use: creating
+   * (and aborting) a controller for every call cost a DOMException with a stack each time. */
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.cancelled) this.controller.abort();
+    }
+    return this.controller.signal;
+  }
+
+  /** grpc-js reports "cancelled" for calls that already completed too; only live calls abort. */
+  cancel(): void {
+    if (this.finished || this.cancelled) return;
+    this.cancelled = true;
+    this.controller?.abort();
+  }
 
   constructor(
     readonly method: string,
@@ -121,12 +140,15 @@ class CallRecord {
         return (logger ??= rec.runtime.logger.child({ requestId: rec.requestId, method: rec.method, principal: caller.principal }));
       },
       metadata,
-      signal: this.abort.signal,
+      get signal() {
+        return rec.signal;
+      },
     };
   }
 
   /** Logs the outcome and returns the status to send (undefined on success). */
   async finish(err: unknown): Promise<ReturnType<typeof toServiceError> | undefined> {
+    this.finished = true;
     const status = err === undefined ? undefined : toServiceError(err, this.requestId);
     const line = {
       method: this.method,
@@ -212,7 +234,7 @@ function makeImpl(def: MethodDef, handler: ((...args: any[]) => any) | undefined
     if (!def.responseStream) {
       return (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
         const rec = new CallRecord(def.path, runtime);
-        call.on("cancelled", () => rec.abort.abort());
+        call.on("cancelled", () => rec.cancel());
         void (async () => {
           let response: Buffer | undefined;
           let error: unknown;
@@ -229,7 +251,7 @@ function makeImpl(def: MethodDef, handler: ((...args: any[]) => any) | undefined
     }
     return (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
       const rec = new CallRecord(def.path, runtime);
-      call.on("cancelled", () => rec.abort.abort());
+      call.on("cancelled", () => rec.cancel());
       void (async () => {
         let error: unknown;
         try {
@@ -249,7 +271,7 @@ function makeImpl(def: MethodDef, handler: ((...args: any[]) => any) | undefined
   }
   const streamImpl = (call: grpc.ServerReadableStream<Buffer, Buffer> | grpc.ServerDuplexStream<Buffer, Buffer>, done: (status: ReturnType<typeof toServiceError> | undefined, response?: Buffer) => void) => {
     const rec = new CallRecord(def.path, runtime);
-    call.on("cancelled", () => rec.abort.abort());
+    call.on("cancelled", () => rec.cancel());
     void (async () => {
       let error: unknown;
       let response: Buffer | undefined;
@@ -362,16 +384,16 @@ async function writeAll(
   rec: CallRecord,
 ): Promise<void> {
   for await (const res of responses) {
-    if (rec.abort.signal.aborted) return;
+    if (rec.signal.aborted) return;
     if (!call.write(def.responseSerialize(res))) {
       await new Promise<void>((resolve) => {
         const done = () => {
           call.off("drain", done);
-          rec.abort.signal.removeEventListener("abort", done);
+          rec.signal.removeEventListener("abort", done);
           resolve();
         };
         call.on("drain", done);
-        rec.abort.signal.addEventListener("abort", done);
+        rec.signal.addEventListener("abort", done);
       });
     }
   }
