@@ -361,7 +361,20 @@ export function createAuthHandlers(deps: AuthServiceDeps): Partial<Handlers<type
 
 /** Hosts may prove who they are; everything else they do goes through area services. */
 export const HOST_POLICY: PrincipalRecord["policy"] = {
-  rules: [{ methods: ["/trustplane.auth.v1.AuthService/Echo", "/trustplane.auth.v1.AuthService/WhoAmI"], effect: "allow" }],
+  rules: [
+    { methods: ["/trustplane.auth.v1.AuthService/Echo", "/trustplane.auth.v1.AuthService/WhoAmI"], effect: "allow" },
+    // The token agent: mint for its VMs, renew, watch pushes; the handlers check host_id is the caller's own.
+    {
+      methods: [
+        "/trustplane.token.v1.TokenService/MintAccessToken",
+        "/trustplane.token.v1.TokenService/MintIdentityToken",
+        "/trustplane.token.v1.TokenService/RenewLongTermToken",
+        "/trustplane.token.v1.TokenService/WatchTokenUpdates",
+        "/trustplane.token.v1.TokenService/GetJwks",
+      ],
+      effect: "allow",
+    },
+  ],
 };
 
 function clampPage(size: number): number {

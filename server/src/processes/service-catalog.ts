@@ -3,20 +3,14 @@
 // instead of a transport error. An area moves its service out of here when it lands.
 import type * as grpc from "@grpc/grpc-js";
 import { DeployServiceService } from "../../../sdk/src/gen/trustplane/deploy/v1/deploy.js";
-import { JobServiceService } from "../../../sdk/src/gen/trustplane/job/v1/job.js";
-import { StorageServiceService } from "../../../sdk/src/gen/trustplane/job/v1/storage.js";
 import { PrivilegedServiceService } from "../../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
-import { TokenServiceService } from "../../../sdk/src/gen/trustplane/token/v1/token.js";
 import { HostControlServiceService, HostServiceService, VmServiceService } from "../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 
 /** Server-side services whose areas have not landed yet. */
 export const UNIMPLEMENTED_SERVER_SERVICES: grpc.ServiceDefinition[] = [
-  TokenServiceService,
   VmServiceService,
   HostServiceService,
   DeployServiceService,
-  StorageServiceService,
-  JobServiceService,
 ];
 
 /** Agent-side services whose areas have not landed yet. */

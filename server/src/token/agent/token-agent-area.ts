@@ -1,0 +1,306 @@
+// The token agent as an AgentArea (seed 000, host side): one signed TokenService client with
+// the host key, one WatchTokenUpdates stream fanned out to the VMs, and a VmTokenManager that
+// runs one VM authorization process (own loopback metadata endpoint) per VM. The VM area calls
+// the manager in-process; the VM manager on the server reaches it through TokenAgentService.
+import { createHash } from "node:crypto";
+import { createClient, type SignedClient } from "../../../../sdk/src/client/create-client.js";
+import { TrustplaneError, invalidArgument } from "../../../../sdk/src/errors.js";
+import {
+  TokenAgentServiceService,
+  TokenServiceService,
+  TokenUpdateKind,
+  type VmAccount,
+  type WatchTokenUpdatesResponse,
+} from "../../../../sdk/src/gen/trustplane/token/v1/token.js";
+import type { AgentArea } from "../../processes/area.js";
+import { SERVER_PRINCIPAL } from "../../processes/server-keys.js";
+import type { CallContext } from "../../runtime/auth/service-binder.js";
+import type { Logger } from "../../runtime/logger.js";
+import { openSealedToken } from "../authority/host-token-sealer.js";
+import type { TokenUpdate } from "../authority/token-update-hub.js";
+import type { TokenUpstream } from "./token-cache.js";
+import { VmAuthorizationProcess, type AccountGrant, type LongTermTokenRenewer } from "./vm-authorization-process.js";
+
+/** One service account on a VM, with the long-term token the VM manager obtained for it. */
+export interface VmAccountInput {
+  email: string;
+  scopes: string[];
+  longTermToken: string;
+  /** From IssueLongTermTokenResponse.info; without it the token cannot follow rotations. */
+  accessor?: string;
+  version?: number;
+  issuedAtMs?: number;
+  expiresAtMs?: number;
+}
+
+export interface VmRecord {
+  vmId: string;
+  hostname: string;
+  projectId: string;
+  accounts: VmAccountInput[];
+}
+
+/** What the VM area calls: attach a VM's accounts, change them at runtime, detach. */
+export interface VmTokenManager {
+  /** Starts the VM's authorization process; the driver forwards 169.254.169.254:80 to the answer. */
+  attachVm(vm: VmRecord): Promise<{ host: string; port: number }>;
+  updateAccounts(vmId: string, accounts: VmAccountInput[]): Promise<void>;
+  detachVm(vmId: string): Promise<void>;
+}
+
+type TokenClient = SignedClient<typeof TokenServiceService>;
+
+export interface HostTokenManagerOptions {
+  hostId: string;
+  client: TokenClient;
+  /** Opens a rotated secret sealed to this host (HPKE, host X25519 key). */
+  unseal: (sealed: Uint8Array) => string;
+  logger?: Logger;
+  /** Loopback address each VM endpoint binds (port 0: one free port per VM). */
+  bindHost?: string;
+}
+
+function numericProjectId(projectId: string): string {
+  // GCE project numbers are decimal; derive a stable one from the id.
+  return BigInt("0x" + createHash("sha256").update(projectId).digest("hex").slice(0, 12)).toString();
+}
+
+function toGrant(a: VmAccountInput): AccountGrant {
+  const now = Date.now();
+  return {
+    serviceAccount: a.email,
+    scopes: a.scopes,
+    // A token given without its accessor still works for minting; it just cannot be
+    // matched to pushed rotations, so name it by a digest of the secret (never the secret).
+    accessor: a.accessor || `local_${createHash("sha256").update(a.longTermToken).digest("base64url").slice(0, 22)}`,
+    version: a.version ?? 1,
+    token: a.longTermToken,
+    issuedAtMs: a.issuedAtMs ?? now,
+    expiresAtMs: a.expiresAtMs ?? now + 24 * 3600_000,
+  };
+}
+
+export class HostTokenManager implements VmTokenManager {
+  private readonly vms = new Map<string, VmAuthorizationProcess>();
+  private readonly upstream: TokenUpstream;
+  private readonly renewer: LongTermTokenRenewer;
+
+  constructor(private readonly o: HostTokenManagerOptions) {
+    const client = o.client;
+    this.upstream = {
+      async mintAccessToken(req) {
+        const res = await client.mintAccessToken({ longTermToken: req.longTermToken, hostId: req.hostId, vmId: req.vmId, scopes: req.scopes ?? [] });
+        return { token: res.accessToken, expiresAtMs: Date.now() + res.expiresInSeconds * 1000 };
+      },
+      async mintIdentityToken(req) {
+        const res = await client.mintIdentityToken({ longTermToken: req.longTermToken, hostId: req.hostId, vmId: req.vmId, audience: req.audience, format: req.format ?? "standard" });
+        return { token: res.idToken, expiresAtMs: Date.now() + res.expiresInSeconds * 1000 };
+      },
+    };
+    this.renewer = {
+      async renew(req) {
+        const res = await client.renewLongTermToken({ requestId: `renew-${Date.now()}-${Math.random().toString(36).slice(2)}`, token: req.longTermToken, hostId: req.hostId });
+        return { version: res.version, token: res.token || undefined, issuedAtMs: Date.now(), expiresAtMs: res.expiresAtMs };
+      },
+    };
+  }
+
+  async attachVm(vm: VmRecord): Promise<{ host: string; port: number }> {
+    if (!vm.vmId) throw invalidArgument("vm_id", "must not be empty");
+    if (this.vms.has(vm.vmId)) throw new TrustplaneError("ALREADY_EXISTS", "VM_ATTACHED", `VM ${vm.vmId} is already attached; use updateAccounts`, "vm_id");
+    const process = new VmAuthorizationProcess({
+      identity: {
+        vmId: vm.vmId,
+        hostId: this.o.hostId,
+        hostname: vm.hostname || vm.vmId,
+        instanceName: vm.hostname || vm.vmId,
+        zone: "local-a",
+        projectId: vm.projectId || "trustplane",
+        numericProjectId: numericProjectId(vm.projectId || "trustplane"),
+      },
+      upstream: this.upstream,
+      renewer: this.renewer,
+      unseal: async (sealed) => this.o.unseal(Buffer.from(sealed, "base64url")),
+      logger: this.o.logger?.child({ vmId: vm.vmId }),
+    });
+    for (const a of vm.accounts) process.addAccount(toGrant(a));
+    this.vms.set(vm.vmId, process);
+    try {
+      const address = await process.start(this.o.bindHost ?? "127.0.0.1", 0);
+      return { host: address.address, port: address.port };
+    } catch (e) {
+      this.vms.delete(vm.vmId);
+      await process.stop();
+      throw e;
+    }
+  }
+
+  async updateAccounts(vmId: string, accounts: VmAccountInput[]): Promise<void> {
+    const process = this.require(vmId);
+    const keep = new Set(accounts.map((a) => a.email));
+    for (const { email } of process.accounts()) if (!keep.has(email)) process.removeAccount(email);
+    for (const a of accounts) process.addAccount(toGrant(a));
+  }
+
+  async detachVm(vmId: string): Promise<void> {
+    const process = this.vms.get(vmId);
+    if (!process) return;
+    this.vms.delete(vmId);
+    await process.stop();
+  }
+
+  /** The VM's authorization process (tests, health). */
+  vm(vmId: string): VmAuthorizationProcess | undefined {
+    return this.vms.get(vmId);
+  }
+
+  /** Applies one pushed update to every VM on this host (each ignores what is not its own). */
+  async apply(message: WatchTokenUpdatesResponse): Promise<void> {
+    const update = toUpdate(this.o.hostId, message);
+    if (!update) return;
+    if (update.kind === "ROTATED" && message.sealedToken.length > 0) {
+      // Open once for all VMs sharing the token, not once per VM.
+      update.token = this.o.unseal(message.sealedToken);
+    }
+    for (const p of this.vms.values()) await p.applyUpdate(update);
+  }
+
+  async stop(): Promise<void> {
+    for (const id of [...this.vms.keys()]) await this.detachVm(id);
+  }
+
+  private require(vmId: string): VmAuthorizationProcess {
+    const p = this.vms.get(vmId);
+    if (!p) throw new TrustplaneError("NOT_FOUND", "VM_NOT_ATTACHED", `VM ${vmId} is not attached to this host's token agent`, "vm_id");
+    return p;
+  }
+}
+
+function toUpdate(hostId: string, m: WatchTokenUpdatesResponse): TokenUpdate | undefined {
+  switch (m.kind) {
+    case TokenUpdateKind.TOKEN_UPDATE_KIND_ROTATED:
+      return { kind: "ROTATED", hostId, accessor: m.accessor, serviceAccount: m.serviceAccount, scopes: m.scopes, version: m.version, expiresAtMs: m.expiresAtMs };
+    case TokenUpdateKind.TOKEN_UPDATE_KIND_REVOKED:
+      return { kind: "REVOKED", hostId, accessor: m.accessor, serviceAccount: m.serviceAccount, version: m.version, reason: m.reason };
+    case TokenUpdateKind.TOKEN_UPDATE_KIND_ACCOUNTS_CHANGED:
+      return { kind: "ACCOUNTS_CHANGED", hostId, vmId: m.vmId, accounts: m.accounts.map((a) => ({ serviceAccount: a.serviceAccount, scopes: a.scopes, accessor: a.accessor })) };
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Keeps one WatchTokenUpdates stream open, resuming after the last seq seen; reconnects with
+ * capped backoff so a server restart or replica failover loses no update still in a backlog.
+ */
+export function watchUpdates(o: { client: TokenClient; hostId: string; onUpdate: (m: WatchTokenUpdatesResponse) => Promise<void>; logger?: Logger }): { stop(): void; connected(): boolean } {
+  let stopped = false;
+  let connected = false;
+  let stream: { cancel(): void } | undefined;
+  let afterSeq = 0;
+  let delay = 250;
+  let timer: NodeJS.Timeout | undefined;
+  const run = async () => {
+    while (!stopped) {
+      try {
+        const s = o.client.watchTokenUpdates({ hostId: o.hostId, afterSeq });
+        stream = s;
+        connected = true;
+        for await (const m of s) {
+          delay = 250;
+          afterSeq = m.seq;
+          await o.onUpdate(m).catch((e: Error) => o.logger?.warn({ err: e.message, accessor: m.accessor }, "could not apply a token update"));
+        }
+      } catch (e) {
+        if (!stopped) o.logger?.warn({ err: (e as Error).message, retryMs: delay }, "token update stream broke; reconnecting");
+      }
+      connected = false;
+      if (stopped) break;
+      await new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, delay);
+        timer.unref();
+      });
+      delay = Math.min(delay * 2, 10_000);
+    }
+  };
+  void run();
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+      stream?.cancel();
+    },
+    connected: () => connected,
+  };
+}
+
+const managers = new Map<string, HostTokenManager>();
+
+/** The running token manager of an agent in this process, by host id (for the VM area). */
+export function vmTokenManager(hostId: string): VmTokenManager | undefined {
+  return managers.get(hostId);
+}
+
+/** Same, with the concrete type (tests inspect the per-VM processes). */
+export function hostTokenManager(hostId: string): HostTokenManager | undefined {
+  return managers.get(hostId);
+}
+
+function fromMessage(a: VmAccount): VmAccountInput {
+  return {
+    email: a.email,
+    scopes: a.scopes,
+    longTermToken: a.longTermToken,
+    accessor: a.info?.accessor || undefined,
+    version: a.info?.version || undefined,
+    issuedAtMs: a.info?.issuedAtMs || undefined,
+    expiresAtMs: a.info?.expiresAtMs || undefined,
+  };
+}
+
+/** Only the VM manager (the server's certified service key) may attach VMs on an agent. */
+function requireVmManager(ctx: CallContext): void {
+  if (ctx.caller.principal !== SERVER_PRINCIPAL) {
+    throw new TrustplaneError("PERMISSION_DENIED", "NOT_VM_MANAGER", `principal ${ctx.caller.principal} may not attach VMs to this host`);
+  }
+}
+
+export const tokenAgentArea: AgentArea = {
+  name: "token",
+  async start(ctx) {
+    const client = createClient(TokenServiceService, ctx.serverAddress, { key: ctx.signingKey, certificate: ctx.hostCertificate, credentials: ctx.serverCredentials });
+    const manager = new HostTokenManager({
+      hostId: ctx.hostId,
+      client,
+      unseal: (sealed) => openSealedToken(ctx.sealing.privateKey, ctx.hostId, sealed),
+      logger: ctx.logger,
+    });
+    const watcher = watchUpdates({ client, hostId: ctx.hostId, onUpdate: (m) => manager.apply(m), logger: ctx.logger });
+    managers.set(ctx.hostId, manager);
+    ctx.bind(TokenAgentServiceService, {
+      async attachVm(req, call) {
+        requireVmManager(call);
+        const at = await manager.attachVm({ vmId: req.vmId, hostname: req.hostname, projectId: req.projectId, accounts: req.accounts.map(fromMessage) });
+        return { metadataHost: at.host, metadataPort: at.port };
+      },
+      async updateVmAccounts(req, call) {
+        requireVmManager(call);
+        await manager.updateAccounts(req.vmId, req.accounts.map(fromMessage));
+        return {};
+      },
+      async detachVm(req, call) {
+        requireVmManager(call);
+        await manager.detachVm(req.vmId);
+        return {};
+      },
+    });
+    return {
+      async stop() {
+        watcher.stop();
+        managers.delete(ctx.hostId);
+        await manager.stop();
+        client.close();
+      },
+    };
+  },
+};
