@@ -1,16 +1,25 @@
-// API conventions every .proto under proto/ must keep (the wire contract of the architecture's
-// "Wire and API conventions"): fields declared in ascending order (canonical encoding relies
-// on it), a request_id on every mutating RPC, stream headers, docs, and no stray maps.
+// API conventions every .proto under proto/ must keep (architecture, "Wire and API
+// conventions"): fields in ascending order (canonical encoding relies on it), a request_id on
+// every mutating RPC, client-stream headers, docs, no stray maps. Each check first proves it
+// catches a bad fixture, then runs on the real tree.
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { loadProtoTree, parseProto, resolveMessage, type ProtoMessage, type ProtoRpc, type ProtoService } from "./proto-source.js";
+import {
+  badClientStreams,
+  disallowedMaps,
+  fieldOrderViolations,
+  googleImports,
+  indexProtos,
+  missingFileHeaders,
+  missingRequestIds,
+  serviceNamingViolations,
+  staleExemptions,
+  undocumentedRpcs,
+} from "./proto-conventions.js";
+import { loadProtoTree, parseProto, resolveMessage } from "./proto-source.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../../proto");
 const AREAS = ["token", "vm", "privileged", "deploy", "job"];
-
-/** RPC names that change state: each must be idempotent under a client request_id. */
-const MUTATING =
-  /^(Create|Update|Delete|Start|Stop|Terminate|Attach|Detach|Configure|Issue|Rotate|Revoke|Renew|Release|Grant|Submit|Put|Apply|Undeploy|Register|Cancel|Set|Add|Deploy|Define|Join|Report)/;
 
 /** Documented exceptions to "a mutating RPC carries request_id": method -> why. */
 const REQUEST_ID_EXEMPT: Record<string, string> = {
@@ -25,32 +34,7 @@ const MAPS_ALLOWED: Record<string, string> = {
   "trustplane.deploy.v1.Deployment.metadata": "manifest headers and package fields by name",
 };
 
-const files = loadProtoTree(ROOT);
-const messages = new Map<string, ProtoMessage>(files.flatMap((f) => f.messages.map((m) => [m.fullName, m] as const)));
-const services: ProtoService[] = files.flatMap((f) => f.services);
-const rpcs = services.flatMap((s) => s.rpcs.map((rpc) => ({ service: s, rpc, method: `${s.fullName}/${rpc.name}` })));
-const pkgOf = (s: ProtoService) => s.fullName.slice(0, s.fullName.lastIndexOf("."));
-const inAreas = (file: string) => AREAS.some((a) => file.startsWith(path.join("trustplane", a) + path.sep));
-
-function requestOf(service: ProtoService, rpc: ProtoRpc): ProtoMessage {
-  const m = resolveMessage(messages, pkgOf(service), rpc.request);
-  if (!m) throw new Error(`${service.fullName}/${rpc.name}: request type ${rpc.request} not found`);
-  return m;
-}
-
-/** The client-stream header of a request: the message type of its oneof member `header`. */
-function streamHeader(request: ProtoMessage): ProtoMessage | undefined {
-  const header = request.fields.find((f) => f.name === "header" && f.oneof);
-  const pkg = request.fullName.slice(0, request.fullName.lastIndexOf("."));
-  return header ? resolveMessage(messages, pkg, header.type) : undefined;
-}
-
-/** Where the request_id of an RPC is: the request itself or its stream header. */
-function requestIdField(service: ProtoService, rpc: ProtoRpc) {
-  const request = requestOf(service, rpc);
-  const holder = request.fields.some((f) => f.name === "request_id") ? request : streamHeader(request);
-  return holder?.fields.find((f) => f.name === "request_id");
-}
+const tree = indexProtos(loadProtoTree(ROOT));
 
 describe("proto parser", () => {
   const parsed = parseProto(
@@ -111,83 +95,121 @@ message A { string x = 1; // trailing, not a doc
     expect(resolveMessage(all, "c.d", "a.b.v1.A")?.fullName).toBe("a.b.v1.A");
     expect(resolveMessage(all, "a.b.v1", "Missing")).toBeUndefined();
   });
+
+  it("refuses what it cannot read instead of skipping it", () => {
+    expect(() => parseProto("message A { string x = ; }")).toThrow(/no number/);
+    expect(() => parseProto("service S { frob }")).toThrow(/unexpected "frob"/);
+    expect(() => parseProto("message A { /* open")).toThrow(/unterminated/);
+  });
 });
 
-describe("proto conventions", () => {
-  it("finds the APIs of every area", () => {
-    for (const area of ["auth", ...AREAS]) expect(files.some((f) => f.pkg === `trustplane.${area}.v1`), area).toBe(true);
-    expect(rpcs.length).toBeGreaterThan(80);
+describe("each check catches a bad fixture", () => {
+  // One file breaking every convention once, and one keeping them all.
+  const bad = indexProtos([
+    parseProto(
+      `syntax = "proto3";
+package trustplane.token.v1;
+import "google/protobuf/timestamp.proto";
+service Tokens {
+  rpc CreateThing(CreateThingRequest) returns (Empty);
+  rpc PutBlob(stream PutBlobRequest) returns (Empty);
+  rpc UploadRaw(stream Chunk) returns (Empty);
+}
+message CreateThingRequest { string name = 2; string request_id = 1; }
+message PutBlobHeader { string tenant = 1; }
+message PutBlobRequest { oneof kind { PutBlobHeader header = 1; bytes chunk = 2; } }
+message Chunk { bytes data = 1; }
+message Empty { map<string, int32> counts = 1; }
+`,
+      "trustplane/token/v1/bad.proto",
+    ),
+  ]);
+  const good = indexProtos([
+    parseProto(
+      `// Good fixture, line one.
+// Line two.
+syntax = "proto3";
+package trustplane.token.v1;
+// Served by the server.
+service TokenFixtureService {
+  // Creates a thing.
+  rpc CreateThing(CreateThingRequest) returns (Empty);
+  // Streams a blob.
+  rpc PutBlob(stream PutBlobRequest) returns (Empty);
+}
+message CreateThingRequest { string request_id = 1; string name = 2; }
+message PutBlobHeader { string request_id = 1; string tenant = 2; }
+message PutBlobRequest { oneof kind { PutBlobHeader header = 1; bytes chunk = 2; } }
+message Empty {}
+`,
+      "trustplane/token/v1/good.proto",
+    ),
+  ]);
+
+  it("field order", () => {
+    expect(fieldOrderViolations(bad)).toEqual(["trustplane.token.v1.CreateThingRequest: fields out of order (2, 1)"]);
+    expect(fieldOrderViolations(good)).toEqual([]);
   });
 
-  it.each(files.map((f) => [f.file, f] as const))("%s declares fields in ascending order, each number once", (_name, file) => {
-    for (const message of file.messages) {
-      const numbers = message.fields.map((f) => f.number);
-      expect(numbers, `${message.fullName}: declare fields in ascending field-number order`).toEqual([...numbers].sort((a, b) => a - b));
-      expect(new Set(numbers).size, `${message.fullName} repeats a field number`).toBe(numbers.length);
-    }
+  it("request_id, directly or in a stream header", () => {
+    // CreateThing has one (out of order, caught above); PutBlob's header lacks one.
+    expect(missingRequestIds(bad, {})).toEqual(["trustplane.token.v1.Tokens/PutBlob"]);
+    expect(missingRequestIds(bad, { "trustplane.token.v1.Tokens/PutBlob": "fixture" })).toEqual([]);
+    expect(missingRequestIds(good, {})).toEqual([]);
+    expect(staleExemptions(good, { "trustplane.token.v1.TokenFixtureService/CreateThing": "has one" })).toHaveLength(1);
+    expect(staleExemptions(good, { "trustplane.token.v1.Gone/Method": "gone" })).toHaveLength(1);
+  });
+
+  it("client-stream shape", () => {
+    expect(badClientStreams(bad)).toEqual(["trustplane.token.v1.Tokens/UploadRaw"]);
+    expect(badClientStreams(good)).toEqual([]);
+  });
+
+  it("maps, imports, headers, naming, docs", () => {
+    expect(disallowedMaps(bad, {})).toEqual(["trustplane.token.v1.Empty.counts"]);
+    expect(disallowedMaps(bad, { "trustplane.token.v1.Empty.counts": "fixture" })).toEqual([]);
+    expect(googleImports(bad)).toHaveLength(1);
+    expect(missingFileHeaders(bad)).toEqual(["trustplane/token/v1/bad.proto"]);
+    expect(serviceNamingViolations(bad, "token")).toHaveLength(2);
+    expect(undocumentedRpcs(bad, "token")).toHaveLength(3);
+    for (const check of [googleImports, missingFileHeaders]) expect(check(good)).toEqual([]);
+    expect(disallowedMaps(good, {})).toEqual([]);
+    expect(serviceNamingViolations(good, "token")).toEqual([]);
+    expect(undocumentedRpcs(good, "token")).toEqual([]);
+  });
+});
+
+describe("the proto tree keeps the conventions", () => {
+  it("has the APIs of every area", () => {
+    for (const area of ["auth", ...AREAS]) expect(tree.files.some((f) => f.pkg === `trustplane.${area}.v1`), area).toBe(true);
+    expect(tree.rpcs.length).toBeGreaterThan(80);
+  });
+
+  it("declares fields in ascending order, each number once", () => {
+    expect(fieldOrderViolations(tree), "declare fields in ascending field-number order").toEqual([]);
   });
 
   it("gives every mutating RPC a string request_id = 1 (in the request or its stream header)", () => {
-    const missing = rpcs
-      .filter(({ rpc, method }) => MUTATING.test(rpc.name) && !(method in REQUEST_ID_EXEMPT))
-      .filter(({ service, rpc }) => {
-        const field = requestIdField(service, rpc);
-        return !field || field.type !== "string" || field.number !== 1 || field.repeated;
-      })
-      .map(({ method }) => method);
-    expect(missing, "add `string request_id = 1;` (client streams: to the header message)").toEqual([]);
+    expect(missingRequestIds(tree, REQUEST_ID_EXEMPT), "add `string request_id = 1;` (client streams: to the header)").toEqual([]);
+    expect(staleExemptions(tree, REQUEST_ID_EXEMPT), "drop exemptions that no longer apply").toEqual([]);
   });
 
-  it("keeps the request_id exemptions real: each names an existing mutating RPC without one", () => {
-    for (const method of Object.keys(REQUEST_ID_EXEMPT)) {
-      const found = rpcs.find((r) => r.method === method);
-      expect(found, `${method} no longer exists; drop its exemption`).toBeDefined();
-      expect(MUTATING.test(found!.rpc.name)).toBe(true);
-      expect(requestIdField(found!.service, found!.rpc), `${method} has a request_id now; drop its exemption`).toBeUndefined();
-    }
-  });
-
-  it("starts every client stream with a header (field 1 of a oneof) followed by bytes chunks", () => {
-    const bad = rpcs
-      .filter(({ rpc }) => rpc.requestStream && !rpc.responseStream)
-      .filter(({ service, rpc }) => {
-        const request = requestOf(service, rpc);
-        const header = request.fields.find((f) => f.name === "header");
-        const chunk = request.fields.find((f) => f.name === "chunk");
-        return !header || header.number !== 1 || !header.oneof || !chunk || chunk.type !== "bytes" || chunk.oneof !== header.oneof;
-      })
-      .map(({ method }) => method);
-    expect(bad).toEqual([]);
+  it("starts every client stream with a header (field 1 of a oneof) beside bytes chunks", () => {
+    expect(badClientStreams(tree)).toEqual([]);
   });
 
   it("uses maps only where they are truly maps", () => {
-    const maps = [...messages.values()].flatMap((m) => m.fields.filter((f) => f.map).map((f) => `${m.fullName}.${f.name}`));
-    expect(maps.filter((name) => !(name in MAPS_ALLOWED)), "prefer a repeated message, or add the map to MAPS_ALLOWED with a reason").toEqual([]);
+    expect(disallowedMaps(tree, MAPS_ALLOWED), "prefer a repeated message, or allow the map here with a reason").toEqual([]);
   });
 
-  it("imports no google well-known types (times are *_ms, durations *_seconds/*_ms)", () => {
-    const google = files.flatMap((f) => f.imports.filter((i) => i.startsWith("google/")).map((i) => `${f.file}: ${i}`));
-    expect(google).toEqual([]);
+  it("imports no google well-known types and opens every file with a header comment", () => {
+    expect(googleImports(tree)).toEqual([]);
+    expect(missingFileHeaders(tree)).toEqual([]);
   });
 
-  it("opens every file with a header comment of at least two lines", () => {
-    expect(files.filter((f) => f.header.length < 2).map((f) => f.file)).toEqual([]);
-  });
-
-  describe.each(AREAS)("%s", (area) => {
-    const own = services.filter((s) => inAreas(s.file) && s.fullName.startsWith(`trustplane.${area}.v1.`));
-
-    it("names services XxxService and says which process serves them", () => {
-      expect(own.length).toBeGreaterThan(0);
-      for (const s of own) {
-        expect(s.name, s.fullName).toMatch(/^[A-Z][A-Za-z0-9]*Service$/);
-        expect(s.doc ?? "", `${s.fullName}: the doc comment should say whether the server or the agent serves it`).toMatch(/\b(server|agent)\b/i);
-      }
-    });
-
-    it("documents every RPC", () => {
-      const undocumented = own.flatMap((s) => s.rpcs.filter((r) => !r.doc).map((r) => `${s.fullName}/${r.name}`));
-      expect(undocumented, "add a // comment above each rpc saying what it does").toEqual([]);
-    });
+  it.each(AREAS)("%s: services are XxxService, say which process serves them, and every rpc is documented", (area) => {
+    expect(tree.files.some((f) => f.pkg === `trustplane.${area}.v1` && f.services.length > 0)).toBe(true);
+    expect(serviceNamingViolations(tree, area)).toEqual([]);
+    expect(undocumentedRpcs(tree, area), "add a // comment above each rpc saying what it does").toEqual([]);
   });
 });
