@@ -1,5 +1,6 @@
 // The flows `npm run demo` tours, in order. Each area adds its flow here when it lands.
 import { signedCallsFlow } from "./signed-calls.js";
+import { vmTokenFlow } from "./vm-token.js";
 import type { ExampleFlow } from "./tour-context.js";
 
-export const FLOWS: ExampleFlow[] = [signedCallsFlow];
+export const FLOWS: ExampleFlow[] = [signedCallsFlow, vmTokenFlow];
