@@ -6,7 +6,7 @@ import { resolveMessage, type ProtoFile, type ProtoMessage, type ProtoRpc, type 
 
 /** RPC names that change state: each must be idempotent under a client request_id. */
 export const MUTATING =
-  /^(Create|Update|Delete|Start|Stop|Terminate|Attach|Detach|Configure|Issue|Rotate|Revoke|Renew|Release|Grant|Submit|Put|Apply|Undeploy|Register|Cancel|Set|Add|Deploy|Define|Join|Report)/;
+  /^(Create|Update|Delete|Start|Stop|Terminate|Attach|Detach|Configure|Issue|Rotate|Revoke|Renew|Release|Grant|Pause|Resume|Submit|Put|Apply|Undeploy|Register|Cancel|Set|Add|Deploy|Define|Join|Report)/;
 
 export interface ProtoIndex {
   files: ProtoFile[];

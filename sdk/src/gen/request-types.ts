@@ -81,6 +81,9 @@ export const REQUEST_TYPES: Readonly<Record<string, { fromPartial(object: any): 
   "/trustplane.vm.v1.VmService/WatchVmEvents": m7.WatchVmEventsRequest,
   "/trustplane.vm.v1.VmService/GetCapabilities": m7.GetCapabilitiesRequest,
   "/trustplane.vm.v1.VmService/SetVmServiceAccounts": m7.SetVmServiceAccountsRequest,
+  "/trustplane.vm.v1.VmService/PauseVm": m7.PauseVmRequest,
+  "/trustplane.vm.v1.VmService/ResumeVm": m7.ResumeVmRequest,
+  "/trustplane.vm.v1.VmService/ListImages": m7.ListImagesRequest,
   "/trustplane.vm.v1.HostService/RegisterHost": m7.RegisterHostRequest,
   "/trustplane.vm.v1.HostService/Heartbeat": m7.HeartbeatRequest,
   "/trustplane.vm.v1.HostService/ListHostCapacity": m7.ListHostCapacityRequest,
@@ -96,4 +99,6 @@ export const REQUEST_TYPES: Readonly<Record<string, { fromPartial(object: any): 
   "/trustplane.vm.v1.HostControlService/WatchInstanceEvents": m7.WatchInstanceEventsRequest,
   "/trustplane.vm.v1.HostControlService/GetHostCapabilities": m7.GetHostCapabilitiesRequest,
   "/trustplane.vm.v1.HostControlService/SetInstanceServiceAccounts": m7.SetInstanceServiceAccountsRequest,
+  "/trustplane.vm.v1.HostControlService/PauseInstance": m7.PauseInstanceRequest,
+  "/trustplane.vm.v1.HostControlService/ResumeInstance": m7.ResumeInstanceRequest,
 };

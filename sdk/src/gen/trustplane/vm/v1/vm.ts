@@ -762,6 +762,60 @@ export interface SetInstanceServiceAccountsResponse {
   instance: Instance | undefined;
 }
 
+export interface PauseVmRequest {
+  requestId: string;
+  vmId: string;
+}
+
+export interface PauseVmResponse {
+  vm: Vm | undefined;
+}
+
+export interface ResumeVmRequest {
+  requestId: string;
+  vmId: string;
+}
+
+export interface ResumeVmResponse {
+  vm: Vm | undefined;
+}
+
+/** An image VMs boot from: the hypervisor choice starts from its OS. */
+export interface Image {
+  /** e.g. "tiny-linux" (kernel + busybox initramfs) or "process" (sandbox). */
+  name: string;
+  /** e.g. "linux". */
+  os: string;
+  /** Hypervisors that can run it, cheapest fitting first. */
+  hypervisors: HypervisorType[];
+  description: string;
+}
+
+export interface ListImagesRequest {
+}
+
+export interface ListImagesResponse {
+  images: Image[];
+}
+
+export interface PauseInstanceRequest {
+  requestId: string;
+  vmId: string;
+}
+
+export interface PauseInstanceResponse {
+  instance: Instance | undefined;
+}
+
+export interface ResumeInstanceRequest {
+  requestId: string;
+  vmId: string;
+}
+
+export interface ResumeInstanceResponse {
+  instance: Instance | undefined;
+}
+
 function createBaseServiceAccountGrant(): ServiceAccountGrant {
   return { email: "", scopes: [] };
 }
@@ -8001,6 +8055,902 @@ export const SetInstanceServiceAccountsResponse: MessageFns<SetInstanceServiceAc
   },
 };
 
+function createBasePauseVmRequest(): PauseVmRequest {
+  return { requestId: "", vmId: "" };
+}
+
+export const PauseVmRequest: MessageFns<PauseVmRequest> = {
+  encode(message: PauseVmRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(18).string(message.vmId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseVmRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseVmRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PauseVmRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+    };
+  },
+
+  toJSON(message: PauseVmRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PauseVmRequest>, I>>(base?: I): PauseVmRequest {
+    return PauseVmRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseVmRequest>, I>>(object: I): PauseVmRequest {
+    const message = createBasePauseVmRequest();
+    message.requestId = object.requestId ?? "";
+    message.vmId = object.vmId ?? "";
+    return message;
+  },
+};
+
+function createBasePauseVmResponse(): PauseVmResponse {
+  return { vm: undefined };
+}
+
+export const PauseVmResponse: MessageFns<PauseVmResponse> = {
+  encode(message: PauseVmResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vm !== undefined) {
+      Vm.encode(message.vm, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseVmResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseVmResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vm = Vm.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PauseVmResponse {
+    return { vm: isSet(object.vm) ? Vm.fromJSON(object.vm) : undefined };
+  },
+
+  toJSON(message: PauseVmResponse): unknown {
+    const obj: any = {};
+    if (message.vm !== undefined) {
+      obj.vm = Vm.toJSON(message.vm);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PauseVmResponse>, I>>(base?: I): PauseVmResponse {
+    return PauseVmResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseVmResponse>, I>>(object: I): PauseVmResponse {
+    const message = createBasePauseVmResponse();
+    message.vm = (object.vm !== undefined && object.vm !== null) ? Vm.fromPartial(object.vm) : undefined;
+    return message;
+  },
+};
+
+function createBaseResumeVmRequest(): ResumeVmRequest {
+  return { requestId: "", vmId: "" };
+}
+
+export const ResumeVmRequest: MessageFns<ResumeVmRequest> = {
+  encode(message: ResumeVmRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(18).string(message.vmId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeVmRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeVmRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResumeVmRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ResumeVmRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResumeVmRequest>, I>>(base?: I): ResumeVmRequest {
+    return ResumeVmRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeVmRequest>, I>>(object: I): ResumeVmRequest {
+    const message = createBaseResumeVmRequest();
+    message.requestId = object.requestId ?? "";
+    message.vmId = object.vmId ?? "";
+    return message;
+  },
+};
+
+function createBaseResumeVmResponse(): ResumeVmResponse {
+  return { vm: undefined };
+}
+
+export const ResumeVmResponse: MessageFns<ResumeVmResponse> = {
+  encode(message: ResumeVmResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.vm !== undefined) {
+      Vm.encode(message.vm, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeVmResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeVmResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.vm = Vm.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResumeVmResponse {
+    return { vm: isSet(object.vm) ? Vm.fromJSON(object.vm) : undefined };
+  },
+
+  toJSON(message: ResumeVmResponse): unknown {
+    const obj: any = {};
+    if (message.vm !== undefined) {
+      obj.vm = Vm.toJSON(message.vm);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResumeVmResponse>, I>>(base?: I): ResumeVmResponse {
+    return ResumeVmResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeVmResponse>, I>>(object: I): ResumeVmResponse {
+    const message = createBaseResumeVmResponse();
+    message.vm = (object.vm !== undefined && object.vm !== null) ? Vm.fromPartial(object.vm) : undefined;
+    return message;
+  },
+};
+
+function createBaseImage(): Image {
+  return { name: "", os: "", hypervisors: [], description: "" };
+}
+
+export const Image: MessageFns<Image> = {
+  encode(message: Image, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.os !== "") {
+      writer.uint32(18).string(message.os);
+    }
+    if (message.hypervisors.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.hypervisors) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.description !== "") {
+      writer.uint32(34).string(message.description);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Image {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.os = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag === 24) {
+              message.hypervisors.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.hypervisors.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Image {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      os: isSet(object.os) ? globalThis.String(object.os) : "",
+      hypervisors: globalThis.Array.isArray(object?.hypervisors)
+        ? object.hypervisors.map((e: any) => hypervisorTypeFromJSON(e))
+        : [],
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+    };
+  },
+
+  toJSON(message: Image): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.os !== "") {
+      obj.os = message.os;
+    }
+    if (message.hypervisors?.length) {
+      obj.hypervisors = message.hypervisors.map((e) => hypervisorTypeToJSON(e));
+    }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Image>, I>>(base?: I): Image {
+    return Image.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Image>, I>>(object: I): Image {
+    const message = createBaseImage();
+    message.name = object.name ?? "";
+    message.os = object.os ?? "";
+    message.hypervisors = object.hypervisors?.map((e) => e) || [];
+    message.description = object.description ?? "";
+    return message;
+  },
+};
+
+function createBaseListImagesRequest(): ListImagesRequest {
+  return {};
+}
+
+export const ListImagesRequest: MessageFns<ListImagesRequest> = {
+  encode(_: ListImagesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListImagesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListImagesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListImagesRequest {
+    return {};
+  },
+
+  toJSON(_: ListImagesRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListImagesRequest>, I>>(base?: I): ListImagesRequest {
+    return ListImagesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListImagesRequest>, I>>(_: I): ListImagesRequest {
+    const message = createBaseListImagesRequest();
+    return message;
+  },
+};
+
+function createBaseListImagesResponse(): ListImagesResponse {
+  return { images: [] };
+}
+
+export const ListImagesResponse: MessageFns<ListImagesResponse> = {
+  encode(message: ListImagesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.images) {
+      Image.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListImagesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListImagesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.images.push(Image.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListImagesResponse {
+    return { images: globalThis.Array.isArray(object?.images) ? object.images.map((e: any) => Image.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: ListImagesResponse): unknown {
+    const obj: any = {};
+    if (message.images?.length) {
+      obj.images = message.images.map((e) => Image.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListImagesResponse>, I>>(base?: I): ListImagesResponse {
+    return ListImagesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListImagesResponse>, I>>(object: I): ListImagesResponse {
+    const message = createBaseListImagesResponse();
+    message.images = object.images?.map((e) => Image.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBasePauseInstanceRequest(): PauseInstanceRequest {
+  return { requestId: "", vmId: "" };
+}
+
+export const PauseInstanceRequest: MessageFns<PauseInstanceRequest> = {
+  encode(message: PauseInstanceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(18).string(message.vmId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseInstanceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseInstanceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PauseInstanceRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+    };
+  },
+
+  toJSON(message: PauseInstanceRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PauseInstanceRequest>, I>>(base?: I): PauseInstanceRequest {
+    return PauseInstanceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseInstanceRequest>, I>>(object: I): PauseInstanceRequest {
+    const message = createBasePauseInstanceRequest();
+    message.requestId = object.requestId ?? "";
+    message.vmId = object.vmId ?? "";
+    return message;
+  },
+};
+
+function createBasePauseInstanceResponse(): PauseInstanceResponse {
+  return { instance: undefined };
+}
+
+export const PauseInstanceResponse: MessageFns<PauseInstanceResponse> = {
+  encode(message: PauseInstanceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.instance !== undefined) {
+      Instance.encode(message.instance, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseInstanceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseInstanceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.instance = Instance.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PauseInstanceResponse {
+    return { instance: isSet(object.instance) ? Instance.fromJSON(object.instance) : undefined };
+  },
+
+  toJSON(message: PauseInstanceResponse): unknown {
+    const obj: any = {};
+    if (message.instance !== undefined) {
+      obj.instance = Instance.toJSON(message.instance);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PauseInstanceResponse>, I>>(base?: I): PauseInstanceResponse {
+    return PauseInstanceResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseInstanceResponse>, I>>(object: I): PauseInstanceResponse {
+    const message = createBasePauseInstanceResponse();
+    message.instance = (object.instance !== undefined && object.instance !== null)
+      ? Instance.fromPartial(object.instance)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseResumeInstanceRequest(): ResumeInstanceRequest {
+  return { requestId: "", vmId: "" };
+}
+
+export const ResumeInstanceRequest: MessageFns<ResumeInstanceRequest> = {
+  encode(message: ResumeInstanceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(18).string(message.vmId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeInstanceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeInstanceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResumeInstanceRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ResumeInstanceRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResumeInstanceRequest>, I>>(base?: I): ResumeInstanceRequest {
+    return ResumeInstanceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeInstanceRequest>, I>>(object: I): ResumeInstanceRequest {
+    const message = createBaseResumeInstanceRequest();
+    message.requestId = object.requestId ?? "";
+    message.vmId = object.vmId ?? "";
+    return message;
+  },
+};
+
+function createBaseResumeInstanceResponse(): ResumeInstanceResponse {
+  return { instance: undefined };
+}
+
+export const ResumeInstanceResponse: MessageFns<ResumeInstanceResponse> = {
+  encode(message: ResumeInstanceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.instance !== undefined) {
+      Instance.encode(message.instance, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeInstanceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeInstanceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.instance = Instance.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResumeInstanceResponse {
+    return { instance: isSet(object.instance) ? Instance.fromJSON(object.instance) : undefined };
+  },
+
+  toJSON(message: ResumeInstanceResponse): unknown {
+    const obj: any = {};
+    if (message.instance !== undefined) {
+      obj.instance = Instance.toJSON(message.instance);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResumeInstanceResponse>, I>>(base?: I): ResumeInstanceResponse {
+    return ResumeInstanceResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeInstanceResponse>, I>>(object: I): ResumeInstanceResponse {
+    const message = createBaseResumeInstanceResponse();
+    message.instance = (object.instance !== undefined && object.instance !== null)
+      ? Instance.fromPartial(object.instance)
+      : undefined;
+    return message;
+  },
+};
+
 /** Served by the server: the customer-facing VM command set. */
 export type VmServiceService = typeof VmServiceService;
 export const VmServiceService = {
@@ -8140,6 +9090,36 @@ export const VmServiceService = {
       Buffer.from(SetVmServiceAccountsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SetVmServiceAccountsResponse => SetVmServiceAccountsResponse.decode(value),
   },
+  /** Freezes a RUNNING VM's vCPUs (QMP stop / SIGSTOP): RUNNING -> PAUSED. */
+  pauseVm: {
+    path: "/trustplane.vm.v1.VmService/PauseVm" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PauseVmRequest): Buffer => Buffer.from(PauseVmRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PauseVmRequest => PauseVmRequest.decode(value),
+    responseSerialize: (value: PauseVmResponse): Buffer => Buffer.from(PauseVmResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PauseVmResponse => PauseVmResponse.decode(value),
+  },
+  /** PAUSED -> RUNNING. */
+  resumeVm: {
+    path: "/trustplane.vm.v1.VmService/ResumeVm" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResumeVmRequest): Buffer => Buffer.from(ResumeVmRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResumeVmRequest => ResumeVmRequest.decode(value),
+    responseSerialize: (value: ResumeVmResponse): Buffer => Buffer.from(ResumeVmResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResumeVmResponse => ResumeVmResponse.decode(value),
+  },
+  /** The images a VM can be created from, with their OS and the hypervisors that run them. */
+  listImages: {
+    path: "/trustplane.vm.v1.VmService/ListImages" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListImagesRequest): Buffer => Buffer.from(ListImagesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListImagesRequest => ListImagesRequest.decode(value),
+    responseSerialize: (value: ListImagesResponse): Buffer => Buffer.from(ListImagesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListImagesResponse => ListImagesResponse.decode(value),
+  },
 } as const;
 
 export interface VmServiceServer extends UntypedServiceImplementation {
@@ -8174,6 +9154,12 @@ export interface VmServiceServer extends UntypedServiceImplementation {
    * restart); the caller must be allowed to act as every added account.
    */
   setVmServiceAccounts: handleUnaryCall<SetVmServiceAccountsRequest, SetVmServiceAccountsResponse>;
+  /** Freezes a RUNNING VM's vCPUs (QMP stop / SIGSTOP): RUNNING -> PAUSED. */
+  pauseVm: handleUnaryCall<PauseVmRequest, PauseVmResponse>;
+  /** PAUSED -> RUNNING. */
+  resumeVm: handleUnaryCall<ResumeVmRequest, ResumeVmResponse>;
+  /** The images a VM can be created from, with their OS and the hypervisors that run them. */
+  listImages: handleUnaryCall<ListImagesRequest, ListImagesResponse>;
 }
 
 export interface VmServiceClient extends Client {
@@ -8369,6 +9355,54 @@ export interface VmServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SetVmServiceAccountsResponse) => void,
+  ): ClientUnaryCall;
+  /** Freezes a RUNNING VM's vCPUs (QMP stop / SIGSTOP): RUNNING -> PAUSED. */
+  pauseVm(
+    request: PauseVmRequest,
+    callback: (error: ServiceError | null, response: PauseVmResponse) => void,
+  ): ClientUnaryCall;
+  pauseVm(
+    request: PauseVmRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PauseVmResponse) => void,
+  ): ClientUnaryCall;
+  pauseVm(
+    request: PauseVmRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PauseVmResponse) => void,
+  ): ClientUnaryCall;
+  /** PAUSED -> RUNNING. */
+  resumeVm(
+    request: ResumeVmRequest,
+    callback: (error: ServiceError | null, response: ResumeVmResponse) => void,
+  ): ClientUnaryCall;
+  resumeVm(
+    request: ResumeVmRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResumeVmResponse) => void,
+  ): ClientUnaryCall;
+  resumeVm(
+    request: ResumeVmRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResumeVmResponse) => void,
+  ): ClientUnaryCall;
+  /** The images a VM can be created from, with their OS and the hypervisors that run them. */
+  listImages(
+    request: ListImagesRequest,
+    callback: (error: ServiceError | null, response: ListImagesResponse) => void,
+  ): ClientUnaryCall;
+  listImages(
+    request: ListImagesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListImagesResponse) => void,
+  ): ClientUnaryCall;
+  listImages(
+    request: ListImagesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListImagesResponse) => void,
   ): ClientUnaryCall;
 }
 
@@ -8638,6 +9672,29 @@ export const HostControlServiceService = {
     responseDeserialize: (value: Buffer): SetInstanceServiceAccountsResponse =>
       SetInstanceServiceAccountsResponse.decode(value),
   },
+  /** QMP stop / SIGSTOP of the whole process VM; UNIMPLEMENTED where the driver cannot. */
+  pauseInstance: {
+    path: "/trustplane.vm.v1.HostControlService/PauseInstance" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PauseInstanceRequest): Buffer => Buffer.from(PauseInstanceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PauseInstanceRequest => PauseInstanceRequest.decode(value),
+    responseSerialize: (value: PauseInstanceResponse): Buffer =>
+      Buffer.from(PauseInstanceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PauseInstanceResponse => PauseInstanceResponse.decode(value),
+  },
+  /** QMP cont / SIGCONT. */
+  resumeInstance: {
+    path: "/trustplane.vm.v1.HostControlService/ResumeInstance" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResumeInstanceRequest): Buffer =>
+      Buffer.from(ResumeInstanceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResumeInstanceRequest => ResumeInstanceRequest.decode(value),
+    responseSerialize: (value: ResumeInstanceResponse): Buffer =>
+      Buffer.from(ResumeInstanceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResumeInstanceResponse => ResumeInstanceResponse.decode(value),
+  },
 } as const;
 
 export interface HostControlServiceServer extends UntypedServiceImplementation {
@@ -8665,6 +9722,10 @@ export interface HostControlServiceServer extends UntypedServiceImplementation {
   getHostCapabilities: handleUnaryCall<GetHostCapabilitiesRequest, GetHostCapabilitiesResponse>;
   /** Replaces a running instance's service accounts (handed on to the token agent). */
   setInstanceServiceAccounts: handleUnaryCall<SetInstanceServiceAccountsRequest, SetInstanceServiceAccountsResponse>;
+  /** QMP stop / SIGSTOP of the whole process VM; UNIMPLEMENTED where the driver cannot. */
+  pauseInstance: handleUnaryCall<PauseInstanceRequest, PauseInstanceResponse>;
+  /** QMP cont / SIGCONT. */
+  resumeInstance: handleUnaryCall<ResumeInstanceRequest, ResumeInstanceResponse>;
 }
 
 export interface HostControlServiceClient extends Client {
@@ -8853,6 +9914,38 @@ export interface HostControlServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SetInstanceServiceAccountsResponse) => void,
+  ): ClientUnaryCall;
+  /** QMP stop / SIGSTOP of the whole process VM; UNIMPLEMENTED where the driver cannot. */
+  pauseInstance(
+    request: PauseInstanceRequest,
+    callback: (error: ServiceError | null, response: PauseInstanceResponse) => void,
+  ): ClientUnaryCall;
+  pauseInstance(
+    request: PauseInstanceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PauseInstanceResponse) => void,
+  ): ClientUnaryCall;
+  pauseInstance(
+    request: PauseInstanceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PauseInstanceResponse) => void,
+  ): ClientUnaryCall;
+  /** QMP cont / SIGCONT. */
+  resumeInstance(
+    request: ResumeInstanceRequest,
+    callback: (error: ServiceError | null, response: ResumeInstanceResponse) => void,
+  ): ClientUnaryCall;
+  resumeInstance(
+    request: ResumeInstanceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResumeInstanceResponse) => void,
+  ): ClientUnaryCall;
+  resumeInstance(
+    request: ResumeInstanceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResumeInstanceResponse) => void,
   ): ClientUnaryCall;
 }
 
