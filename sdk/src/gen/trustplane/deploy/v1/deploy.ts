@@ -117,6 +117,7 @@ export function deploymentStatusToJSON(object: DeploymentStatus): string {
 
 /** The AAC triplet that scopes every deployment and everything it stores. */
 export interface Aac {
+  /** Each part: 1-128 characters of [A-Za-z0-9._-]; together they scope everything stored. */
   account: string;
   application: string;
   component: string;
@@ -173,7 +174,9 @@ export interface Deployment {
   operationId: string;
   aac: Aac | undefined;
   fileName: string;
+  /** Bytes received (equal to the header's declared_size). */
   size: number;
+  /** SHA-256 of the archive as received. */
   sha256: Uint8Array;
   status: DeploymentStatus;
   /** Stable reason code when MALICIOUS or REJECTED, e.g. ARCHIVE_OVERLAP. */
@@ -186,10 +189,13 @@ export interface Deployment {
   docs: DocEntry[];
   /** Manifest / package metadata (name, version, OSGi headers...). */
   metadata: Map<string, string>;
+  /** Principal whose signed Deploy call created it. */
   deployedBy: string;
   createdAtMs: number;
   updatedAtMs: number;
+  /** Central-directory entries, nested archives included. */
   entryCount: number;
+  /** Sum of inflated entry sizes, nested archives included. */
   uncompressedSize: number;
   /** Worker time spent validating (wall clock), for operators and the bench. */
   validationMs: number;
@@ -233,6 +239,7 @@ export interface WatchDeploymentRequest {
 export interface DeploymentStage {
   status: DeploymentStatus;
   detail: string;
+  /** Stable reason code for MALICIOUS or REJECTED. */
   reason: string;
   /** 0..1 where measurable (validation progress by entries). */
   progress: number;

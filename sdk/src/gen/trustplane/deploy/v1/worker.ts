@@ -19,12 +19,19 @@ export const protobufFileName = "trustplane/deploy/v1/worker.proto";
 
 /** Limits the core processor enforces; the server sets them per operation. */
 export interface ArchiveLimits {
+  /** Central-directory entries, nested archives included. */
   maxEntries: number;
+  /** Inflated bytes of one entry. */
   maxEntrySize: number;
+  /** Inflated bytes of the whole archive as declared by the central directory. */
   maxTotalSize: number;
+  /** Inflated / compressed size of one entry. */
   maxRatio: number;
+  /** Bytes of one entry name. */
   maxNameLength: number;
+  /** Path segments of one entry name. */
   maxDepth: number;
+  /** Archive-in-archive levels (1: a JAR inside a WAR, no deeper). */
   maxNesting: number;
   /** Global budget of inflated bytes across entries and nested archives. */
   maxInflatedTotal: number;
@@ -33,6 +40,7 @@ export interface ArchiveLimits {
 /** Validate one quarantined archive copied into the worker's scratch directory. */
 export interface ValidateArchive {
   operationId: string;
+  /** The operation's AAC; everything the worker returns must name the same one. */
   account: string;
   application: string;
   component: string;
@@ -78,6 +86,7 @@ export interface ProcessorOutput {
   processorId: string;
   /** File name inside scratch holding the processor's JSON result. */
   file: string;
+  /** Of the result file; the post-processor checks it before parsing the file. */
   sha256: Uint8Array;
   size: number;
 }
@@ -85,6 +94,7 @@ export interface ProcessorOutput {
 export interface ValidationProgress {
   entriesDone: number;
   entriesTotal: number;
+  /** So far, across entries and nested archives. */
   bytesInflated: number;
 }
 
@@ -104,7 +114,9 @@ export interface ValidationFailure {
 
 /** Sent by a worker once it is ready for work (the pool keeps it warm until then). */
 export interface WorkerReady {
+  /** Version of this framed protocol the worker speaks (currently 1). */
   protocolVersion: number;
+  /** As the worker sees it, for logs only; the server kills the process group it spawned. */
   pid: number;
 }
 

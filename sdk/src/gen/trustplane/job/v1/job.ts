@@ -202,6 +202,7 @@ export interface Hello {
   clientSealingKey: Uint8Array;
   /** Client signing key (JWK JSON) for the sign variant. */
   clientSigningJwk: string;
+  /** The challenge the client asks for; the service may require a particular one. */
   variant: ChallengeVariant;
 }
 
@@ -227,6 +228,7 @@ export interface ChallengeResponse {
 /** The challenge was answered; the session is bound to the client's key. */
 export interface SessionEstablished {
   sessionId: string;
+  /** After this, key requests are refused and the client must open a new session. */
   expiresAtMs: number;
 }
 
@@ -235,9 +237,15 @@ export interface KeyRequest {
   jobId: string;
   /** The one-time job key the VM presents (256-bit). */
   otk: Uint8Array;
+  /** Raw X25519 public key (32 bytes), fresh per job; the DEK is sealed to it. */
   vmEphemeralPublicKey: Uint8Array;
+  /** SHA-256 of the module the VM will run, for the key holder's release policy. */
   codeSha256: Uint8Array;
-  data: ObjectRef | undefined;
+  /** The ciphertext the DEK is for. */
+  data:
+    | ObjectRef
+    | undefined;
+  /** The DEK's client-side name, as given in SubmitJob. */
   dekId: string;
   /** Correlates KeyRelease/KeyDenied with this request within the session. */
   requestSeq: number;
@@ -252,6 +260,7 @@ export interface KeyRelease {
   requestSeq: number;
   /** HPKE to the VM's ephemeral key; info binds job id, OTK digest and code digest. */
   enc: Uint8Array;
+  /** HPKE ciphertext of the 32-byte DEK. */
   sealedDek: Uint8Array;
 }
 
@@ -268,6 +277,7 @@ export interface JobEvent {
   jobId: string;
   state: JobState;
   detail: string;
+  /** 0..1 where the module reports it. */
   progress: number;
   timeMs: number;
 }
@@ -275,6 +285,7 @@ export interface JobEvent {
 /** Something the client must see: a second key request for a used OTK, a refused release. */
 export interface SecurityEvent {
   jobId: string;
+  /** Stable reason code: OTK_REUSED, KEY_DENIED, OTK_UNKNOWN... */
   reason: string;
   detail: string;
   timeMs: number;
@@ -322,6 +333,7 @@ export interface SubmitJobRequest {
   sessionId: string;
   /** WebAssembly module (see the job ABI in sdk/src/job/). */
   code: Uint8Array;
+  /** SHA-256 of the module; the job VM refuses a module that differs. */
   codeSha256: Uint8Array;
   /** The one-time job key, issued by the client's key holder for this job only. */
   otk: Uint8Array;
@@ -332,19 +344,26 @@ export interface SubmitJobRequest {
   /** Ciphertext sent straight to the job VM (envelope format). */
   inlineCiphertext?: Uint8Array | undefined;
   resultMode: ResultMode;
-  limits: JobLimits | undefined;
+  limits:
+    | JobLimits
+    | undefined;
+  /** Client-side name of the DEK; the service only relays it to the key holder. */
   dekId: string;
   /** Where a stored result goes (tenant/name); empty picks one. */
   resultName: string;
   /** A job VM from CreateJobVm; empty: provision one for this job. */
   jobVmId: string;
+  /** Instead of `code`: a module already in hosted storage (set exactly one of the two). */
+  codeObject: ObjectRef | undefined;
 }
 
 export interface Job {
   jobId: string;
   sessionId: string;
+  /** Principal who submitted it. */
   owner: string;
   state: JobState;
+  /** Stable reason code when FAILED (MEMORY_LIMIT, WALL_CLOCK_LIMIT, OTK_REUSED...). */
   failureReason: string;
   codeSha256: Uint8Array;
   data: ObjectRef | undefined;
@@ -2065,6 +2084,7 @@ function createBaseSubmitJobRequest(): SubmitJobRequest {
     dekId: "",
     resultName: "",
     jobVmId: "",
+    codeObject: undefined,
   };
 }
 
@@ -2105,6 +2125,9 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     }
     if (message.jobVmId !== "") {
       writer.uint32(98).string(message.jobVmId);
+    }
+    if (message.codeObject !== undefined) {
+      ObjectRef.encode(message.codeObject, writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -2218,6 +2241,14 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
             message.jobVmId = reader.string();
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.codeObject = ObjectRef.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2276,6 +2307,11 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
         : isSet(object.job_vm_id)
         ? globalThis.String(object.job_vm_id)
         : "",
+      codeObject: isSet(object.codeObject)
+        ? ObjectRef.fromJSON(object.codeObject)
+        : isSet(object.code_object)
+        ? ObjectRef.fromJSON(object.code_object)
+        : undefined,
     };
   },
 
@@ -2317,6 +2353,9 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     if (message.jobVmId !== "") {
       obj.jobVmId = message.jobVmId;
     }
+    if (message.codeObject !== undefined) {
+      obj.codeObject = ObjectRef.toJSON(message.codeObject);
+    }
     return obj;
   },
 
@@ -2341,6 +2380,9 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     message.dekId = object.dekId ?? "";
     message.resultName = object.resultName ?? "";
     message.jobVmId = object.jobVmId ?? "";
+    message.codeObject = (object.codeObject !== undefined && object.codeObject !== null)
+      ? ObjectRef.fromPartial(object.codeObject)
+      : undefined;
     return message;
   },
 };

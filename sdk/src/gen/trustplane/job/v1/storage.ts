@@ -38,6 +38,7 @@ export interface ObjectRef {
   name: string;
   /** SHA-256 of the stored bytes (hex). */
   digest: string;
+  /** Bytes. */
   size: number;
 }
 

@@ -37,6 +37,7 @@ export interface ReadGuestMemory {
   vmId: string;
   /** Guest-physical address. */
   address: number;
+  /** Bytes; at most 1 MiB (larger regions: DumpGuestMemory). */
   length: number;
 }
 
@@ -59,7 +60,9 @@ export interface CollectHostDiagnostics {
 /** Operation class "lifecycle" (StopGuest, StartGuest, TerminateGuest), via the control plane. */
 export interface StopGuest {
   vmId: string;
+  /** Graceful window before a forced stop; 0 uses the control plane's default. */
   timeoutSeconds: number;
+  /** Skip the graceful phase. */
   force: boolean;
 }
 
@@ -87,6 +90,10 @@ export interface ApplyConfigPatch {
 export interface PrivilegedRequest {
   requestId: string;
   hostId: string;
+  /**
+   * Milliseconds since the epoch; the host refuses the request outside
+   * [not_before_ms, not_after_ms] (with its clock-skew allowance).
+   */
   notBeforeMs: number;
   /** At most 5 minutes after not_before_ms. */
   notAfterMs: number;
@@ -123,6 +130,7 @@ export interface PrivilegedResult {
   hostId: string;
   /** SHA-256 of the signed request envelope's bytes this result answers. */
   requestDigest: Uint8Array;
+  /** Host clock when execution finished. */
   executedAtMs: number;
   /** "ok" or an error reason code. */
   outcome: string;
@@ -133,6 +141,7 @@ export interface PrivilegedResult {
   values: KeyValue[];
   /** For streamed results: SHA-256 and size of the plaintext that was streamed. */
   streamSha256: Uint8Array;
+  /** Bytes of that plaintext. */
   streamSize: number;
   hypervisorStatus?: HypervisorStatus | undefined;
   hostDiagnostics?: HostDiagnostics | undefined;
@@ -221,6 +230,7 @@ export interface SealedResult {
  */
 export interface SealedRequest {
   hostId: string;
+  /** HPKE encapsulated key. */
   enc: Uint8Array;
   /** Ciphertext of an encoded trustplane.auth.v1.SignedEnvelope holding a PrivilegedRequest. */
   ciphertext: Uint8Array;
@@ -229,7 +239,11 @@ export interface SealedRequest {
 export interface SubmitRequest {
   /** The carrier's idempotency key; the signed request's own request_id names the operation. */
   requestId: string;
-  envelope?: SignedEnvelope | undefined;
+  /** A signed PrivilegedRequest in clear (the carrier can read its parameters). */
+  envelope?:
+    | SignedEnvelope
+    | undefined;
+  /** The same envelope sealed to the host's published key. */
   sealed?: SealedRequest | undefined;
 }
 
@@ -239,6 +253,7 @@ export interface SubmitResponse {
 
 export interface SubmitStreamRequest {
   requestId: string;
+  /** As in SubmitRequest. */
   envelope?: SignedEnvelope | undefined;
   sealed?: SealedRequest | undefined;
 }
@@ -269,6 +284,7 @@ export interface HostKeyBinding {
   signingJwk: string;
   /** The host's X25519 sealing public key, raw 32 bytes. */
   sealingPublicKey: Uint8Array;
+  /** When the CA signed the binding (re-issued when the host rotates keys). */
   issuedAtMs: number;
   /** Thumbprint of the CA key that signed this binding. */
   caKeyId: string;

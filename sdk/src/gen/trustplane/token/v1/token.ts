@@ -110,6 +110,10 @@ export interface CreateServiceAccountRequest {
   requestId: string;
   email: string;
   displayName: string;
+  /**
+   * Scopes VMs may be granted with this account; each must belong to a declared
+   * service (DefineService).
+   */
   allowedScopes: string[];
 }
 
@@ -146,6 +150,7 @@ export interface DeleteServiceAccountResponse {
 export interface GrantActAsRequest {
   requestId: string;
   email: string;
+  /** An AuthService principal name. */
   principal: string;
 }
 
@@ -181,9 +186,13 @@ export interface LongTermTokenInfo {
   accessor: string;
   serviceAccount: string;
   scopes: string[];
+  /** Hosts the token is bound to; presented from any other host it is refused. */
   hostIds: string[];
+  /** VMs holding it (see holders for the host of each). */
   vmIds: string[];
+  /** Grows with every rotation and renewal. */
   version: number;
+  /** Of the current version; holders renew at half-life. */
   expiresAtMs: number;
   revoked: boolean;
   /** Which VM on which host holds the token; it is revoked when the last one is released. */
@@ -263,6 +272,7 @@ export interface RevokeLongTermTokenResponse {
 
 export interface RenewLongTermTokenRequest {
   requestId: string;
+  /** The current secret, proving the caller holds it. */
   token: string;
   hostId: string;
 }
@@ -324,6 +334,7 @@ export interface ListServicesResponse {
 }
 
 export interface MintAccessTokenRequest {
+  /** The secret; only the agent of a host it is bound to holds it. */
   longTermToken: string;
   /** Must be a subset of the long-term token's scopes; empty means all of them. */
   scopes: string[];
@@ -345,7 +356,9 @@ export interface MintAccessTokenResponse {
 }
 
 export interface MintIdentityTokenRequest {
+  /** As in MintAccessTokenRequest. */
   longTermToken: string;
+  /** The token's `aud`, chosen by the guest (as GCE's identity?audience=). */
   audience: string;
   vmId: string;
   hostId: string;
@@ -424,7 +437,9 @@ export interface VmAccount {
 export interface AttachVmRequest {
   requestId: string;
   vmId: string;
+  /** Served at instance/hostname. */
   hostname: string;
+  /** Served at project/project-id. */
   projectId: string;
   accounts: VmAccount[];
 }

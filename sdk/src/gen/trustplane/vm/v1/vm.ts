@@ -315,13 +315,16 @@ export interface ServiceAccountGrant {
 export interface VolumeSpec {
   /** Caller-chosen id, unique per VM ([a-z0-9-], at most 63 characters). */
   volumeId: string;
+  /** Size of a volume created for this VM (a qcow2 file); 0 for an existing one. */
   sizeGib: number;
+  /** Attached read-only. */
   readOnly: boolean;
 }
 
 export interface PortForward {
   /** "tcp" or "udp". */
   protocol: string;
+  /** On the host's loopback; 0 picks a free port, reported back in the VM record. */
   hostPort: number;
   guestPort: number;
 }
@@ -335,15 +338,18 @@ export interface NetworkSpec {
 export interface Resources {
   vcpus: number;
   memoryMib: number;
+  /** Root disk size. */
   diskGib: number;
 }
 
 export interface Vm {
   vmId: string;
   name: string;
+  /** Principal whose signed CreateVm made it. */
   owner: string;
   /** Image name, e.g. "tiny-linux" (QEMU guest) or "process" (sandbox). */
   image: string;
+  /** e.g. "linux"; from the image unless the request named one. */
   os: string;
   resources: Resources | undefined;
   hypervisor: HypervisorType;
@@ -355,6 +361,7 @@ export interface Vm {
   region: string;
   hostId: string;
   state: VmState;
+  /** Stable reason code when FAILED (e.g. BOOT_TIMEOUT, HOST_DOWN). */
   failureReason: string;
   /** "kvm", "tcg" or "none". */
   accelerator: string;
@@ -380,7 +387,9 @@ export interface Vm {
 export interface CreateVmRequest {
   requestId: string;
   name: string;
+  /** An image name from ListImages. */
   image: string;
+  /** Usually empty (the image's OS); the hypervisor choice starts from it. */
   os: string;
   resources:
     | Resources
@@ -388,6 +397,7 @@ export interface CreateVmRequest {
   /** Unspecified: the service chooses from the OS, features, availability and cost. */
   hypervisor: HypervisorType;
   requiredFeatures: Feature[];
+  /** Empty: any region. */
   region: string;
   serviceAccounts: ServiceAccountGrant[];
   volumes: VolumeSpec[];
@@ -413,6 +423,7 @@ export interface GetVmResponse {
 export interface ListVmsRequest {
   pageSize: number;
   pageToken: string;
+  /** Filters; unspecified or empty values match all. */
   state: VmState;
   hostId: string;
   hypervisor: HypervisorType;
@@ -475,6 +486,7 @@ export interface DetachVolumeRequest {
   requestId: string;
   vmId: string;
   volumeId: string;
+  /** How long to wait for the guest to release the device; 0: the default (10 s). */
   timeoutSeconds: number;
 }
 
@@ -500,6 +512,7 @@ export interface VmEvent {
   detail: string;
   /** Who caused it: a principal, "guest", "host:<id>" or "scheduler". */
   initiator: string;
+  /** The VM's state after the event. */
   state: VmState;
   timeMs: number;
 }
@@ -507,6 +520,7 @@ export interface VmEvent {
 export interface WatchVmEventsRequest {
   /** Empty: every VM the caller may see. */
   vmId: string;
+  /** Resume after this event; 0: the current state of each VM first, then live. */
   afterSeq: number;
 }
 
@@ -519,7 +533,9 @@ export interface DriverCapabilities {
   hypervisor: HypervisorType;
   /** Uniform operation names the driver implements (from its function table). */
   operations: string[];
+  /** Features the driver provides on this host. */
   features: Feature[];
+  /** "kvm", "tcg" or "none" (sandbox), as probed on this host. */
   accelerator: string;
   /** Relative cost used by the hypervisor choice (lower is cheaper). */
   cost: number;
@@ -541,14 +557,24 @@ export interface GetCapabilitiesResponse {
 export interface HostCapacity {
   hostId: string;
   region: string;
-  total: Resources | undefined;
-  used: Resources | undefined;
+  /** Physical capacity. */
+  total:
+    | Resources
+    | undefined;
+  /** Claimed by the VMs scheduled here (the scheduler's atomic claims). */
+  used:
+    | Resources
+    | undefined;
+  /** Overcommit ratios as Nova's: schedulable = total x ratio. */
   cpuAllocationRatio: number;
   ramAllocationRatio: number;
   diskAllocationRatio: number;
+  /** 1-minute load average divided by the number of cores. */
   load: number;
   instanceCount: number;
+  /** Agent <-> server round trip the agent measured. */
   latencyMs: number;
+  /** False after three missed heartbeats; a down host is filtered out. */
   up: boolean;
   lastHeartbeatMs: number;
   drivers: DriverCapabilities[];
@@ -569,6 +595,7 @@ export interface RegisterHostResponse {
 
 export interface HeartbeatRequest {
   hostId: string;
+  /** As HostCapacity.load. */
   load: number;
   instanceCount: number;
   latencyMs: number;
@@ -608,6 +635,7 @@ export interface Instance {
   state: VmState;
   failureReason: string;
   accelerator: string;
+  /** Host pid of the QEMU process or the sandbox's init. */
   pid: number;
   volumes: VolumeSpec[];
   network:
@@ -632,6 +660,7 @@ export interface InstanceSpec {
   command: string[];
   /** Served by the VM's metadata endpoint (instance/hostname, project/project-id). */
   name: string;
+  /** Served at project/project-id (the VM owner's project). */
   projectId: string;
   /** Features the instance must have; the agent refuses a spec its driver cannot meet. */
   requiredFeatures: Feature[];
@@ -662,6 +691,7 @@ export interface StartInstanceResponse {
 export interface StopInstanceRequest {
   requestId: string;
   vmId: string;
+  /** As StopVmRequest. */
   timeoutSeconds: number;
   force: boolean;
 }
