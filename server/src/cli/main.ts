@@ -4,8 +4,9 @@ import { TrustplaneError } from "../../../sdk/src/errors.js";
 import type { Command } from "./cli-context.js";
 import { agentCommand, devCommand, serverCommand } from "./commands/process-commands.js";
 import { auditCommand, echoCommand, hostCommand, keysCommand, principalCommand, whoamiCommand } from "./commands/identity-commands.js";
+import { serviceAccountCommand, tokenCommand } from "../token/cli/token-commands.js";
 
-export const COMMANDS: Command[] = [devCommand, serverCommand, agentCommand, keysCommand, principalCommand, hostCommand, auditCommand, echoCommand, whoamiCommand];
+export const COMMANDS: Command[] = [devCommand, serverCommand, agentCommand, keysCommand, principalCommand, hostCommand, auditCommand, echoCommand, whoamiCommand, serviceAccountCommand, tokenCommand];
 
 function help(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
