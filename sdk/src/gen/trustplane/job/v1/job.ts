@@ -3606,7 +3606,8 @@ export const JobServiceService = {
   /**
    * The session: a bidirectional stream bound to the client's key by a challenge. It stays
    * open for the session's life: key requests from job VMs reach the client's key holder
-   * over it, and job and security events come back on it. Closing it cancels its jobs.
+   * over it, and job and security events come back on it. A job whose key request finds
+   * the session closed fails (nobody is left to release the key).
    */
   openSession: {
     path: "/trustplane.job.v1.JobService/OpenSession" as const,
@@ -3676,7 +3677,8 @@ export interface JobServiceServer extends UntypedServiceImplementation {
   /**
    * The session: a bidirectional stream bound to the client's key by a challenge. It stays
    * open for the session's life: key requests from job VMs reach the client's key holder
-   * over it, and job and security events come back on it. Closing it cancels its jobs.
+   * over it, and job and security events come back on it. A job whose key request finds
+   * the session closed fails (nobody is left to release the key).
    */
   openSession: handleBidiStreamingCall<OpenSessionRequest, OpenSessionResponse>;
   /**
@@ -3698,7 +3700,8 @@ export interface JobServiceClient extends Client {
   /**
    * The session: a bidirectional stream bound to the client's key by a challenge. It stays
    * open for the session's life: key requests from job VMs reach the client's key holder
-   * over it, and job and security events come back on it. Closing it cancels its jobs.
+   * over it, and job and security events come back on it. A job whose key request finds
+   * the session closed fails (nobody is left to release the key).
    */
   openSession(): ClientDuplexStream<OpenSessionRequest, OpenSessionResponse>;
   openSession(options: Partial<CallOptions>): ClientDuplexStream<OpenSessionRequest, OpenSessionResponse>;

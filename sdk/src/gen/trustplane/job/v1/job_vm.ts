@@ -38,8 +38,10 @@ export const protobufFileName = "trustplane/job/v1/job_vm.proto";
 
 /**
  * JobVmService on the server, called only by a job VM's runner (the untrusted guest side of
- * seed 003): it asks for the data key with its ephemeral X25519 key and reports the outcome.
- * The runner signs with a key the server created for that job VM (principal job-vm:<id>).
+ * seed 003) when the job VM is a VM reached over the network: it fetches its spec, asks for
+ * the data key with its ephemeral X25519 key and reports the outcome. The runner signs with a
+ * key the server created for that job VM (principal job-vm:<id>). A runner the service spawns
+ * itself may carry the same messages over its pipe instead.
  */
 
 export interface JobSpec {
