@@ -35,6 +35,7 @@ export const protobufFileName = "trustplane/job/v1/job.proto";
  * ephemeral X25519 key, so the service interface never holds it in clear.
  */
 
+/** How the service proves the session's client holds its key (both variants of seed 003). */
 export enum ChallengeVariant {
   CHALLENGE_VARIANT_UNSPECIFIED = 0,
   /** CHALLENGE_VARIANT_ENCRYPT_TO_CLIENT_KEY - The service encrypts a random value to the client's X25519 key; the client returns it. */
@@ -155,6 +156,7 @@ export function jobStateToJSON(object: JobState): string {
   }
 }
 
+/** Where a job's encrypted result goes. */
 export enum ResultMode {
   RESULT_MODE_UNSPECIFIED = 0,
   /** RESULT_MODE_STORED - Encrypted under the DEK and stored in hosted storage. */

@@ -30,6 +30,7 @@ export const protobufFileName = "trustplane/privileged/v1/privileged.proto";
  * Privileged host operations (seed 002): an operator signs a request (possibly ahead of time,
  * for an untrusted technician to carry), the host's agent verifies and executes it, signs
  * the result with the host key and seals it to the recipient key inside the signed request.
+ * PrivilegedService runs on the agent; HostKeysService (hosts' published keys) on the server.
  */
 
 /** Operation class "memory": a small region of guest memory (QMP pmemsave), returned inline. */

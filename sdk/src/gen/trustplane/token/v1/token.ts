@@ -28,11 +28,13 @@ export const protobufFileName = "trustplane/token/v1/token.proto";
 
 /**
  * TokenService on the server: the token authority (service accounts, long-term and
- * short-term tokens, JWKS) and the VM manager's push channel to agents. Implements seed 000:
- * VMs get short-lived tokens from their host's VM authorization process, which holds the
- * long-term tokens the VM never sees.
+ * short-term tokens, JWKS) and the push channel of token updates to agents; TokenAgentService
+ * on the agent, through which the VM manager gives each VM its authorization process.
+ * Implements seed 000: VMs get short-lived tokens from their host's VM authorization process,
+ * which holds the long-term tokens the VM never sees.
  */
 
+/** What a pushed update tells the agent to do. */
 export enum TokenUpdateKind {
   TOKEN_UPDATE_KIND_UNSPECIFIED = 0,
   /** TOKEN_UPDATE_KIND_ROTATED - A new version of a long-term token; the previous one stays valid for a grace period. */

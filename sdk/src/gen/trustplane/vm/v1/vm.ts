@@ -31,6 +31,7 @@ export const protobufFileName = "trustplane/vm/v1/vm.proto";
  * agent's control plane serves (HostControlService), translated per hypervisor driver.
  */
 
+/** The drivers of the agent's control plane. */
 export enum HypervisorType {
   HYPERVISOR_TYPE_UNSPECIFIED = 0,
   /** HYPERVISOR_TYPE_QEMU - QEMU via QMP, KVM when a probe boot succeeds, else TCG. */
@@ -132,10 +133,18 @@ export function featureToJSON(object: Feature): string {
   }
 }
 
+/**
+ * The VM lifecycle: PENDING -> SCHEDULED -> STARTING -> RUNNING <-> STOPPED / PAUSED ->
+ * TERMINATING -> TERMINATED, or FAILED with a reason. Other transitions answer
+ * FAILED_PRECONDITION.
+ */
 export enum VmState {
   VM_STATE_UNSPECIFIED = 0,
+  /** VM_STATE_PENDING - Accepted, not yet placed on a host. */
   VM_STATE_PENDING = 1,
+  /** VM_STATE_SCHEDULED - A host was chosen and its resources claimed. */
   VM_STATE_SCHEDULED = 2,
+  /** VM_STATE_STARTING - The driver is booting it (QEMU: until the guest's ready line). */
   VM_STATE_STARTING = 3,
   VM_STATE_RUNNING = 4,
   VM_STATE_STOPPING = 5,
@@ -143,6 +152,7 @@ export enum VmState {
   VM_STATE_PAUSED = 7,
   VM_STATE_TERMINATING = 8,
   VM_STATE_TERMINATED = 9,
+  /** VM_STATE_FAILED - See failure_reason; resources are released. */
   VM_STATE_FAILED = 10,
   UNRECOGNIZED = -1,
 }
@@ -219,6 +229,7 @@ export function vmStateToJSON(object: VmState): string {
   }
 }
 
+/** Event types, as libvirt's domain lifecycle events. */
 export enum VmEventType {
   VM_EVENT_TYPE_UNSPECIFIED = 0,
   VM_EVENT_TYPE_DEFINED = 1,
