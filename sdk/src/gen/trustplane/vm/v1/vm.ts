@@ -9456,7 +9456,10 @@ export const VmServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
-/** Served by the server, called by agents: agents register their host's capacity and capabilities and heartbeat. */
+/**
+ * Served by the server, called by agents: each registers its host's capacity and
+ * capabilities, then heartbeats.
+ */
 export type HostServiceService = typeof HostServiceService;
 export const HostServiceService = {
   /** Called by an agent (host identity from the join) at start; idempotent. */
