@@ -1,0 +1,112 @@
+// SDK step 1 of seed 003: encrypt a file or stream with the client's DEK into the envelope
+// format and upload the ciphertext to hosted storage (StorageService.PutObject). The signed
+// client stream needs the digest of every message before the first leaves, so the ciphertext
+// is spooled to a private temp file and sent in a second pass; plaintext never leaves.
+import { randomBytes } from "node:crypto";
+import { createReadStream, type ReadStream } from "node:fs";
+import { mkdtemp, open, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import type { SignedClient } from "../client/create-client.js";
+import { encryptStream } from "../envelope/encrypt-stream.js";
+import type { ObjectRef, StorageServiceService } from "../gen/trustplane/job/v1/storage.js";
+
+export interface TransferProgress {
+  phase: "encrypt" | "upload" | "download" | "decrypt";
+  bytes: number;
+  total?: number;
+}
+
+export interface EncryptToStorageOptions {
+  dek: Uint8Array;
+  dekId: string;
+  tenant: string;
+  /** Empty lets the service pick a name. */
+  name?: string;
+  /** Plaintext size if known (for progress). */
+  size?: number;
+  onProgress?: (p: TransferProgress) => void;
+  /** Where the ciphertext is spooled (default: the OS temp dir). */
+  spoolDir?: string;
+}
+
+const CHUNK = 1024 * 1024;
+
+export type PlaintextSource = string | AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+
+function sourceOf(source: PlaintextSource): AsyncIterable<Uint8Array> | Iterable<Uint8Array> {
+  return typeof source === "string" ? (createReadStream(source, { highWaterMark: CHUNK }) as ReadStream & AsyncIterable<Buffer>) : source;
+}
+
+/** Encrypts into an envelope file; returns its size. */
+export async function encryptToFile(
+  source: PlaintextSource,
+  file: string,
+  key: { dek: Uint8Array; dekId: string },
+  onProgress?: (p: TransferProgress) => void,
+  total?: number,
+): Promise<number> {
+  const out = await open(file, "wx", 0o600);
+  let plain = 0;
+  let written = 0;
+  try {
+    const counted = (async function* () {
+      for await (const c of sourceOf(source)) {
+        plain += c.length;
+        onProgress?.({ phase: "encrypt", bytes: plain, total });
+        yield c;
+      }
+    })();
+    for await (const piece of encryptStream(counted, { dek: key.dek, dekId: key.dekId })) {
+      await out.write(piece);
+      written += piece.length;
+    }
+  } finally {
+    await out.close();
+  }
+  return written;
+}
+
+/** Uploads an envelope file (already encrypted) as one object. */
+export async function uploadFile(
+  storage: SignedClient<typeof StorageServiceService>,
+  file: string,
+  size: number,
+  opts: { tenant: string; name?: string; onProgress?: (p: TransferProgress) => void },
+): Promise<ObjectRef> {
+  const requestId = `put-${randomBytes(8).toString("hex")}`;
+  let pass = 0;
+  const res = await storage.putObject(() =>
+    (async function* () {
+      pass++;
+      yield { header: { requestId, tenant: opts.tenant, name: opts.name ?? "", size } };
+      const h = await open(file, "r");
+      try {
+        let sent = 0;
+        for (;;) {
+          const buf = Buffer.allocUnsafe(CHUNK);
+          const { bytesRead } = await h.read(buf, 0, CHUNK, sent);
+          if (bytesRead === 0) break;
+          sent += bytesRead;
+          // Pass 1 only digests the stream for the call signature; pass 2 sends it.
+          if (pass > 1) opts.onProgress?.({ phase: "upload", bytes: sent, total: size });
+          yield { chunk: bytesRead === CHUNK ? buf : buf.subarray(0, bytesRead) };
+        }
+      } finally {
+        await h.close();
+      }
+    })(),
+  );
+  return res.object!;
+}
+
+export async function encryptToStorage(storage: SignedClient<typeof StorageServiceService>, source: PlaintextSource, opts: EncryptToStorageOptions): Promise<ObjectRef> {
+  const dir = await mkdtemp(path.join(opts.spoolDir ?? os.tmpdir(), "tp-spool-"));
+  const file = path.join(dir, "object.tpev");
+  try {
+    const size = await encryptToFile(source, file, opts, opts.onProgress, opts.size);
+    return await uploadFile(storage, file, size, opts);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
