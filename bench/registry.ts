@@ -1,5 +1,6 @@
 // Every benchmark `npm run bench` knows, by area. Each area adds its list here.
 import type { Benchmark } from "./harness.js";
 import { AUTH_BENCHMARKS } from "./auth/auth.bench.js";
+import { TOKEN_BENCHMARKS } from "./token/token.bench.js";
 
-export const BENCHMARKS: Benchmark[] = [...AUTH_BENCHMARKS];
+export const BENCHMARKS: Benchmark[] = [...AUTH_BENCHMARKS, ...TOKEN_BENCHMARKS];

@@ -1,0 +1,230 @@
+// Token area benchmarks (issue 3): the metadata token endpoint on a cache hit vs a bare
+// node:http handler returning the same JSON (load from a separate process, p99 at 64
+// clients); minting at the authority over gRPC vs an unsigned Echo on the same server; and
+// 200 VMs refreshing together costing at most one upstream mint per (VM, account, scopes).
+import { spawn, type ChildProcess } from "node:child_process";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import { generateSigningKey } from "../../sdk/src/auth/index.js";
+import { createClient } from "../../sdk/src/client/create-client.js";
+import { AuthServiceService, type EchoRequest, type EchoResponse } from "../../sdk/src/gen/trustplane/auth/v1/service.js";
+import { TokenServiceService } from "../../sdk/src/gen/trustplane/token/v1/token.js";
+import { AccessTokenMinter } from "../../server/src/token/authority/access-token-minter.js";
+import { InMemorySigningKeyStore, SigningKeyRing } from "../../server/src/token/authority/signing-keys.js";
+import type { TokenUpstream } from "../../server/src/token/agent/token-cache.js";
+import { VmAuthorizationProcess } from "../../server/src/token/agent/vm-authorization-process.js";
+import { asyncOpsPerSecond, interleaved, result, type Benchmark, type BenchResult } from "../harness.js";
+
+const SA = "bench@p.trustplane";
+const TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token";
+
+function lines(child: ChildProcess): () => Promise<string> {
+  const queue: string[] = [];
+  const waiting: ((l: string) => void)[] = [];
+  let pending = "";
+  child.stdout!.setEncoding("utf8");
+  child.stdout!.on("data", (d: string) => {
+    pending += d;
+    for (let i = pending.indexOf("\n"); i >= 0; i = pending.indexOf("\n")) {
+      const line = pending.slice(0, i);
+      pending = pending.slice(i + 1);
+      const w = waiting.shift();
+      if (w) w(line);
+      else queue.push(line);
+    }
+  });
+  return () =>
+    new Promise<string>((resolve, reject) => {
+      const l = queue.shift();
+      if (l !== undefined) return resolve(l);
+      waiting.push(resolve);
+      child.once("exit", (code) => reject(new Error(`bench child exited with ${code}`)));
+    });
+}
+
+function child(script: string, args: string[] = []): { proc: ChildProcess; next: () => Promise<string> } {
+  const proc = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL(script, import.meta.url)), ...args], { stdio: ["pipe", "pipe", "inherit"] });
+  return { proc, next: lines(proc) };
+}
+
+async function authority(now: () => number = Date.now) {
+  // The minter and the agents share one clock, so moving it moves token lifetimes too.
+  const keys = await SigningKeyRing.open({ store: new InMemorySigningKeyStore(), maxTokenTtlSeconds: 3600, now });
+  const minter = new AccessTokenMinter({ keys, issuer: "https://bench.trustplane", now });
+  let mints = 0;
+  const upstream: TokenUpstream = {
+    async mintAccessToken(req) {
+      mints++;
+      const m = await minter.mintAccessToken({ serviceAccount: SA, scopes: req.scopes?.length ? req.scopes : ["storage.read"], audience: "https://storage.bench", vmId: req.vmId, hostId: req.hostId });
+      return { token: m.jwt, expiresAtMs: m.expiresAtMs };
+    },
+    async mintIdentityToken() {
+      throw new Error("not used");
+    },
+  };
+  return { upstream, mints: () => mints };
+}
+
+function vm(vmId: string, upstream: TokenUpstream, now?: () => number): VmAuthorizationProcess {
+  const p = new VmAuthorizationProcess({
+    identity: { vmId, hostId: "bench-host", hostname: vmId, instanceName: vmId, zone: "local-a", projectId: "bench", numericProjectId: "1" },
+    upstream,
+    now,
+    // The benchmark measures serving, not the guest rate limit.
+    server: { rateLimit: { ratePerSecond: 1e9, burst: 1e9 } },
+  });
+  const t = (now ?? Date.now)();
+  p.addAccount({ serviceAccount: SA, scopes: ["storage.read"], accessor: "tpla_bench", version: 1, token: "tplt_bench", issuedAtMs: t, expiresAtMs: t + 24 * 3600_000 });
+  return p;
+}
+
+async function metadataCacheHit(): Promise<BenchResult[]> {
+  const { upstream } = await authority();
+  const p = vm("vm-bench", upstream);
+  const at = await p.start("127.0.0.1", 0);
+  const url = `http://127.0.0.1:${at.port}${TOKEN_PATH}`;
+  const first = await fetch(url, { headers: { "Metadata-Flavor": "Google" } });
+  const body = await first.text();
+  if (first.status !== 200) throw new Error(`metadata endpoint answered ${first.status}: ${body}`);
+  // The baseline: the least a node:http server can do to answer with the same bytes.
+  const bare = http.createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+    res.end(body);
+  });
+  await new Promise<void>((r) => bare.listen(0, "127.0.0.1", () => r()));
+  const bareUrl = `http://127.0.0.1:${(bare.address() as AddressInfo).port}${TOKEN_PATH}`;
+  const load = child("./http-load.ts");
+  type Out = { rps: number; p50: number; p99: number; errors: number };
+  const measure = async (u: string): Promise<Out> => {
+    load.proc.stdin!.write(JSON.stringify({ url: u, headers: { "Metadata-Flavor": "Google" }, concurrency: 64, ms: 1500 }) + "\n");
+    return JSON.parse(await load.next()) as Out;
+  };
+  try {
+    const ours: Out[] = [];
+    const theirs: Out[] = [];
+    for (let i = 0; i < 4; i++) {
+      theirs.push(await measure(bareUrl));
+      ours.push(await measure(url));
+    }
+    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+    const errors = ours.reduce((n, o) => n + o.errors, 0);
+    if (errors > 0) throw new Error(`${errors} metadata requests failed during the benchmark`);
+    const p99 = med(ours.map((o) => o.p99));
+    return [
+      result({
+        name: "token.metadata-cache-hit-vs-bare-http",
+        value: med(ours.map((o) => o.rps)),
+        unit: "req/s",
+        baseline: med(theirs.map((o) => o.rps)),
+        target: 0.8,
+        note: `64 keep-alive clients in a separate process; p50 ${med(ours.map((o) => o.p50)).toFixed(2)} ms, p99 ${p99.toFixed(2)} ms (bare p99 ${med(theirs.map((o) => o.p99)).toFixed(2)} ms)`,
+      }),
+      result({ name: "token.metadata-cache-hit-p99-64-clients", value: p99, unit: "ms", baseline: 2, target: 1, lowerIsBetter: true, note: "target: p99 under 2 ms" }),
+    ];
+  } finally {
+    load.proc.stdin!.end();
+    load.proc.kill();
+    await p.stop();
+    await new Promise<void>((r) => bare.close(() => r()));
+  }
+}
+
+async function mintVsEcho(): Promise<BenchResult[]> {
+  const hostKey = generateSigningKey("Ed25519");
+  const server = child("./mint-bench-server.ts", [JSON.stringify(hostKey.publicJwk)]);
+  const [, port, , longTermToken] = (await server.next()).split(" ");
+  const address = `127.0.0.1:${port}`;
+  const tokens = createClient(TokenServiceService, address, { key: hostKey });
+  const signedEcho = createClient(AuthServiceService, address, { key: hostKey });
+  const Unsigned = grpc.makeGenericClientConstructor({ echo: { ...AuthServiceService.echo, path: "/bench.UnsignedEcho/Echo", originalName: "Echo" } }, "UnsignedEcho");
+  const unsigned = new Unsigned(address, grpc.credentials.createInsecure()) as unknown as {
+    echo(req: EchoRequest, cb: (e: grpc.ServiceError | null, r?: EchoResponse) => void): void;
+    close(): void;
+  };
+  const echo = () => new Promise<EchoResponse>((resolve, reject) => unsigned.echo({ message: "mint" }, (e, r) => (e ? reject(e) : resolve(r!))));
+  const mint = () => tokens.mintAccessToken({ longTermToken: longTermToken!, hostId: "bench-host", vmId: "bench-vm", scopes: [] });
+  try {
+    await mint();
+    await echo();
+    const vsUnsigned = await interleaved(3, () => asyncOpsPerSecond(echo, 1500, 16), () => asyncOpsPerSecond(mint, 1500, 16));
+    const vsSigned = await interleaved(3, () => asyncOpsPerSecond(() => signedEcho.echo({ message: "mint" }), 1500, 16), () => asyncOpsPerSecond(mint, 1500, 16));
+    return [
+      result({
+        name: "token.mint-grpc-vs-unsigned-echo",
+        ...vsUnsigned,
+        unit: "mints/s",
+        target: 0.7,
+        note: "signed host call (Ed25519) + long-term token lookup (SQLite) + EdDSA JWT, 16 in flight, server in a child process",
+      }),
+      result({
+        name: "token.mint-grpc-vs-signed-echo",
+        ...vsSigned,
+        unit: "mints/s",
+        target: 0.7,
+        note: "same, against a signed Echo: the token work alone (lookup + JWT), call signing priced out",
+      }),
+    ];
+  } finally {
+    tokens.close();
+    signedEcho.close();
+    unsigned.close();
+    server.proc.stdin!.end();
+  }
+}
+
+async function herd(): Promise<BenchResult[]> {
+  let clock = Date.now();
+  const now = () => clock;
+  const { upstream, mints } = await authority(now);
+  const vms = Array.from({ length: 200 }, (_, i) => vm(`vm-${i}`, upstream, now));
+  const ports: number[] = [];
+  for (const p of vms) ports.push((await p.start("127.0.0.1", 0)).port);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+  const get = (port: number) =>
+    new Promise<number>((resolve, reject) => {
+      http
+        .get({ agent, host: "127.0.0.1", port, path: TOKEN_PATH, headers: { "Metadata-Flavor": "Google" } }, (res) => {
+          res.resume();
+          res.on("end", () => resolve(res.statusCode ?? 0));
+        })
+        .on("error", reject);
+    });
+  // Every guest process in every VM asks at once (4 per VM), then again after the refresh point.
+  const wave = async () => {
+    const statuses = await Promise.all(ports.flatMap((port) => Array.from({ length: 4 }, () => get(port))));
+    if (statuses.some((s) => s !== 200)) throw new Error("a herd request failed");
+  };
+  try {
+    const periods = 3;
+    let worst = 0;
+    for (let period = 0; period < periods; period++) {
+      const before = mints();
+      await wave();
+      await wave();
+      worst = Math.max(worst, (mints() - before) / vms.length);
+      clock += 55 * 60_000; // past the refresh point of the hour-long token
+    }
+    return [
+      result({
+        name: "token.herd-200-vms-mints-per-period",
+        value: worst,
+        unit: "mints/VM",
+        baseline: 1,
+        target: 1,
+        lowerIsBetter: true,
+        note: `200 VM endpoints × 4 concurrent guest requests × 2 waves per period, ${periods} periods: at most one upstream mint per (VM, account, scopes) per period`,
+      }),
+    ];
+  } finally {
+    agent.destroy();
+    for (const p of vms) await p.stop();
+  }
+}
+
+export const TOKEN_BENCHMARKS: Benchmark[] = [
+  { name: "token.metadata-endpoint", description: "metadata token endpoint cache hit vs bare node:http, load from another process, p99 at 64 clients", run: metadataCacheHit },
+  { name: "token.mint", description: "MintAccessToken over gRPC (cache miss at the authority) vs unsigned and signed Echo on the same server", run: mintVsEcho },
+  { name: "token.herd", description: "200 VMs refreshing together: upstream mints per (VM, account, scopes) per refresh period", run: herd },
+];
