@@ -3,7 +3,8 @@
 // instead of a transport error. An area moves its service out of here when it lands.
 import type * as grpc from "@grpc/grpc-js";
 import { DeployServiceService } from "../../../sdk/src/gen/trustplane/deploy/v1/deploy.js";
-import { PrivilegedServiceService } from "../../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
+import { JobVmServiceService } from "../../../sdk/src/gen/trustplane/job/v1/job_vm.js";
+import { HostKeysServiceService, PrivilegedServiceService } from "../../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
 import { HostControlServiceService, HostServiceService, VmServiceService } from "../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 
 /** Server-side services whose areas have not landed yet. */
@@ -11,6 +12,8 @@ export const UNIMPLEMENTED_SERVER_SERVICES: grpc.ServiceDefinition[] = [
   VmServiceService,
   HostServiceService,
   DeployServiceService,
+  HostKeysServiceService,
+  JobVmServiceService,
 ];
 
 /** Agent-side services whose areas have not landed yet. */
