@@ -68,6 +68,19 @@ describe.each(backends())("token SQL stores ($name)", (backend) => {
     await storage.db.run("DELETE FROM token_signing_keys");
   });
 
+  it("lets replicas sharing the store converge on keys another replica rotated", async () => {
+    const key = deriveAtRestKey(randomBytes(32));
+    const a = await SigningKeyRing.open({ store: new SqlSigningKeyStore(storage.db, key), maxTokenTtlSeconds: 600 });
+    const b = await SigningKeyRing.open({ store: new SqlSigningKeyStore(storage.db, key), maxTokenTtlSeconds: 600 });
+    expect(b.current().kid).toBe(a.current().kid);
+    const fresh = await a.rotate();
+    expect(b.jwks().keys.map((k) => k.kid)).not.toContain(fresh);
+    await b.refresh();
+    expect(b.current().kid).toBe(fresh);
+    expect(b.jwks().keys.map((k) => k.kid).sort()).toEqual(a.jwks().keys.map((k) => k.kid).sort());
+    await storage.db.run("DELETE FROM token_signing_keys");
+  });
+
   it("stores accounts with their ACL and services", async () => {
     const registry = new ServiceAccountRegistry(new SqlServiceAccountStore(storage.db));
     await registry.defineService({ name: "svc", audience: "https://svc", scopes: ["svc.read", "svc.write"] });

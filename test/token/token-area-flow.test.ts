@@ -167,11 +167,29 @@ describe.each(variants)("token area in the dev processes ($name)", (variant) => 
     const forged = body.access_token.split(".").slice(0, 2).join(".") + "." + Buffer.from(randomBytes(64)).toString("base64url");
     expect((await refusal(verifyAccessToken(forged, { jwksUrl, issuer, audience: "https://storage.test" }))).status).toBe("UNAUTHENTICATED");
 
+    // Identity tokens carry the audience the guest chose.
+    const id = await fetch(`${base}/default/identity?audience=${encodeURIComponent("https://aud.example")}`, { headers: META });
+    expect(id.status).toBe(200);
+    const idClaims = JSON.parse(Buffer.from((await id.text()).split(".")[1]!, "base64url").toString()) as { aud: string; sub: string };
+    expect(idClaims).toMatchObject({ aud: "https://aud.example", sub: account });
+
     // Rotation reaches the agent over the push stream; the endpoint keeps answering.
     await admin.rotateLongTermToken({ requestId: "rot-a", accessor: issued.info!.accessor });
     const vm = hostTokenManager(DEV_HOST_ID)!.vm("vm-a")!;
     await until("rotation pushed to the agent", () => (vm.heldVersion(account) === 2 ? true : undefined));
     expect((await fetch(`${base}/default/token`, { headers: META })).status).toBe(200);
+
+    // The host renewing (as its agent does at half-life) makes a new version for every holder.
+    const host = createClient(TokenServiceService, env.dev.server.address, { key: env.dev.agent.signingKey });
+    try {
+      const renewed = await host.renewLongTermToken({ requestId: "renew-a", token: issued.token, hostId: DEV_HOST_ID }).catch((e: TrustplaneError) => e);
+      // The original secret was rotated out, but its grace period still covers it.
+      expect(renewed).not.toBeInstanceOf(TrustplaneError);
+      expect((renewed as { version: number }).version).toBe(3);
+      await until("renewal pushed to the agent", () => (vm.heldVersion(account) === 3 ? true : undefined));
+    } finally {
+      host.close();
+    }
 
     // Revocation: the agent drops the account and its cached tokens at once.
     await admin.revokeLongTermToken({ requestId: "rev-a", accessor: issued.info!.accessor });

@@ -133,6 +133,36 @@ export class SigningKeyRing {
     return kid;
   }
 
+  /**
+   * Re-reads the store so replicas sharing it converge: keys another replica created or
+   * rotated appear here (and in this replica's JWKS), and the newest unrotated key signs.
+   */
+  async refresh(): Promise<void> {
+    const stored = await this.store.load();
+    const seen = new Set<string>();
+    for (const s of stored) {
+      seen.add(s.kid);
+      const known = this.keys.get(s.kid);
+      if (known) {
+        known.stored.rotatedAtMs = s.rotatedAtMs;
+        known.stored.retireAtMs = s.retireAtMs;
+      } else {
+        this.keys.set(s.kid, { stored: s, privateKey: (await importJWK(s.privateJwk, "EdDSA")) as CryptoKey });
+      }
+    }
+    // Keys pruned by another replica are gone for good.
+    for (const kid of [...this.keys.keys()]) if (!seen.has(kid)) this.keys.delete(kid);
+    const current = [...this.keys.values()]
+      .filter((k) => k.stored.rotatedAtMs === undefined)
+      .sort((a, b) => b.stored.createdAtMs - a.stored.createdAtMs)[0];
+    if (current) this.currentKid = current.stored.kid;
+  }
+
+  /** When the key that signs now was created (for scheduled rotation). */
+  currentCreatedAtMs(): number {
+    return this.keys.get(this.currentKid)?.stored.createdAtMs ?? 0;
+  }
+
   /** Drops keys whose last token has expired; returns the kids removed. */
   async prune(): Promise<string[]> {
     const nowMs = this.now();

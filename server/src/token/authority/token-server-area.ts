@@ -28,12 +28,14 @@ export const DEFAULT_TOKEN_ISSUER = "https://tokens.trustplane.local";
 /**
  * Settings read from the environment until the shared Config grows them:
  * TRUSTPLANE_JWKS_LISTEN (host:port, loopback port 0 by default), TRUSTPLANE_TOKEN_ISSUER,
- * TRUSTPLANE_TOKEN_TTL_SECONDS (short-term token lifetime, ≤ 3600).
+ * TRUSTPLANE_TOKEN_TTL_SECONDS (short-term token lifetime, ≤ 3600), TRUSTPLANE_TOKEN_KEY_ROTATION_HOURS.
  */
 export interface TokenAreaSettings {
   jwksListen: string;
   issuer: string;
   maxTtlSeconds: number;
+  /** How long one signing key signs before a fresh one takes over (TRUSTPLANE_TOKEN_KEY_ROTATION_HOURS, default 24). */
+  keyRotationMs: number;
 }
 
 export function tokenAreaSettings(env: NodeJS.ProcessEnv = process.env): TokenAreaSettings {
@@ -41,6 +43,7 @@ export function tokenAreaSettings(env: NodeJS.ProcessEnv = process.env): TokenAr
     jwksListen: env.TRUSTPLANE_JWKS_LISTEN ?? "127.0.0.1:0",
     issuer: env.TRUSTPLANE_TOKEN_ISSUER ?? DEFAULT_TOKEN_ISSUER,
     maxTtlSeconds: env.TRUSTPLANE_TOKEN_TTL_SECONDS ? Number(env.TRUSTPLANE_TOKEN_TTL_SECONDS) : 3600,
+    keyRotationMs: (env.TRUSTPLANE_TOKEN_KEY_ROTATION_HOURS ? Number(env.TRUSTPLANE_TOKEN_KEY_ROTATION_HOURS) : 24) * 3600_000,
   };
 }
 
@@ -94,8 +97,28 @@ export const tokenServerArea: ServerArea = {
         jwksUrl: () => jwksUrl,
       }),
     );
+    // Key upkeep: pick up keys other replicas made (their tokens must verify against this
+    // replica's JWKS too), rotate a key that has signed long enough, drop retired ones.
+    let upkeepRunning = false;
+    const upkeep = setInterval(() => {
+      if (upkeepRunning) return;
+      upkeepRunning = true;
+      void (async () => {
+        await keys.refresh();
+        if (Date.now() - keys.currentCreatedAtMs() >= settings.keyRotationMs) {
+          const kid = await keys.rotate();
+          await ctx.storage.audit.append({ principal: "trustplane-server", action: "token.signing_key.rotate", target: kid, outcome: "ok", requestId: `key-rotation-${kid}` });
+          ctx.logger.info({ kid }, "token signing key rotated");
+        }
+        await keys.prune();
+      })()
+        .catch((e: Error) => ctx.logger.warn({ err: e.message }, "token signing key upkeep failed"))
+        .finally(() => (upkeepRunning = false));
+    }, 10_000);
+    upkeep.unref();
     return {
       async stop() {
+        clearInterval(upkeep);
         httpServer.closeAllConnections();
         await new Promise<void>((resolve) => httpServer.close(() => resolve()));
         await bridge?.close();
