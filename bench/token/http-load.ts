@@ -9,6 +9,8 @@ interface Job {
   headers: Record<string, string>;
   concurrency: number;
   ms: number;
+  /** Optional pacing: each client waits so that all together offer about this many req/s. */
+  offeredRps?: number;
 }
 
 function once(agent: http.Agent, url: URL, headers: Record<string, string>): Promise<number> {
@@ -32,11 +34,16 @@ async function run(job: Job): Promise<{ rps: number; p50: number; p99: number; e
   const deadline = start + job.ms;
   await Promise.all(
     Array.from({ length: job.concurrency }, async () => {
+      const interval = job.offeredRps ? (job.concurrency * 1000) / job.offeredRps : 0;
+      // Stagger paced clients so they do not fire in lockstep.
+      if (interval) await new Promise((r) => setTimeout(r, Math.random() * interval));
       while (performance.now() < deadline) {
         const t = performance.now();
         const status = await once(agent, url, job.headers);
-        latencies.push(performance.now() - t);
+        const took = performance.now() - t;
+        latencies.push(took);
         if (status !== 200) errors++;
+        if (interval && interval > took) await new Promise((r) => setTimeout(r, interval - took));
       }
     }),
   );

@@ -35,12 +35,19 @@ function lines(child: ChildProcess): () => Promise<string> {
       else queue.push(line);
     }
   });
+  let exited: Error | undefined;
+  const rejecters: ((e: Error) => void)[] = [];
+  child.once("exit", (code) => {
+    exited = new Error(`bench child exited with ${code}`);
+    for (const r of rejecters.splice(0)) r(exited);
+  });
   return () =>
     new Promise<string>((resolve, reject) => {
       const l = queue.shift();
       if (l !== undefined) return resolve(l);
+      if (exited) return reject(exited);
       waiting.push(resolve);
-      child.once("exit", (code) => reject(new Error(`bench child exited with ${code}`)));
+      rejecters.push(reject);
     });
 }
 
@@ -97,8 +104,8 @@ async function metadataCacheHit(): Promise<BenchResult[]> {
   const bareUrl = `http://127.0.0.1:${(bare.address() as AddressInfo).port}${TOKEN_PATH}`;
   const load = child("./http-load.ts");
   type Out = { rps: number; p50: number; p99: number; errors: number };
-  const measure = async (u: string): Promise<Out> => {
-    load.proc.stdin!.write(JSON.stringify({ url: u, headers: { "Metadata-Flavor": "Google" }, concurrency: 64, ms: 1500 }) + "\n");
+  const measure = async (u: string, offeredRps?: number): Promise<Out> => {
+    load.proc.stdin!.write(JSON.stringify({ url: u, headers: { "Metadata-Flavor": "Google" }, concurrency: 64, ms: 1500, offeredRps }) + "\n");
     return JSON.parse(await load.next()) as Out;
   };
   try {
@@ -112,6 +119,15 @@ async function metadataCacheHit(): Promise<BenchResult[]> {
     const errors = ours.reduce((n, o) => n + o.errors, 0);
     if (errors > 0) throw new Error(`${errors} metadata requests failed during the benchmark`);
     const p99 = med(ours.map((o) => o.p99));
+    // Latency is also measured at a paced load (64 clients offering 4000 req/s together, as
+    // guests do), where it shows service time rather than the queue of a saturated loop.
+    const pacedOurs: Out[] = [];
+    const pacedBare: Out[] = [];
+    for (let i = 0; i < 3; i++) {
+      pacedBare.push(await measure(bareUrl, 4000));
+      pacedOurs.push(await measure(url, 4000));
+    }
+    const pacedP99 = med(pacedOurs.map((o) => o.p99));
     return [
       result({
         name: "token.metadata-cache-hit-vs-bare-http",
@@ -121,7 +137,24 @@ async function metadataCacheHit(): Promise<BenchResult[]> {
         target: 0.8,
         note: `64 keep-alive clients in a separate process; p50 ${med(ours.map((o) => o.p50)).toFixed(2)} ms, p99 ${p99.toFixed(2)} ms (bare p99 ${med(theirs.map((o) => o.p99)).toFixed(2)} ms)`,
       }),
-      result({ name: "token.metadata-cache-hit-p99-64-clients", value: p99, unit: "ms", baseline: 2, target: 1, lowerIsBetter: true, note: "target: p99 under 2 ms" }),
+      result({
+        name: "token.metadata-cache-hit-p99-64-clients-saturated",
+        value: p99,
+        unit: "ms",
+        baseline: 2,
+        target: 1,
+        lowerIsBetter: true,
+        note: `target: p99 under 2 ms; closed loop at full speed (Little's law: 64 in flight / throughput), bare node:http p99 ${med(theirs.map((o) => o.p99)).toFixed(2)} ms`,
+      }),
+      result({
+        name: "token.metadata-cache-hit-p99-64-clients-4k-rps",
+        value: pacedP99,
+        unit: "ms",
+        baseline: 2,
+        target: 1,
+        lowerIsBetter: true,
+        note: `target: p99 under 2 ms; 64 clients offering 4000 req/s together (achieved ${med(pacedOurs.map((o) => o.rps)).toFixed(0)} req/s), bare node:http p99 ${med(pacedBare.map((o) => o.p99)).toFixed(2)} ms`,
+      }),
     ];
   } finally {
     load.proc.stdin!.end();

@@ -8,6 +8,7 @@ import { verifyEnvelope, type SignedEnvelope } from "../../../../sdk/src/auth/en
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
 import { CreateVmRequest } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { VM_CREATE_PAYLOAD_TYPE } from "../../../../sdk/src/token/vm-create-envelope.js";
+import { SERVER_PRINCIPAL } from "../../processes/server-keys.js";
 import type { KeyRepository } from "../../runtime/storage/key-repository.js";
 import type { ServiceAccountRegistry } from "./service-accounts.js";
 
@@ -44,8 +45,9 @@ export class UserCreateRequestCheck {
       expectedType: VM_CREATE_PAYLOAD_TYPE,
       resolveKey: async (keyId) => {
         const rec = await this.o.keys.get(keyId);
-        // Only registered, unrevoked keys vouch for a user; host and service keys are not users.
-        if (!rec || rec.revokedAtMs != null || rec.principal.startsWith("host:")) return undefined;
+        // Only registered, unrevoked keys vouch for a user. Host keys and the server's own key
+        // are not users: the VM manager must not be able to stand in for the user.
+        if (!rec || rec.revokedAtMs != null || rec.principal.startsWith("host:") || rec.principal === SERVER_PRINCIPAL) return undefined;
         principal = rec.principal;
         return importVerificationKey(rec.jwk);
       },
