@@ -2,5 +2,7 @@
 import { signedCallsFlow } from "./signed-calls.js";
 import { vmTokenFlow } from "./vm-token.js";
 import type { ExampleFlow } from "./tour-context.js";
+import { secureJobWordFrequencyFlow } from "./secure-job-word-frequency.js";
+import { secureJobCsvAggregateFlow } from "./secure-job-csv-aggregate.js";
 
-export const FLOWS: ExampleFlow[] = [signedCallsFlow, vmTokenFlow];
+export const FLOWS: ExampleFlow[] = [signedCallsFlow, vmTokenFlow, secureJobWordFrequencyFlow, secureJobCsvAggregateFlow];

@@ -189,7 +189,7 @@ export class JobManager {
   }
 
   private async fail(a: ActiveJob, reason: string, detail: string): Promise<void> {
-    this.deps.logger.warn({ jobId: a.job.jobId, reason }, "job failed");
+    this.deps.logger.info({ jobId: a.job.jobId, reason }, "job failed");
     await this.setState(a, JobState.JOB_STATE_FAILED, `${reason}: ${detail}`);
   }
 
@@ -208,7 +208,7 @@ export class JobManager {
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => runner.once("exit", (code, signal) => resolve({ code, signal })));
     let killTimer: NodeJS.Timeout | undefined;
     let killedForTime = false;
-    let outcome: { ok: true } | { ok: false; reason: string; detail: string } | undefined;
+    let outcome: { ok: true; maxRssKiB: number } | { ok: false; reason: string; detail: string } | undefined;
     const resultPieces = new AsyncChannel<Uint8Array>();
     let storing: Promise<{ digest: string; size: number }> | undefined;
     const send = (m: HostMessage) => writeFrame(runner.stdin, controlFrame(m));
@@ -286,7 +286,7 @@ export class JobManager {
           if (m.state === "STORING") await this.setState(a, JobState.JOB_STATE_STORING, "encrypting and storing the result");
           else a.session.send({ jobEvent: { jobId: job.jobId, state: JobState.JOB_STATE_RUNNING, detail: `${m.bytes} bytes processed`, progress: total > 0 ? Math.min(1, m.bytes / total) : 0, timeMs: Date.now() } });
         } else if (m.t === "done") {
-          outcome = { ok: true };
+          outcome = { ok: true, maxRssKiB: m.maxRssKiB };
         } else if (m.t === "failed") {
           outcome = { ok: false, reason: m.reason, detail: m.detail };
         }
@@ -325,7 +325,8 @@ export class JobManager {
         if (!(await this.deps.objects.insert(record))) throw new TrustplaneError("ALREADY_EXISTS", "OBJECT_EXISTS", `result name ${a.resultName} already exists`);
         job.result = objectRef(record);
       }
-      await this.setState(a, JobState.JOB_STATE_SUCCEEDED, job.result ? `result stored as ${job.result.tenant}/${job.result.name}` : "result returned over the session", 1);
+      const where = job.result ? `result stored as ${job.result.tenant}/${job.result.name}` : "result returned over the session";
+      await this.setState(a, JobState.JOB_STATE_SUCCEEDED, `${where}; job VM peak RSS ${Math.round(outcome.maxRssKiB / 1024)} MiB`, 1);
     } catch (e) {
       await this.fail(a, e instanceof TrustplaneError ? e.reason : "RESULT_STORE_FAILED", (e as Error).message);
     }

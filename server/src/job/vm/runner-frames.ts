@@ -33,7 +33,7 @@ export type RunnerMessage =
   | { t: "keyRequest"; publicKey: string }
   | { t: "read"; data: { tenant: string; name: string } | { inline: true } }
   | { t: "progress"; state: "RUNNING" | "STORING"; bytes: number }
-  | { t: "done"; resultBytes: number }
+  | { t: "done"; resultBytes: number; maxRssKiB: number }
   | { t: "failed"; reason: string; detail: string };
 
 export function encodeFrame(kind: number, payload: Uint8Array): Buffer[] {

@@ -177,7 +177,7 @@ async function main(): Promise<void> {
       await writeFrame(process.stdout, encodeFrame(FRAME_RESULT, piece));
     }
     output.fill(0);
-    await send({ t: "done", resultBytes });
+    await send({ t: "done", resultBytes, maxRssKiB: process.resourceUsage().maxRSS });
   } finally {
     dek.fill(0);
   }
