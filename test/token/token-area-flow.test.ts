@@ -263,6 +263,40 @@ describe.each(variants)("token area in the dev processes ($name)", (variant) => 
     await hostTokenManager(DEV_HOST_ID)!.detachVm("vm-2");
   }, 30_000);
 
+  it("shares one long-term token between two VMs on the host without a new secret (held_version)", async () => {
+    const sharer = "sharer@proj.trustplane";
+    await admin.createServiceAccount({ requestId: "sa-share", email: sharer });
+    await admin.grantActAs({ requestId: "g-share", email: sharer, principal: "alice" });
+    const account = sharer;
+    const first = await issue("vm-s1", account);
+    await attach("vm-s1", [{ email: account, res: first }]);
+    const second = await admin.issueLongTermToken({
+      requestId: "share-2",
+      serviceAccount: account,
+      scopes: ["storage.read"],
+      hostId: DEV_HOST_ID,
+      vmId: "vm-s2",
+      heldVersion: first.info!.version,
+      userRequest: createRequest(alice, account),
+    });
+    expect(second.token).toBe("");
+    expect(second.info!.accessor).toBe(first.info!.accessor);
+    expect(second.info!.version).toBe(first.info!.version);
+    expect(second.info!.vmIds.sort()).toEqual(["vm-s1", "vm-s2"]);
+    const manager = hostTokenManager(DEV_HOST_ID)!;
+    const at = await manager.attachVm({ vmId: "vm-s2", hostname: "vm-s2", projectId: "proj", accounts: [{ email: account, scopes: ["storage.read"], longTermToken: "", accessor: second.info!.accessor }] });
+    const res = await fetch(`http://${at.host}:${at.port}/computeMetadata/v1/instance/service-accounts/default/token`, { headers: META });
+    expect(res.status).toBe(200);
+    const claims = await verifyAccessToken(((await res.json()) as { access_token: string }).access_token, { jwksUrl, issuer, audience: "https://storage.test" });
+    expect(claims.tp_vm).toBe("vm-s2");
+    // Releasing one VM keeps the token for the other; releasing the last revokes it.
+    expect((await admin.releaseLongTermToken({ requestId: "rel-1", accessor: first.info!.accessor, vmId: "vm-s1" })).revoked).toBe(false);
+    expect((await admin.releaseLongTermToken({ requestId: "rel-2", accessor: first.info!.accessor, vmId: "vm-s2" })).revoked).toBe(true);
+    await until("last-holder revocation pushed", () => (manager.vm("vm-s2")!.heldVersion(account) === undefined ? true : undefined));
+    await manager.detachVm("vm-s1");
+    await manager.detachVm("vm-s2");
+  }, 30_000);
+
   it.runIf(variant.name === "postgres")(
     "a rotation made on another replica reaches the agent through LISTEN/NOTIFY",
     async () => {

@@ -25,6 +25,11 @@ import { VmAuthorizationProcess, type AccountGrant, type LongTermTokenRenewer } 
 export interface VmAccountInput {
   email: string;
   scopes: string[];
+  /**
+   * The secret from IssueLongTermToken. Empty when the authority only added this VM as a
+   * holder of a token the host already holds (held_version): the agent then shares the
+   * secret another VM on this host holds under the same accessor.
+   */
   longTermToken: string;
   /** From IssueLongTermTokenResponse.info; without it the token cannot follow rotations. */
   accessor?: string;
@@ -123,7 +128,7 @@ export class HostTokenManager implements VmTokenManager {
       unseal: async (sealed) => this.o.unseal(Buffer.from(sealed, "base64url")),
       logger: this.o.logger?.child({ vmId: vm.vmId }),
     });
-    for (const a of vm.accounts) process.addAccount(toGrant(a));
+    for (const a of vm.accounts) process.addAccount(this.grant(a));
     this.vms.set(vm.vmId, process);
     try {
       const address = await process.start(this.o.bindHost ?? "127.0.0.1", 0);
@@ -139,7 +144,18 @@ export class HostTokenManager implements VmTokenManager {
     const process = this.require(vmId);
     const keep = new Set(accounts.map((a) => a.email));
     for (const { email } of process.accounts()) if (!keep.has(email)) process.removeAccount(email);
-    for (const a of accounts) process.addAccount(toGrant(a));
+    for (const a of accounts) process.addAccount(this.grant(a));
+  }
+
+  /** A grant with its secret: the given one, or the one this host already holds for the accessor. */
+  private grant(a: VmAccountInput): AccountGrant {
+    if (a.longTermToken) return toGrant(a);
+    if (!a.accessor) throw invalidArgument("long_term_token", "give the long-term token, or the accessor of one this host already holds");
+    for (const p of this.vms.values()) {
+      const held = p.grantFor(a.accessor);
+      if (held) return { ...held, serviceAccount: a.email, scopes: a.scopes };
+    }
+    throw new TrustplaneError("FAILED_PRECONDITION", "LONG_TERM_TOKEN_NOT_HELD", `this host holds no long-term token ${a.accessor}; issue it without held_version`, "long_term_token");
   }
 
   async detachVm(vmId: string): Promise<void> {

@@ -167,6 +167,15 @@ export class VmAuthorizationProcess implements MetadataSource {
     });
   }
 
+  /**
+   * The newest grant held under `accessor`, secret included: lets another VM on this host
+   * that the authority added as a holder of the same token share it (in memory only).
+   */
+  grantFor(accessor: string): AccountGrant | undefined {
+    for (const h of this.held.values()) if (h.grant.accessor === accessor) return { ...h.grant, scopes: [...h.grant.scopes] };
+    return undefined;
+  }
+
   /** Version of the long-term token held for an account (tests and health). */
   heldVersion(email: string): number | undefined {
     return this.held.get(email)?.grant.version;
