@@ -5,8 +5,9 @@ import type { Command } from "./cli-context.js";
 import { agentCommand, devCommand, serverCommand } from "./commands/process-commands.js";
 import { auditCommand, echoCommand, hostCommand, keysCommand, principalCommand, whoamiCommand } from "./commands/identity-commands.js";
 import { serviceAccountCommand, tokenCommand } from "../token/cli/token-commands.js";
+import { jobCommand } from "../job/job-command.js";
 
-export const COMMANDS: Command[] = [devCommand, serverCommand, agentCommand, keysCommand, principalCommand, hostCommand, auditCommand, echoCommand, whoamiCommand, serviceAccountCommand, tokenCommand];
+export const COMMANDS: Command[] = [devCommand, serverCommand, agentCommand, keysCommand, principalCommand, hostCommand, auditCommand, echoCommand, whoamiCommand, serviceAccountCommand, tokenCommand, jobCommand];
 
 function help(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
