@@ -78,6 +78,15 @@ describe.each(backends())("token SQL stores ($name)", (backend) => {
     await b.refresh();
     expect(b.current().kid).toBe(fresh);
     expect(b.jwks().keys.map((k) => k.kid).sort()).toEqual(a.jwks().keys.map((k) => k.kid).sort());
+    // Both rotating at once: after a refresh one key signs on both, the other is retiring.
+    const fromA = await a.rotate();
+    const fromB = await b.rotate();
+    await a.refresh();
+    await b.refresh();
+    expect(a.current().kid).toBe(b.current().kid);
+    const loser = a.current().kid === fromA ? fromB : fromA;
+    const stored = (await new SqlSigningKeyStore(storage.db, key).load()).find((k) => k.kid === loser)!;
+    expect(stored.retireAtMs).toBeGreaterThan(0);
     await storage.db.run("DELETE FROM token_signing_keys");
   });
 

@@ -94,7 +94,7 @@ export class SigningKeyRing {
     }
     const current = [...ring.keys.values()]
       .filter((k) => k.stored.rotatedAtMs === undefined)
-      .sort((a, b) => b.stored.createdAtMs - a.stored.createdAtMs)[0];
+      .sort((a, b) => b.stored.createdAtMs - a.stored.createdAtMs || (a.stored.kid < b.stored.kid ? -1 : 1))[0];
     if (current) ring.currentKid = current.stored.kid;
     else await ring.rotate();
     return ring;
@@ -152,10 +152,19 @@ export class SigningKeyRing {
     }
     // Keys pruned by another replica are gone for good.
     for (const kid of [...this.keys.keys()]) if (!seen.has(kid)) this.keys.delete(kid);
-    const current = [...this.keys.values()]
+    const unrotated = [...this.keys.values()]
       .filter((k) => k.stored.rotatedAtMs === undefined)
-      .sort((a, b) => b.stored.createdAtMs - a.stored.createdAtMs)[0];
-    if (current) this.currentKid = current.stored.kid;
+      .sort((a, b) => b.stored.createdAtMs - a.stored.createdAtMs || (a.stored.kid < b.stored.kid ? -1 : 1));
+    const current = unrotated[0];
+    if (!current) return;
+    this.currentKid = current.stored.kid;
+    // Two replicas rotating at once leave two unrotated keys: retire the older ones like a
+    // rotation would, so they leave the JWKS once their tokens have expired.
+    for (const older of unrotated.slice(1)) {
+      older.stored.rotatedAtMs = current.stored.createdAtMs;
+      older.stored.retireAtMs = current.stored.createdAtMs + this.maxTokenTtlMs;
+      await this.store.save(older.stored);
+    }
   }
 
   /** When the key that signs now was created (for scheduled rotation). */
