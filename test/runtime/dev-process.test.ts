@@ -141,15 +141,15 @@ describe("trustplane dev", () => {
 
 describe("areas that have not landed", () => {
   it("answer a signed call with UNIMPLEMENTED naming the area, on the server and on the agent", async () => {
-    const { VmServiceService } = await import("../../sdk/src/gen/trustplane/vm/v1/vm.js");
+    const { DeployServiceService } = await import("../../sdk/src/gen/trustplane/deploy/v1/deploy.js");
     const { PrivilegedServiceService } = await import("../../sdk/src/gen/trustplane/privileged/v1/privileged.js");
-    const vm = createClient(VmServiceService, env.dev.server.address, { key: env.admin });
+    const deploy = createClient(DeployServiceService, env.dev.server.address, { key: env.admin });
     try {
-      const err = await refused(vm.getVm({ vmId: "vm-1" }));
+      const err = await refused(deploy.getDeployment({ operationId: "op-1" }));
       expect([err.status, err.reason]).toEqual(["UNIMPLEMENTED", "AREA_NOT_IMPLEMENTED"]);
-      expect(err.message).toContain("the vm area is not implemented yet");
+      expect(err.message).toContain("the deploy area is not implemented yet");
     } finally {
-      vm.close();
+      deploy.close();
     }
     // The agent trusts only CA-certified callers: the server's service key with its certificate.
     const priv = createClient(PrivilegedServiceService, env.dev.agent.address, {

@@ -4,7 +4,9 @@ import type { AgentArea, ServerArea } from "./area.js";
 import { tokenAgentArea } from "../token/agent/token-agent-area.js";
 import { tokenServerArea } from "../token/authority/token-server-area.js";
 import { jobServerArea } from "../job/job-area.js";
+import { vmAgentArea } from "../vm/agent/vm-agent-area.js";
+import { vmServerArea } from "../vm/manager/vm-server-area.js";
 
-export const SERVER_AREAS: ServerArea[] = [tokenServerArea, jobServerArea];
+export const SERVER_AREAS: ServerArea[] = [tokenServerArea, vmServerArea, jobServerArea];
 
-export const AGENT_AREAS: AgentArea[] = [tokenAgentArea];
+export const AGENT_AREAS: AgentArea[] = [tokenAgentArea, vmAgentArea];

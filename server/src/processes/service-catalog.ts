@@ -5,11 +5,10 @@ import type * as grpc from "@grpc/grpc-js";
 import { DeployServiceService } from "../../../sdk/src/gen/trustplane/deploy/v1/deploy.js";
 import { JobVmServiceService } from "../../../sdk/src/gen/trustplane/job/v1/job_vm.js";
 import { HostKeysServiceService, PrivilegedServiceService } from "../../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
-import { HostControlServiceService, HostServiceService, VmServiceService } from "../../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import { HostServiceService } from "../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 
 /** Server-side services whose areas have not landed yet. */
 export const UNIMPLEMENTED_SERVER_SERVICES: grpc.ServiceDefinition[] = [
-  VmServiceService,
   HostServiceService,
   DeployServiceService,
   HostKeysServiceService,
@@ -17,7 +16,7 @@ export const UNIMPLEMENTED_SERVER_SERVICES: grpc.ServiceDefinition[] = [
 ];
 
 /** Agent-side services whose areas have not landed yet. */
-export const UNIMPLEMENTED_AGENT_SERVICES: grpc.ServiceDefinition[] = [HostControlServiceService, PrivilegedServiceService];
+export const UNIMPLEMENTED_AGENT_SERVICES: grpc.ServiceDefinition[] = [PrivilegedServiceService];
 
 /** "trustplane.vm.v1.VmService" from any method path of the service. */
 export function serviceName(service: grpc.ServiceDefinition): string {

@@ -1,0 +1,44 @@
+// A hypervisor driver as libvirt has them: a table of operations. Optional operations a driver
+// leaves out answer UNIMPLEMENTED (DRIVER_UNSUPPORTED, naming the driver) through the control
+// plane, and the capability matrix is read off these tables, never written by hand.
+import type { Feature, HypervisorType, InstanceSpec, NetworkSpec, VolumeSpec } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
+
+/** What a driver keeps about one running instance (persisted as JSON for reconciliation). */
+export interface DriverInstance {
+  vmId: string;
+  pid: number;
+  /** Identifies the process beyond its pid (pid reuse): a substring of /proc/<pid>/cmdline. */
+  cmdlineMarker: string;
+  dir: string;
+  accelerator: string;
+}
+
+export interface DriverEvents {
+  /** The guest stopped on its own (powered off, crashed); the control plane updates state. */
+  exited(vmId: string, detail: string): void;
+}
+
+export interface Driver {
+  readonly name: string;
+  readonly hypervisor: HypervisorType;
+  readonly features: readonly Feature[];
+  readonly cost: number;
+  accelerator(): string;
+  /** Prepares and boots the instance; resolves once it is running (its ready signal seen). */
+  start(spec: InstanceSpec, dir: string, events: DriverEvents): Promise<DriverInstance>;
+  /** Graceful stop within `timeoutMs`, then forced; resolves when the process is gone. */
+  stop(instance: DriverInstance, timeoutMs: number, force: boolean): Promise<void>;
+  attachVolume?(instance: DriverInstance, volume: VolumeSpec): Promise<{ device: string }>;
+  detachVolume?(instance: DriverInstance, volumeId: string, timeoutMs: number): Promise<void>;
+  configureNetwork?(instance: DriverInstance, network: NetworkSpec): Promise<void>;
+  pause?(instance: DriverInstance): Promise<void>;
+  resume?(instance: DriverInstance): Promise<void>;
+}
+
+/** The uniform operation names, in the order the capability matrix lists them. */
+export const OPERATIONS = ["create", "start", "stop", "terminate", "attachVolume", "detachVolume", "configureNetwork", "pause", "resume"] as const;
+
+export function driverOperations(d: Driver): string[] {
+  const optional: Record<string, unknown> = { attachVolume: d.attachVolume, detachVolume: d.detachVolume, configureNetwork: d.configureNetwork, pause: d.pause, resume: d.resume };
+  return OPERATIONS.filter((op) => !(op in optional) || typeof optional[op] === "function");
+}
