@@ -1,8 +1,9 @@
 // The flows `npm run demo` tours, in order. Each area adds its flow here when it lands.
 import { signedCallsFlow } from "./signed-calls.js";
+import { vmLifecycleFlow } from "./vm-lifecycle.js";
 import { vmTokenFlow } from "./vm-token.js";
 import type { ExampleFlow } from "./tour-context.js";
 import { secureJobWordFrequencyFlow } from "./secure-job-word-frequency.js";
 import { secureJobCsvAggregateFlow } from "./secure-job-csv-aggregate.js";
 
-export const FLOWS: ExampleFlow[] = [signedCallsFlow, vmTokenFlow, secureJobWordFrequencyFlow, secureJobCsvAggregateFlow];
+export const FLOWS: ExampleFlow[] = [signedCallsFlow, vmLifecycleFlow, vmTokenFlow, secureJobWordFrequencyFlow, secureJobCsvAggregateFlow];

@@ -6,8 +6,9 @@ import { agentCommand, devCommand, serverCommand } from "./commands/process-comm
 import { auditCommand, echoCommand, hostCommand, keysCommand, principalCommand, whoamiCommand } from "./commands/identity-commands.js";
 import { serviceAccountCommand, tokenCommand } from "../token/cli/token-commands.js";
 import { jobCommand } from "../job/job-command.js";
+import { hypervisorsCommand, vmCommand } from "../vm/cli/vm-command.js";
 
-export const COMMANDS: Command[] = [devCommand, serverCommand, agentCommand, keysCommand, principalCommand, hostCommand, auditCommand, echoCommand, whoamiCommand, serviceAccountCommand, tokenCommand, jobCommand];
+export const COMMANDS: Command[] = [devCommand, serverCommand, agentCommand, keysCommand, principalCommand, hostCommand, auditCommand, echoCommand, whoamiCommand, serviceAccountCommand, tokenCommand, vmCommand, hypervisorsCommand, jobCommand];
 
 function help(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
