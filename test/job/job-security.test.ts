@@ -158,3 +158,28 @@ describe("tampered ciphertext does not open in the job VM", () => {
     expect(Buffer.from(ok.output).readBigUInt64LE(0)).toBe(BigInt(seg * 4 * 7));
   }, 60_000);
 });
+
+describe("the job VM's data gate", () => {
+  it("serves a job VM only its own job's input", async () => {
+    const { isOwnInput } = await import("../../server/src/job/job-manager.js");
+    const stored = { data: { tenant: "alice", name: "a.csv", digest: "", size: 0 } };
+    expect(isOwnInput(stored, { tenant: "alice", name: "a.csv" })).toBe(true);
+    expect(isOwnInput(stored, { tenant: "bob", name: "a.csv" })).toBe(false);
+    expect(isOwnInput(stored, { tenant: "alice", name: "b.csv" })).toBe(false);
+    expect(isOwnInput(stored, { inline: true })).toBe(false);
+    expect(isOwnInput({ data: undefined }, { inline: true })).toBe(true);
+    expect(isOwnInput({ data: undefined }, { tenant: "alice", name: "a.csv" })).toBe(false);
+  });
+});
+
+describe("two jobs racing with one OTK", () => {
+  it("exactly one gets the key; the other fails with a security event", async () => {
+    const session = await alice.session();
+    const inline = await encryptBytes(Buffer.from([5, 5]), { dek: alice.dek, dekId: alice.dekId });
+    const otk = await alice.keyHolder.issueOtk({ codeSha256: createHash("sha256").update(byteSum).digest(), dekId: alice.dekId, data: { inline: true } });
+    const outcomes = await Promise.allSettled([0, 1].map(() => runJob(session, byteSum, { inline, dekId: alice.dekId }, { otk, resultMode: "returned" })));
+    expect(outcomes.filter((o) => o.status === "fulfilled").length).toBe(1);
+    const rejected = outcomes.find((o) => o.status === "rejected") as PromiseRejectedResult;
+    expect(rejected.reason).toMatchObject({ reason: "JOB_SECURITY_EVENT" });
+  }, 60_000);
+});

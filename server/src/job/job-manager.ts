@@ -38,6 +38,12 @@ const KILL_GRACE_MS = 10_000;
 /** Bytes per input frame to the runner. */
 const DATA_FRAME = 1024 * 1024;
 
+/** The data gate: a job VM may read only the input its job was submitted with. */
+export function isOwnInput(job: Pick<Job, "data">, asked: { tenant: string; name: string } | { inline: true }): boolean {
+  if (!job.data) return "inline" in asked;
+  return "tenant" in asked && asked.tenant === job.data.tenant && asked.name === job.data.name;
+}
+
 const TERMINAL = new Set([JobState.JOB_STATE_SUCCEEDED, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED]);
 
 interface ActiveJob {
@@ -271,8 +277,7 @@ export class JobManager {
             break;
           }
         } else if (m.t === "read") {
-          const own = job.data ? "tenant" in m.data && m.data.tenant === job.data.tenant && m.data.name === job.data.name : "inline" in m.data;
-          if (!own) {
+          if (!isOwnInput(job, m.data)) {
             await send({ t: "dataRefused", reason: "the job may read only its own input" });
             outcome = { ok: false, reason: "DATA_OUTSIDE_JOB", detail: "the job VM asked for data that is not this job's input" };
             break;
