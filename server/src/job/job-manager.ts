@@ -33,6 +33,8 @@ import {
 
 export const JOB_DEFAULTS = { memoryBytes: 256 * 1024 * 1024, wallClockMs: 60_000 };
 export const JOB_MAXIMA = { memoryBytes: 2 * 1024 ** 3, wallClockMs: 3_600_000, codeBytes: 16 * 1024 * 1024, inlineBytes: 3 * 1024 * 1024 };
+/** CPU budget (rlimit) of a runner started ahead of its job: enough for the default wall clock. */
+const WARM_CPU_SECONDS = JOB_DEFAULTS.wallClockMs / 1000 + 60;
 /** After the wall clock, the runner process itself gets this long before SIGKILL. */
 const KILL_GRACE_MS = 10_000;
 /** Bytes per input frame to the runner. */
@@ -71,6 +73,8 @@ export interface JobManagerDeps {
 export class JobManager {
   private readonly active = new Map<string, ActiveJob>();
   private readonly running = new Set<Promise<void>>();
+  private warm: RunnerProcess | undefined;
+  private stopped = false;
 
   constructor(private readonly deps: JobManagerDeps) {}
 
@@ -170,7 +174,26 @@ export class JobManager {
     return job;
   }
 
+  /**
+   * A job VM for one job. One runner is kept started ahead (Node and its loader take a few
+   * hundred ms to boot); it has seen nothing yet, and every runner serves exactly one job.
+   */
+  private takeRunner(wallClockMs: number): RunnerProcess {
+    const warm = this.warm;
+    this.warm = undefined;
+    if (!this.stopped) {
+      this.warm = launchRunner({ cpuSeconds: WARM_CPU_SECONDS });
+      this.warm.on("error", () => undefined);
+    }
+    if (warm && warm.exitCode === null && warm.signalCode === null && wallClockMs / 1000 + 60 <= WARM_CPU_SECONDS) return warm;
+    warm?.kill("SIGKILL");
+    return launchRunner({ cpuSeconds: wallClockMs / 1000 + 60 });
+  }
+
   async stop(): Promise<void> {
+    this.stopped = true;
+    this.warm?.kill("SIGKILL");
+    this.warm = undefined;
     for (const a of this.active.values()) a.runner?.kill("SIGKILL");
     await Promise.allSettled([...this.running]);
   }
@@ -204,7 +227,7 @@ export class JobManager {
     const log = this.deps.logger.child({ jobId: job.jobId });
     await this.setState(a, JobState.JOB_STATE_PROVISIONING, "starting the job VM");
     const limits = job.limits!;
-    const runner = launchRunner({ cpuSeconds: limits.wallClockMs / 1000 + 60 });
+    const runner = this.takeRunner(limits.wallClockMs);
     a.runner = runner;
     let stderr = "";
     runner.stderr.on("data", (d: Buffer) => {
