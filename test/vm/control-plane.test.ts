@@ -1,0 +1,71 @@
+// The agent's control plane directly: reconciliation with the real processes after an agent
+// restart, and the capability matrix following the drivers' own function tables.
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { HypervisorType, InstanceSpec, VmState } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import { createLogger } from "../../server/src/runtime/logger.js";
+import { ControlPlane } from "../../server/src/vm/agent/control-plane.js";
+import type { Driver } from "../../server/src/vm/agent/driver.js";
+import { SandboxDriver, bwrapAvailable } from "../../server/src/vm/agent/drivers/sandbox/sandbox-driver.js";
+import { processAlive } from "../../server/src/vm/agent/process-liveness.js";
+
+const dir = mkdtempSync(path.join(os.tmpdir(), "tp-cp-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const logger = createLogger({ level: "silent" });
+const spec = (vmId: string) => InstanceSpec.fromPartial({ vmId, name: vmId, hypervisor: HypervisorType.HYPERVISOR_TYPE_SANDBOX, image: "process", resources: { vcpus: 1, memoryMib: 128 } });
+
+describe.skipIf(!bwrapAvailable())("control plane", () => {
+  it("reports a VM whose process died while the agent was down as STOPPED, never RUNNING", async () => {
+    const first = new ControlPlane("h1", [new SandboxDriver()], dir, logger);
+    const running = await first.create(spec("vm-reconcile"), true, "test");
+    expect(running.state).toBe(VmState.VM_STATE_RUNNING);
+    process.kill(-running.pid, "SIGKILL");
+    for (let i = 0; i < 100 && processAlive(running.pid, "vm-reconcile"); i++) await new Promise((r) => setTimeout(r, 20));
+    // A new agent process: only the persisted state and the real processes to go by.
+    const second = new ControlPlane("h1", [new SandboxDriver()], dir, logger);
+    await second.reconcile();
+    expect(second.get("vm-reconcile").state).toBe(VmState.VM_STATE_STOPPED);
+    const restarted = await second.start("vm-reconcile", "test");
+    expect(restarted.state).toBe(VmState.VM_STATE_RUNNING);
+    await second.terminate("vm-reconcile", "test");
+    expect(processAlive(restarted.pid, "vm-reconcile")).toBe(false);
+  });
+
+  it("keeps a VM that is still running RUNNING across an agent restart", async () => {
+    const first = new ControlPlane("h1", [new SandboxDriver()], dir, logger);
+    const running = await first.create(spec("vm-survivor"), true, "test");
+    const second = new ControlPlane("h1", [new SandboxDriver()], dir, logger);
+    await second.reconcile();
+    expect(second.get("vm-survivor").state).toBe(VmState.VM_STATE_RUNNING);
+    await second.terminate("vm-survivor", "test");
+    expect(processAlive(running.pid, "vm-survivor")).toBe(false);
+  });
+
+  it("derives the capability matrix from the driver table", () => {
+    const sandbox = new SandboxDriver();
+    const withPause: Driver = Object.assign(Object.create(Object.getPrototypeOf(sandbox)), sandbox, { pause: async () => undefined });
+    const ops = (d: Driver) => new ControlPlane("h", [d], dir, logger).capabilities().drivers[0]!.operations;
+    expect(ops(sandbox)).not.toContain("pause");
+    expect(ops(withPause)).toContain("pause");
+  });
+
+  it("enforces the memory limit inside the sandbox (and the same program succeeds with room)", async () => {
+    const { existsSync } = await import("node:fs");
+    const cp = new ControlPlane("h1", [new SandboxDriver()], dir, logger);
+    // Holds 64 MB in a shell variable, then leaves a mark in its root; the mark only appears
+    // if the allocation succeeded.
+    const program = ["/bin/sh", "-c", "v=$(head -c 64000000 /dev/zero | tr '\\0' a) && echo survived > /vm/out; sleep 30"];
+    async function run(vmId: string, memoryMib: number): Promise<boolean> {
+      const inst = await cp.create(InstanceSpec.fromPartial({ ...spec(vmId), resources: { vcpus: 1, memoryMib }, command: program }), true, "test");
+      const mark = path.join(dir, vmId, "root", "out");
+      for (let i = 0; i < 200 && !existsSync(mark) && processAlive(inst.pid, vmId); i++) await new Promise((r) => setTimeout(r, 50));
+      const survived = existsSync(mark);
+      await cp.terminate(vmId, "test");
+      return survived;
+    }
+    expect(await run("vm-roomy", 512)).toBe(true);
+    expect(await run("vm-hog", 32)).toBe(false);
+  });
+});
