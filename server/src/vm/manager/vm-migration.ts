@@ -1,0 +1,44 @@
+// Migration for the scheduler's host inventory (issue 4, "Hosts" and atomic claims): one row
+// per host with capacity, ratios, usage and liveness, and one row per claim so release is
+// idempotent. The lead registers it in server/src/runtime/storage/migrations/index.ts.
+import type { Migration } from "../../runtime/storage/migrations/migration.js";
+
+export const vmHostInventory: Migration = {
+  id: 7,
+  name: "vm-host-inventory",
+  statements: (t, dialect) => {
+    // Ratios, load and latency are fractional; the shared column map has no float type.
+    const real = dialect === "postgres" ? "DOUBLE PRECISION" : "REAL";
+    return [
+      `CREATE TABLE vm_host_inventory (
+        host_id ${t.text} PRIMARY KEY,
+        region ${t.text} NOT NULL,
+        total_vcpus ${t.bigint} NOT NULL,
+        total_memory_mib ${t.bigint} NOT NULL,
+        total_disk_gib ${t.bigint} NOT NULL,
+        used_vcpus ${t.bigint} NOT NULL DEFAULT 0,
+        used_memory_mib ${t.bigint} NOT NULL DEFAULT 0,
+        used_disk_gib ${t.bigint} NOT NULL DEFAULT 0,
+        cpu_allocation_ratio ${real} NOT NULL,
+        ram_allocation_ratio ${real} NOT NULL,
+        disk_allocation_ratio ${real} NOT NULL,
+        hypervisors_json ${t.text} NOT NULL,
+        load ${real} NOT NULL,
+        instance_count ${t.bigint} NOT NULL,
+        latency_ms ${real} NOT NULL,
+        up ${t.flag} NOT NULL,
+        last_heartbeat_ms ${t.bigint} NOT NULL
+      )`,
+      `CREATE INDEX vm_host_inventory_by_heartbeat ON vm_host_inventory(up, last_heartbeat_ms)`,
+      `CREATE TABLE vm_host_claims (
+        claim_id ${t.text} PRIMARY KEY,
+        host_id ${t.text} NOT NULL REFERENCES vm_host_inventory(host_id),
+        vcpus ${t.bigint} NOT NULL,
+        memory_mib ${t.bigint} NOT NULL,
+        disk_gib ${t.bigint} NOT NULL,
+        created_at_ms ${t.bigint} NOT NULL
+      )`,
+      `CREATE INDEX vm_host_claims_by_host ON vm_host_claims(host_id)`,
+    ];
+  },
+};
