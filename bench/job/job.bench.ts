@@ -133,14 +133,14 @@ export const JOB_BENCHMARKS: Benchmark[] = [
       const data = randomBytes(64 * MiB);
       const dek = randomBytes(32);
       const mb = data.length / 1e6;
-      const enc = await interleaved(7, seconds(() => rawEncrypt(dek, data)), seconds(() => drain(encryptStream([data], { dek, dekId: "bench" }))));
+      const enc = await interleaved(9, seconds(() => rawEncrypt(dek, data)), seconds(() => drain(encryptStream([data], { dek, dekId: "bench" }))));
       // The envelope arrives as a file or network stream would deliver it: 1 MiB reads.
       const whole = Buffer.concat(await drain(encryptStream([data], { dek, dekId: "bench" })));
       const envelope: Buffer[] = [];
       for (let off = 0; off < whole.length; off += SEGMENT) envelope.push(whole.subarray(off, off + SEGMENT));
       const iv = randomBytes(12);
       const raw = rawEncrypt(dek, data, iv);
-      const dec = await interleaved(7, seconds(() => rawDecrypt(dek, raw, iv)), seconds(() => drain(decryptStream(envelope, { dek }))));
+      const dec = await interleaved(9, seconds(() => rawDecrypt(dek, raw, iv)), seconds(() => drain(decryptStream(envelope, { dek }))));
       return [
         result({ name: "job.envelope.encrypt", value: mb / enc.value, unit: "MB/s", baseline: mb / enc.baseline, target: 0.8 }),
         result({ name: "job.envelope.decrypt", value: mb / dec.value, unit: "MB/s", baseline: mb / dec.baseline, target: 0.8 }),

@@ -57,10 +57,21 @@ export async function encryptToFile(
         yield c;
       }
     })();
+    // Written in ~1 MiB batches: one awaited write per segment, not per piece.
+    let batch: Uint8Array[] = [];
+    let batched = 0;
     for await (const piece of encryptStream(counted, { dek: key.dek, dekId: key.dekId })) {
-      await out.write(piece);
-      written += piece.length;
+      batch.push(piece);
+      batched += piece.length;
+      if (batched >= CHUNK) {
+        await out.writev(batch);
+        written += batched;
+        batch = [];
+        batched = 0;
+      }
     }
+    if (batched > 0) await out.writev(batch);
+    written += batched;
   } finally {
     await out.close();
   }

@@ -241,6 +241,7 @@ export class JobManager {
     const resultPieces = new AsyncChannel<Uint8Array>();
     let storing: Promise<{ digest: string; size: number }> | undefined;
     const send = (m: HostMessage) => writeFrame(runner.stdin, controlFrame(m));
+    let feeding: Promise<void> | undefined;
     try {
       await send({
         t: "start",
@@ -307,8 +308,13 @@ export class JobManager {
           }
           await this.setState(a, JobState.JOB_STATE_RUNNING, "running the module");
           await send({ t: "dataBegin" });
-          await this.streamInput(a, runner);
-          await send({ t: "dataEnd" });
+          // Fed alongside this loop, so the runner's progress reports are read as they come.
+          feeding = this.streamInput(a, runner)
+            .then(() => send({ t: "dataEnd" }))
+            .catch((e: Error) => {
+              outcome ??= { ok: false, reason: "INPUT_UNAVAILABLE", detail: `the job's input could not be read: ${e.message}` };
+              runner.kill("SIGKILL");
+            });
         } else if (m.t === "progress") {
           const total = job.data?.size ?? a.inline?.length ?? 0;
           if (m.state === "STORING") await this.setState(a, JobState.JOB_STATE_STORING, "encrypting and storing the result");
@@ -325,6 +331,7 @@ export class JobManager {
       a.otk.fill(0);
     }
     if (!outcome?.ok) runner.kill("SIGKILL");
+    await feeding;
     const exit = await exited;
     clearTimeout(killTimer);
     if (stderr.trim() !== "") log.debug({ stderr: stderr.slice(0, 2000) }, "job runner stderr");

@@ -110,10 +110,16 @@ async function runModule(code: Uint8Array, memoryBytes: number, wallClockMs: num
     let reported = 0;
     for await (const piece of plaintext) {
       const ack = reply<{ t: "ack" }>();
-      worker.postMessage({ t: "chunk", data: piece });
-      piece.fill(0);
+      const length = piece.length;
+      if (piece.byteOffset === 0 && piece.byteLength === piece.buffer.byteLength && piece.buffer instanceof ArrayBuffer) {
+        // The piece owns its memory: move it (the worker wipes it after copying it in).
+        worker.postMessage({ t: "chunk", data: piece }, [piece.buffer]);
+      } else {
+        worker.postMessage({ t: "chunk", data: piece });
+        piece.fill(0);
+      }
       await ack;
-      bytes += piece.length;
+      bytes += length;
       if (bytes - reported >= 16 * 1024 * 1024) {
         reported = bytes;
         await send({ t: "progress", state: "RUNNING", bytes });
