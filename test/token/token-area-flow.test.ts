@@ -3,7 +3,7 @@
 // create request, a VM's metadata endpoint on the agent, tokens that verify against the JWKS
 // URL, rotation and revocation pushed to the agent, and the attacks of issue 3 refused.
 import { randomBytes } from "node:crypto";
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
@@ -20,6 +20,8 @@ import { loadConfig } from "../../server/src/runtime/config.js";
 import { createLogger } from "../../server/src/runtime/logger.js";
 import { IdempotencyRepository } from "../../server/src/runtime/storage/idempotency-repository.js";
 import { hostTokenManager } from "../../server/src/token/agent/token-agent-area.js";
+import { openSealedToken } from "../../server/src/token/authority/host-token-sealer.js";
+import { importX25519Jwk } from "../../sdk/src/envelope/index.js";
 import { PG_URL } from "../support/backends.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
 
@@ -295,6 +297,44 @@ describe.each(variants)("token area in the dev processes ($name)", (variant) => 
     await until("last-holder revocation pushed", () => (manager.vm("vm-s2")!.heldVersion(account) === undefined ? true : undefined));
     await manager.detachVm("vm-s1");
     await manager.detachVm("vm-s2");
+  }, 30_000);
+
+  it("a watch stream resumed after a gap replays the rotations it missed, sealed to the host", async () => {
+    const sa = "resumer@proj.trustplane";
+    await admin.createServiceAccount({ requestId: "sa-res", email: sa });
+    await admin.grantActAs({ requestId: "g-res", email: sa, principal: "alice" });
+    const issued = await issue("vm-res", sa);
+    const host = createClient(TokenServiceService, env.dev.server.address, { key: env.dev.agent.signingKey });
+    const sealing = importX25519Jwk(JSON.parse(readFileSync(path.join(env.config.dataDir, "agent", DEV_HOST_ID, "host-sealing.jwk.json"), "utf8")));
+    try {
+      const first = host.watchTokenUpdates({ hostId: DEV_HOST_ID, afterSeq: 0 });
+      const it1 = first[Symbol.asyncIterator]();
+      const pending = it1.next();
+      await new Promise((r) => setTimeout(r, 100)); // subscribed before the rotation
+      await admin.rotateLongTermToken({ requestId: "res-rot-1", accessor: issued.info!.accessor });
+      const m1 = (await pending).value as { seq: number; replicaId: string; accessor: string };
+      expect(m1.accessor).toBe(issued.info!.accessor);
+      first.cancel();
+      // Missed while disconnected:
+      await admin.rotateLongTermToken({ requestId: "res-rot-2", accessor: issued.info!.accessor });
+      const resumed = host.watchTokenUpdates({ hostId: DEV_HOST_ID, afterSeq: m1.seq, replicaId: m1.replicaId });
+      let missed: { version: number; sealedToken: Uint8Array; accessor: string } | undefined;
+      for await (const m of resumed) {
+        if (m.accessor === issued.info!.accessor && m.version === issued.info!.version + 2) {
+          missed = m;
+          break;
+        }
+      }
+      resumed.cancel();
+      const secret = openSealedToken(sealing.privateKey!, DEV_HOST_ID, missed!.sealedToken);
+      const minted = await host.mintAccessToken({ longTermToken: secret, hostId: DEV_HOST_ID, vmId: "vm-res", scopes: [] });
+      expect(minted.tokenType).toBe("Bearer");
+      // Sealed to this host only: another host's key cannot open it.
+      expect(() => openSealedToken(new Uint8Array(32).fill(7), DEV_HOST_ID, missed!.sealedToken)).toThrow();
+    } finally {
+      host.close();
+      await admin.revokeLongTermToken({ requestId: "res-rev", accessor: issued.info!.accessor });
+    }
   }, 30_000);
 
   it.runIf(variant.name === "postgres")(

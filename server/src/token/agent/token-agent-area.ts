@@ -214,17 +214,19 @@ export function watchUpdates(o: { client: TokenClient; hostId: string; onUpdate:
   let connected = false;
   let stream: { cancel(): void } | undefined;
   let afterSeq = 0;
+  let replicaId = "";
   let delay = 250;
   let timer: NodeJS.Timeout | undefined;
   const run = async () => {
     while (!stopped) {
       try {
-        const s = o.client.watchTokenUpdates({ hostId: o.hostId, afterSeq });
+        const s = o.client.watchTokenUpdates({ hostId: o.hostId, afterSeq, replicaId });
         stream = s;
         connected = true;
         for await (const m of s) {
           delay = 250;
           afterSeq = m.seq;
+          replicaId = m.replicaId;
           await o.onUpdate(m).catch((e: Error) => o.logger?.warn({ err: e.message, accessor: m.accessor }, "could not apply a token update"));
         }
       } catch (e) {

@@ -56,8 +56,8 @@ export const tokenServerArea: ServerArea = {
     const keys = await SigningKeyRing.open({ store: new SqlSigningKeyStore(db, deriveAtRestKey(caSecret)), maxTokenTtlSeconds: settings.maxTtlSeconds });
     const accounts = new ServiceAccountRegistry(new SqlServiceAccountStore(db));
     const longTermStore = new SqlLongTermTokenStore(db);
-    const hub = new TokenUpdateHub();
     const sealer = new HostTokenSealer(ctx.storage.hosts);
+    const hub = new TokenUpdateHub({ sealer });
     let bridge: PostgresTokenUpdateBridge | undefined;
     if (db instanceof PostgresDb) {
       bridge = await PostgresTokenUpdateBridge.open(db, ctx.logger);

@@ -229,13 +229,16 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
 
     watchTokenUpdates(req, ctx) {
       requireHostCaller(ctx, req.hostId);
-      return watch(d, req.hostId, req.afterSeq, ctx.signal);
+      // A seq numbered by another replica (failover, restart) says nothing about this one's
+      // backlog: replay all of it rather than risk skipping an update.
+      const afterSeq = req.afterSeq > 0 && req.replicaId !== d.hub.replicaId ? 0 : req.afterSeq;
+      return watch(d, req.hostId, afterSeq, req.afterSeq > 0, ctx.signal);
     },
   };
 }
 
 /** The per-host push stream: backlog after `afterSeq`, then live updates until cancelled. */
-async function* watch(d: TokenServiceDeps, hostId: string, afterSeq: number, signal: AbortSignal): AsyncIterable<WatchTokenUpdatesResponse> {
+async function* watch(d: TokenServiceDeps, hostId: string, afterSeq: number, resume: boolean, signal: AbortSignal): AsyncIterable<WatchTokenUpdatesResponse> {
   const queue: DeliveredUpdate[] = [];
   let wake: (() => void) | undefined;
   const unsubscribe = d.hub.subscribe(
@@ -244,7 +247,7 @@ async function* watch(d: TokenServiceDeps, hostId: string, afterSeq: number, sig
       queue.push(u);
       wake?.();
     },
-    afterSeq > 0 ? { afterSeq } : {},
+    resume ? { afterSeq } : {},
   );
   const onAbort = () => wake?.();
   signal.addEventListener("abort", onAbort);
@@ -277,12 +280,13 @@ async function toMessage(d: TokenServiceDeps, u: DeliveredUpdate): Promise<Watch
     reason: "",
     expiresAtMs: 0,
     accounts: [],
+    replicaId: d.hub.replicaId,
   };
   switch (u.kind) {
     case "ROTATED": {
       // A plaintext secret (published on this replica) is sealed here, per host, before it
       // leaves the process; one that crossed replicas arrives sealed already.
-      const sealed = u.token !== undefined ? await d.sealer.seal(u.hostId, u.token) : u.sealedToken;
+      const sealed = u.sealedToken ?? (u.token !== undefined ? await d.sealer.seal(u.hostId, u.token) : undefined);
       return {
         ...base,
         kind: TokenUpdateKind.TOKEN_UPDATE_KIND_ROTATED,

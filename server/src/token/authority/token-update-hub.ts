@@ -72,6 +72,11 @@ export interface TokenUpdateHubOptions {
   /** Updates kept per host for resumption. */
   backlogSize?: number;
   replicaId?: string;
+  /**
+   * Seals rotated secrets at publish time, so the backlog keeps a sealed copy a resuming
+   * stream can still use (without one, a replayed rotation carries no secret).
+   */
+  sealer?: TokenSealer;
 }
 
 export class TokenUpdateHub {
@@ -80,9 +85,12 @@ export class TokenUpdateHub {
   private readonly backlogSize: number;
   private bridge?: { bridge: TokenUpdateBridge; sealer: TokenSealer; detach: () => void };
 
+  private readonly sealer?: TokenSealer;
+
   constructor(options: TokenUpdateHubOptions = {}) {
     this.backlogSize = options.backlogSize ?? 64;
     this.replicaId = options.replicaId ?? randomUUID();
+    this.sealer = options.sealer;
   }
 
   /**
@@ -102,12 +110,16 @@ export class TokenUpdateHub {
 
   /** Delivers locally, then forwards to the other replicas when a bridge is attached. */
   async publish(update: TokenUpdate): Promise<DeliveredUpdate> {
+    const sealer = this.sealer ?? this.bridge?.sealer;
+    if (update.kind === "ROTATED" && update.token !== undefined && update.sealedToken === undefined && sealer) {
+      update = { ...update, sealedToken: await sealer.seal(update.hostId, update.token) };
+    }
     const delivered = this.deliver(update);
     if (this.bridge) {
       let outbound: TokenUpdate = update;
       if (update.kind === "ROTATED") {
         const { token, ...rest } = update;
-        outbound = token === undefined ? rest : { ...rest, sealedToken: await this.bridge.sealer.seal(update.hostId, token) };
+        outbound = token === undefined || rest.sealedToken !== undefined ? rest : { ...rest, sealedToken: await this.bridge.sealer.seal(update.hostId, token) };
       }
       await this.bridge.bridge.publish({ origin: this.replicaId, update: outbound });
     }

@@ -390,6 +390,11 @@ export interface WatchTokenUpdatesRequest {
   hostId: string;
   /** Resume after this sequence number (0: from now). */
   afterSeq: number;
+  /**
+   * The replica that numbered after_seq. Sequence numbers are per replica: resuming on
+   * another one replays its whole backlog (updates are idempotent, versions only grow).
+   */
+  replicaId: string;
 }
 
 /**
@@ -415,6 +420,8 @@ export interface WatchTokenUpdatesResponse {
   expiresAtMs: number;
   /** ACCOUNTS_CHANGED: the VM's complete account list after the change. */
   accounts: HeldAccount[];
+  /** The replica whose sequence `seq` belongs to (send it back as replica_id). */
+  replicaId: string;
 }
 
 /**
@@ -4560,7 +4567,7 @@ export const GetJwksResponse: MessageFns<GetJwksResponse> = {
 };
 
 function createBaseWatchTokenUpdatesRequest(): WatchTokenUpdatesRequest {
-  return { hostId: "", afterSeq: 0 };
+  return { hostId: "", afterSeq: 0, replicaId: "" };
 }
 
 export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
@@ -4570,6 +4577,9 @@ export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
     }
     if (message.afterSeq !== 0) {
       writer.uint32(16).int64(message.afterSeq);
+    }
+    if (message.replicaId !== "") {
+      writer.uint32(26).string(message.replicaId);
     }
     return writer;
   },
@@ -4603,6 +4613,14 @@ export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
             message.afterSeq = longToNumber(reader.int64());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.replicaId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4627,6 +4645,11 @@ export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
         : isSet(object.after_seq)
         ? globalThis.Number(object.after_seq)
         : 0,
+      replicaId: isSet(object.replicaId)
+        ? globalThis.String(object.replicaId)
+        : isSet(object.replica_id)
+        ? globalThis.String(object.replica_id)
+        : "",
     };
   },
 
@@ -4638,6 +4661,9 @@ export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
     if (message.afterSeq !== 0) {
       obj.afterSeq = Math.round(message.afterSeq);
     }
+    if (message.replicaId !== "") {
+      obj.replicaId = message.replicaId;
+    }
     return obj;
   },
 
@@ -4648,6 +4674,7 @@ export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
     const message = createBaseWatchTokenUpdatesRequest();
     message.hostId = object.hostId ?? "";
     message.afterSeq = object.afterSeq ?? 0;
+    message.replicaId = object.replicaId ?? "";
     return message;
   },
 };
@@ -4665,6 +4692,7 @@ function createBaseWatchTokenUpdatesResponse(): WatchTokenUpdatesResponse {
     reason: "",
     expiresAtMs: 0,
     accounts: [],
+    replicaId: "",
   };
 }
 
@@ -4702,6 +4730,9 @@ export const WatchTokenUpdatesResponse: MessageFns<WatchTokenUpdatesResponse> = 
     }
     for (const v of message.accounts) {
       HeldAccount.encode(v!, writer.uint32(90).fork()).join();
+    }
+    if (message.replicaId !== "") {
+      writer.uint32(98).string(message.replicaId);
     }
     return writer;
   },
@@ -4807,6 +4838,14 @@ export const WatchTokenUpdatesResponse: MessageFns<WatchTokenUpdatesResponse> = 
             message.accounts.push(HeldAccount.decode(reader, reader.uint32()));
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.replicaId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4852,6 +4891,11 @@ export const WatchTokenUpdatesResponse: MessageFns<WatchTokenUpdatesResponse> = 
       accounts: globalThis.Array.isArray(object?.accounts)
         ? object.accounts.map((e: any) => HeldAccount.fromJSON(e))
         : [],
+      replicaId: isSet(object.replicaId)
+        ? globalThis.String(object.replicaId)
+        : isSet(object.replica_id)
+        ? globalThis.String(object.replica_id)
+        : "",
     };
   },
 
@@ -4890,6 +4934,9 @@ export const WatchTokenUpdatesResponse: MessageFns<WatchTokenUpdatesResponse> = 
     if (message.accounts?.length) {
       obj.accounts = message.accounts.map((e) => HeldAccount.toJSON(e));
     }
+    if (message.replicaId !== "") {
+      obj.replicaId = message.replicaId;
+    }
     return obj;
   },
 
@@ -4909,6 +4956,7 @@ export const WatchTokenUpdatesResponse: MessageFns<WatchTokenUpdatesResponse> = 
     message.reason = object.reason ?? "";
     message.expiresAtMs = object.expiresAtMs ?? 0;
     message.accounts = object.accounts?.map((e) => HeldAccount.fromPartial(e)) || [];
+    message.replicaId = object.replicaId ?? "";
     return message;
   },
 };
