@@ -93,7 +93,7 @@ export const JOB_BENCHMARKS: Benchmark[] = [
         const source = (function* () {
           for (let i = 0; i < total / MiB; i++) yield chunk;
         })();
-        const ref = await encryptToStorage(session.storage, source, { dek, dekId: "bench-dek", tenant: "admin", name: `bench/${Date.now()}.bin` });
+        const ref = await encryptToStorage(session.storage, source, { dek, dekId: "bench-dek", tenant: "admin", name: `bench/${Date.now()}.bin`, size: total });
         const t1 = performance.now();
         let detail = "";
         const { output } = await runJob(session, code, { stored: { tenant: ref.tenant, name: ref.name }, dekId: "bench-dek" }, {

@@ -31,7 +31,7 @@ describe("secure job flow", () => {
   it("runs word frequency over stored ciphertext and stores the encrypted result; no DEK or plaintext reaches the server", async () => {
     const text = `${MARKER} the quick brown fox jumps over the lazy dog. The dog sleeps; THE END\n`.repeat(50);
     const session = await alice.session("sign");
-    const ref = await encryptToStorage(session.storage, [Buffer.from(text)], { dek: alice.dek, dekId: alice.dekId, tenant: "alice", name: "texts/fox.txt" });
+    const ref = await encryptToStorage(session.storage, [Buffer.from(text)], { dek: alice.dek, dekId: alice.dekId, tenant: "alice", name: "texts/fox.txt", size: text.length });
     expect(ref.size).toBeGreaterThan(text.length);
     const code = await buildJobModule("word-frequency");
     const states: string[] = [];

@@ -40,4 +40,21 @@ describe("StorageService", () => {
       storage.close();
     }
   }, 30_000);
+
+  it("encryptToStorage with a known size encrypts once and refuses a source that is not that size", async () => {
+    const { encryptToStorage } = await import("../../sdk/src/job/encrypt-to-storage.js");
+    const { decryptBytes } = await import("../../sdk/src/envelope/envelope-bytes.js");
+    const storage = createClient(StorageServiceService, t.address, { key: carol.key });
+    try {
+      const plain = Buffer.alloc(2 * 1024 * 1024 + 5, 0x61);
+      const ref = await encryptToStorage(storage, [plain.subarray(0, 1000), plain.subarray(1000)], { dek: carol.dek, dekId: carol.dekId, tenant: "carol", name: "sized.bin", size: plain.length });
+      const got: Buffer[] = [];
+      for await (const m of storage.getObject({ tenant: "carol", name: "sized.bin" })) if (m.chunk) got.push(Buffer.from(m.chunk));
+      expect(Buffer.concat(got).length).toBe(ref.size);
+      expect(Buffer.from(await decryptBytes(Buffer.concat(got), { dek: carol.dek })).equals(plain)).toBe(true);
+      await expect(encryptToStorage(storage, [plain], { dek: carol.dek, dekId: carol.dekId, tenant: "carol", name: "wrong.bin", size: plain.length - 1 })).rejects.toMatchObject({ reason: "SOURCE_SIZE_CHANGED" });
+    } finally {
+      storage.close();
+    }
+  }, 30_000);
 });

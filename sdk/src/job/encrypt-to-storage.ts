@@ -4,11 +4,13 @@
 // is spooled to a private temp file and sent in a second pass; plaintext never leaves.
 import { randomBytes } from "node:crypto";
 import { createReadStream, type ReadStream } from "node:fs";
-import { mkdtemp, open, rm } from "node:fs/promises";
+import { mkdtemp, open, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import type { SignedClient } from "../client/create-client.js";
-import { encryptStream } from "../envelope/encrypt-stream.js";
+import { TrustplaneError } from "../errors.js";
+import { DEFAULT_SEGMENT_SIZE, encryptStream } from "../envelope/encrypt-stream.js";
+import { TAG_LENGTH } from "../envelope/segment-cipher.js";
 import type { ObjectRef, StorageServiceService } from "../gen/trustplane/job/v1/storage.js";
 
 export interface TransferProgress {
@@ -115,9 +117,87 @@ export async function encryptToStorage(storage: SignedClient<typeof StorageServi
   const dir = await mkdtemp(path.join(opts.spoolDir ?? os.tmpdir(), "tp-spool-"));
   const file = path.join(dir, "object.tpev");
   try {
-    const size = await encryptToFile(source, file, opts, opts.onProgress, opts.size);
-    return await uploadFile(storage, file, size, opts);
+    const plainSize = opts.size ?? (typeof source === "string" ? (await stat(source)).size : undefined);
+    if (plainSize === undefined) {
+      const size = await encryptToFile(source, file, opts, opts.onProgress, opts.size);
+      return await uploadFile(storage, file, size, opts);
+    }
+    return await encryptAndUpload(storage, source, file, plainSize, opts);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * With the plaintext size known, the ciphertext size is too, so the signature's digest pass
+ * IS the encryption pass (spooling as it goes, in the exact message chunking the send pass
+ * reads back): the plaintext is read and encrypted once.
+ */
+async function encryptAndUpload(storage: SignedClient<typeof StorageServiceService>, source: PlaintextSource, file: string, plainSize: number, opts: EncryptToStorageOptions): Promise<ObjectRef> {
+  const key = { dek: opts.dek, dekId: opts.dekId };
+  const probe = encryptStream([], key);
+  const headerLength = (await probe.next()).value!.length;
+  await probe.return(undefined);
+  const size = headerLength + plainSize + TAG_LENGTH * Math.max(1, Math.ceil(plainSize / DEFAULT_SEGMENT_SIZE));
+  const requestId = `put-${randomBytes(8).toString("hex")}`;
+  const header = { header: { requestId, tenant: opts.tenant, name: opts.name ?? "", size } };
+  let pass = 0;
+  const res = await storage.putObject(() =>
+    (async function* () {
+      pass++;
+      yield header;
+      if (pass === 1) {
+        const out = await open(file, "wx", 0o600);
+        try {
+          let plain = 0;
+          const counted = (async function* () {
+            for await (const c of sourceOf(source)) {
+              plain += c.length;
+              opts.onProgress?.({ phase: "encrypt", bytes: plain, total: plainSize });
+              yield c;
+            }
+          })();
+          let pending: Uint8Array[] = [];
+          let queued = 0;
+          let written = 0;
+          const emit = async (n: number): Promise<Buffer> => {
+            const joined = Buffer.concat(pending, queued);
+            const chunk = joined.subarray(0, n);
+            const rest = joined.subarray(n);
+            pending = rest.length > 0 ? [rest] : [];
+            queued = rest.length;
+            await out.write(chunk);
+            written += chunk.length;
+            return chunk;
+          };
+          for await (const piece of encryptStream(counted, key)) {
+            pending.push(piece);
+            queued += piece.length;
+            while (queued >= CHUNK) yield { chunk: await emit(CHUNK) };
+          }
+          if (queued > 0) yield { chunk: await emit(queued) };
+          if (plain !== plainSize || written !== size) {
+            throw new TrustplaneError("FAILED_PRECONDITION", "SOURCE_SIZE_CHANGED", `the source had ${plain} bytes, not the ${plainSize} declared; pass the right size (or none)`);
+          }
+        } finally {
+          await out.close();
+        }
+      } else {
+        const h = await open(file, "r");
+        try {
+          for (let sent = 0; ; ) {
+            const buf = Buffer.allocUnsafe(CHUNK);
+            const { bytesRead } = await h.read(buf, 0, CHUNK, sent);
+            if (bytesRead === 0) break;
+            sent += bytesRead;
+            opts.onProgress?.({ phase: "upload", bytes: sent, total: size });
+            yield { chunk: bytesRead === CHUNK ? buf : buf.subarray(0, bytesRead) };
+          }
+        } finally {
+          await h.close();
+        }
+      }
+    })(),
+  );
+  return res.object!;
 }
