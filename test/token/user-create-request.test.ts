@@ -2,7 +2,9 @@
 // registered, unrevoked user key vouches (not a host's, not the server's own), the payload
 // type is pinned, the request must name the account and scopes, the ACL decides, replays fail.
 import { describe, expect, it } from "vitest";
-import { generateSigningKey, signEnvelope, type SigningKey } from "../../sdk/src/auth/index.js";
+import { CALL_STATEMENT_TYPE, generateSigningKey, signCall, signEnvelope, type SigningKey } from "../../sdk/src/auth/index.js";
+import { CreateVmRequest, SetVmServiceAccountsRequest } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import type { SignedEnvelope } from "../../sdk/src/gen/trustplane/auth/v1/auth.js";
 import { TrustplaneError } from "../../sdk/src/errors.js";
 import { signVmCreateRequest } from "../../sdk/src/token/index.js";
 import type { KeyRecord } from "../../server/src/runtime/storage/key-repository.js";
@@ -11,7 +13,7 @@ import { UserCreateRequestCheck, type UsedRequestLedger } from "../../server/src
 
 const SA = "sa@p.trustplane";
 
-async function setup() {
+async function setup(now?: () => number) {
   const registry = new ServiceAccountRegistry(new InMemoryServiceAccountStore());
   await registry.createAccount({ email: SA, actors: ["alice", "host:h1", "trustplane-server"] });
   const keys = new Map<string, KeyRecord>();
@@ -26,7 +28,7 @@ async function setup() {
       return true;
     },
   };
-  const check = new UserCreateRequestCheck({ keys: { get: async (id) => keys.get(id) }, accounts: registry, ledger });
+  const check = new UserCreateRequestCheck({ keys: { get: async (id) => keys.get(id) }, accounts: registry, ledger, now });
   return { check, register };
 }
 
@@ -77,5 +79,44 @@ describe("UserCreateRequestCheck", () => {
     const bob = generateSigningKey("Ed25519");
     register("bob", bob);
     expect(await reason(check.check(request(bob), want))).toBe("NOT_ON_ACL");
+  });
+
+  describe("a forwarded user call (statement + request bytes)", () => {
+    const forward = (key: SigningKey, method: string, body: Uint8Array): SignedEnvelope => {
+      const call = signCall({ method, requestBytes: body, key });
+      return { payloadType: CALL_STATEMENT_TYPE, payload: call.statement, signatures: [{ keyId: call.keyId, sig: call.signature, certificate: new Uint8Array(0) }] };
+    };
+    const createBody = (scopes = ["s.read"]) => CreateVmRequest.encode(CreateVmRequest.fromPartial({ requestId: "r", name: "vm1", serviceAccounts: [{ email: SA, scopes }] })).finish();
+
+    it("accepts the user's own CreateVm call whose bytes match the signed digest", async () => {
+      const { check, register } = await setup();
+      const alice = generateSigningKey("Ed25519");
+      register("alice", alice);
+      const body = createBody();
+      const env = forward(alice, "/trustplane.vm.v1.VmService/CreateVm", body);
+      expect((await check.check(env, want, body)).principal).toBe("alice");
+      expect(await reason(check.check(env, want, body))).toBe("USER_REQUEST_REPLAYED");
+    });
+
+    it("refuses other bytes than were signed, other methods, stale calls, and a change for another VM", async () => {
+      const alice = generateSigningKey("Ed25519");
+      const { check, register } = await setup();
+      register("alice", alice);
+      const signed = createBody();
+      const env = forward(alice, "/trustplane.vm.v1.VmService/CreateVm", signed);
+      expect(await reason(check.check(env, want, createBody(["s.read", "s.write"])))).toBe("USER_REQUEST_MISMATCH");
+      expect(await reason(check.check(env, want))).toBe("USER_REQUEST_MALFORMED");
+      expect(await reason(check.check(forward(alice, "/trustplane.vm.v1.VmService/DeleteVm", signed), want, signed))).toBe("USER_REQUEST_MISMATCH");
+
+      const late = await setup(() => Date.now() + 3600_000);
+      late.register("alice", alice);
+      expect(await reason(late.check.check(forward(alice, "/trustplane.vm.v1.VmService/CreateVm", signed), want, signed))).toBe("USER_REQUEST_STALE");
+
+      const change = (vmId: string) => SetVmServiceAccountsRequest.encode(SetVmServiceAccountsRequest.fromPartial({ requestId: vmId, vmId, serviceAccounts: [{ email: SA, scopes: ["s.read"] }] })).finish();
+      const other = change("vm-other");
+      expect(await reason(check.check(forward(alice, "/trustplane.vm.v1.VmService/SetVmServiceAccounts", other), want, other))).toBe("USER_REQUEST_MISMATCH");
+      const mine = change("vm1");
+      expect((await check.check(forward(alice, "/trustplane.vm.v1.VmService/SetVmServiceAccounts", mine), want, mine)).principal).toBe("alice");
+    });
   });
 });

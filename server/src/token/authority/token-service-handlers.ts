@@ -142,7 +142,7 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
       // Check everything that does not consume the user's request first, so a typo does not
       // burn it; then the request is marked used before anything is issued.
       await d.accounts.audiencesForScopes(scopes);
-      const user = await d.userRequests.check(req.userRequest, { serviceAccount: req.serviceAccount, scopes, vmId: req.vmId });
+      const user = await d.userRequests.check(req.userRequest, { serviceAccount: req.serviceAccount, scopes, vmId: req.vmId }, req.userRequestBody);
       const issued = await d.longTermTokens.acquire({
         principal: user.principal,
         serviceAccount: req.serviceAccount,
