@@ -7,6 +7,7 @@ import { Feature, HypervisorType } from "../../sdk/src/gen/trustplane/vm/v1/vm.j
 import type { SqlDb } from "../../server/src/runtime/storage/sql-db.js";
 import { openDatabase } from "../../server/src/runtime/storage/open-database.js";
 import type { HostRegistration } from "../../server/src/vm/manager/host-inventory.js";
+import { MemoryHostInventory } from "../../server/src/vm/manager/host-inventory-memory.js";
 import { SqlHostInventory } from "../../server/src/vm/manager/host-inventory-sql.js";
 import { vmHostInventory } from "../../server/src/vm/manager/vm-migration.js";
 import { ClaimingScheduler } from "../../server/src/vm/scheduler/claiming-scheduler.js";
@@ -149,3 +150,22 @@ for (const { name, backend } of variants) {
     });
   });
 }
+
+describe("MemoryHostInventory keeps the same claim contract", () => {
+  it("100 concurrent claims on 20 hosts: 2 per host fit, none over-commits; releases are idempotent", async () => {
+    const inv = new MemoryHostInventory();
+    const ids = Array.from({ length: 20 }, (_, i) => `host-${i}`);
+    for (const id of ids) await inv.register(reg(id), 0);
+    const snapshot = await inv.list();
+    const outcomes = await Promise.all(Array.from({ length: 100 }, (_, i) => inv.claim(ids[i % 20]!, { vcpus: 3, memoryMib: 512, diskGib: 10 }, `vm-${i}`)));
+    expect(outcomes.filter(Boolean)).toHaveLength(40);
+    for (const id of ids) expect((await inv.get(id))!.used).toEqual({ vcpus: 6, memoryMib: 1024, diskGib: 20 });
+    // A snapshot handed out before the claims does not change under its reader.
+    expect(snapshot.every((h) => h.used.vcpus === 0)).toBe(true);
+    expect(await inv.claim("host-0", { vcpus: 3, memoryMib: 512, diskGib: 10 }, "vm-0")).toBe(true); // same id, same host
+    expect(await inv.claim("host-1", { vcpus: 1, memoryMib: 1, diskGib: 1 }, "vm-0")).toBe(false); // same id, other host
+    expect(await inv.release("vm-0")).toBe(true);
+    expect(await inv.release("vm-0")).toBe(false);
+    expect((await inv.get("host-0"))!.used.vcpus).toBe(3);
+  });
+});

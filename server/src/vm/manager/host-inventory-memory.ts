@@ -9,8 +9,27 @@ type MutableHost = { -readonly [K in keyof HostState]: HostState[K] };
 export class MemoryHostInventory implements HostInventory {
   private readonly hosts = new Map<string, MutableHost>();
   private readonly claims = new Map<string, { hostId: string; amounts: ResourceAmounts }>();
-  /** Cached snapshot for list(); rebuilt only after a change so scheduling 10k hosts stays cheap. */
-  private snapshot: HostState[] | undefined;
+  /** Hosts in registration order; list() hands this array out and it is never mutated after that. */
+  private order: MutableHost[] = [];
+  private readonly position = new Map<string, number>();
+  /** True once list() handed `order` out: the next change copies it first (copy-on-write). */
+  private shared = false;
+
+  /** Stores a new version of a host; host objects are replaced, never edited, so readers keep theirs. */
+  private put(h: MutableHost): void {
+    this.hosts.set(h.hostId, h);
+    if (this.shared) {
+      this.order = this.order.slice();
+      this.shared = false;
+    }
+    const at = this.position.get(h.hostId);
+    if (at === undefined) {
+      this.position.set(h.hostId, this.order.length);
+      this.order.push(h);
+    } else {
+      this.order[at] = h;
+    }
+  }
 
   async register(reg: HostRegistration, nowMs: number): Promise<HostState> {
     checkAmounts("total", reg.total);
@@ -28,8 +47,7 @@ export class MemoryHostInventory implements HostInventory {
       up: true,
       lastHeartbeatMs: nowMs,
     };
-    this.hosts.set(reg.hostId, h);
-    this.snapshot = undefined;
+    this.put(h);
     return { ...h };
   }
 
@@ -37,7 +55,7 @@ export class MemoryHostInventory implements HostInventory {
     const h = this.hosts.get(hostId);
     if (!h) return false;
     // A copy, not an in-place edit: snapshots handed out earlier must not change under a reader.
-    this.hosts.set(hostId, {
+    this.put({
       ...h,
       load: hb.load,
       instanceCount: hb.instanceCount,
@@ -46,7 +64,6 @@ export class MemoryHostInventory implements HostInventory {
       up: true,
       lastHeartbeatMs: Math.max(h.lastHeartbeatMs, nowMs),
     });
-    this.snapshot = undefined;
     return true;
   }
 
@@ -54,11 +71,10 @@ export class MemoryHostInventory implements HostInventory {
     const down: string[] = [];
     for (const h of this.hosts.values()) {
       if (h.up && h.lastHeartbeatMs < nowMs - graceMs) {
-        this.hosts.set(h.hostId, { ...h, up: false });
+        this.put({ ...h, up: false });
         down.push(h.hostId);
       }
     }
-    if (down.length) this.snapshot = undefined;
     return down;
   }
 
@@ -68,8 +84,8 @@ export class MemoryHostInventory implements HostInventory {
   }
 
   async list(): Promise<readonly HostState[]> {
-    this.snapshot ??= [...this.hosts.values()];
-    return this.snapshot;
+    this.shared = true;
+    return this.order;
   }
 
   async claim(hostId: string, amounts: ResourceAmounts, claimId: string): Promise<boolean> {
@@ -84,9 +100,8 @@ export class MemoryHostInventory implements HostInventory {
       u.memoryMib + amounts.memoryMib <= h.total.memoryMib * h.ratios.ram &&
       u.diskGib + amounts.diskGib <= h.total.diskGib * h.ratios.disk;
     if (!fits) return false;
-    this.hosts.set(hostId, { ...h, used: { vcpus: u.vcpus + amounts.vcpus, memoryMib: u.memoryMib + amounts.memoryMib, diskGib: u.diskGib + amounts.diskGib } });
+    this.put({ ...h, used: { vcpus: u.vcpus + amounts.vcpus, memoryMib: u.memoryMib + amounts.memoryMib, diskGib: u.diskGib + amounts.diskGib } });
     this.claims.set(claimId, { hostId, amounts: { ...amounts } });
-    this.snapshot = undefined;
     return true;
   }
 
@@ -98,8 +113,7 @@ export class MemoryHostInventory implements HostInventory {
     if (h) {
       const u = h.used;
       const a = held.amounts;
-      this.hosts.set(h.hostId, { ...h, used: { vcpus: u.vcpus - a.vcpus, memoryMib: u.memoryMib - a.memoryMib, diskGib: u.diskGib - a.diskGib } });
-      this.snapshot = undefined;
+      this.put({ ...h, used: { vcpus: u.vcpus - a.vcpus, memoryMib: u.memoryMib - a.memoryMib, diskGib: u.diskGib - a.diskGib } });
     }
     return true;
   }

@@ -69,10 +69,11 @@ export function selectHosts(hosts: readonly HostState[], req: SchedulingRequest,
   const n = candidates.length;
   const total = new Float64Array(n);
   const raw = new Float64Array(n);
+  const norm = new Float64Array(n);
   for (const { weigher, multiplier } of weighers) {
     if (multiplier === 0) continue;
     for (let i = 0; i < n; i++) raw[i] = weigher.raw(candidates[i]!, req);
-    const norm = normalise(raw);
+    normalise(raw, norm);
     for (let i = 0; i < n; i++) total[i] += multiplier * norm[i]!;
   }
 

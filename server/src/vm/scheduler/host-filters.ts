@@ -19,9 +19,14 @@ export interface HostFilter {
   passes(host: HostState, req: SchedulingRequest): boolean;
 }
 
-/** The drivers on a host that the request may use: the named hypervisor, or all when unspecified. */
-function eligibleDrivers(host: HostState, req: SchedulingRequest): readonly HypervisorOffer[] {
-  return req.hypervisor === HypervisorType.HYPERVISOR_TYPE_UNSPECIFIED ? host.hypervisors : host.hypervisors.filter((d) => d.hypervisor === req.hypervisor);
+/** Whether a driver is one the request may use: the named hypervisor, or any when unspecified. */
+const eligible = (d: HypervisorOffer, req: SchedulingRequest) =>
+  req.hypervisor === HypervisorType.HYPERVISOR_TYPE_UNSPECIFIED || d.hypervisor === req.hypervisor;
+
+// Plain loops below: these run for every host on every create (10k hosts), so no per-host allocation.
+function hasAll(d: HypervisorOffer, features: readonly Feature[]): boolean {
+  for (const f of features) if (!d.features.includes(f)) return false;
+  return true;
 }
 
 /** Nova's ComputeFilter: only hosts whose agent is heartbeating. */
@@ -30,13 +35,20 @@ export const ComputeFilter: HostFilter = { name: "ComputeFilter", passes: (h) =>
 /** The host offers the requested hypervisor type. */
 export const HypervisorTypeFilter: HostFilter = {
   name: "HypervisorTypeFilter",
-  passes: (h, req) => eligibleDrivers(h, req).length > 0,
+  passes: (h, req) => {
+    for (const d of h.hypervisors) if (eligible(d, req)) return true;
+    return false;
+  },
 };
 
 /** One eligible driver on the host provides every required feature. */
 export const FeatureFilter: HostFilter = {
   name: "FeatureFilter",
-  passes: (h, req) => req.features.length === 0 || eligibleDrivers(h, req).some((d) => req.features.every((f) => d.features.includes(f))),
+  passes: (h, req) => {
+    if (req.features.length === 0) return true;
+    for (const d of h.hypervisors) if (eligible(d, req) && hasAll(d, req.features)) return true;
+    return false;
+  },
 };
 
 /** The host is in the requested region (Nova's AvailabilityZoneFilter). */
