@@ -18,7 +18,6 @@ import { DEV_HOST_ID } from "../../server/src/processes/dev-process.js";
 import { startServer, type ServerHandle } from "../../server/src/processes/server-process.js";
 import { loadConfig } from "../../server/src/runtime/config.js";
 import { createLogger } from "../../server/src/runtime/logger.js";
-import { IdempotencyRepository } from "../../server/src/runtime/storage/idempotency-repository.js";
 import { hostTokenManager } from "../../server/src/token/agent/token-agent-area.js";
 import { openSealedToken } from "../../server/src/token/authority/host-token-sealer.js";
 import { importX25519Jwk } from "../../sdk/src/envelope/index.js";
@@ -73,20 +72,6 @@ describe.each(variants)("token area in the dev processes ($name)", (variant) => 
 
   beforeAll(async () => {
     if (variant.schema) {
-      // Foundation bug worked around here only: the service binder scopes idempotency records
-      // as `principal\u0000method`, and PostgreSQL TEXT cannot hold NUL (reported to the lead).
-      // Same mapping on read and write, so the records still behave.
-      const nul = /\u0000/g;
-      const proto = IdempotencyRepository.prototype as unknown as Record<"get" | "put", (scope: string, ...rest: unknown[]) => Promise<unknown>>;
-      for (const m of ["get", "put"] as const) {
-        const original = proto[m]!;
-        if ((original as { shimmed?: boolean }).shimmed) continue;
-        const shim = function (this: unknown, scope: string, ...rest: unknown[]) {
-          return original.call(this, scope.replace(nul, "\u0001"), ...rest);
-        };
-        (shim as { shimmed?: boolean }).shimmed = true;
-        proto[m] = shim;
-      }
       const c = new pg.Client({ connectionString: PG_URL });
       await c.connect();
       await c.query(`CREATE SCHEMA ${variant.schema}`);

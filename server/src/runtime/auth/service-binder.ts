@@ -327,7 +327,8 @@ async function runUnary(
     return def.responseSerialize(await handler(req, ctx));
   }
   // Scope by principal so one principal's request ids never collide with another's.
-  const scope = `${caller.principal}\u0000${def.path}`;
+  // A space never occurs in principal names or method paths (and, unlike NUL, PostgreSQL TEXT holds it).
+  const scope = `${caller.principal} ${def.path}`;
   const digest = createHash("sha256").update(raw).digest();
   const previous = await store.get(scope, requestId);
   if (previous) {
