@@ -33,6 +33,14 @@ export interface Config {
   hostId?: string;
   /** Agent: expected server TLS CA (PEM file) when the server uses TLS. */
   serverCaFile?: string;
+  /** Token area: host:port of the HTTP listener serving /.well-known/jwks.json. */
+  jwksListen: string;
+  /** Token area: `iss` of every token; the same on every replica. */
+  tokenIssuer: string;
+  /** Token area: short-term token lifetime in seconds (at most 3600). */
+  tokenTtlSeconds: number;
+  /** Token area: how long one signing key signs before a fresh one takes over. */
+  tokenKeyRotationHours: number;
 }
 
 export const DEFAULT_CONFIG: Config = {
@@ -42,6 +50,10 @@ export const DEFAULT_CONFIG: Config = {
   skewSeconds: 300,
   logLevel: "info",
   drainSeconds: 10,
+  jwksListen: "127.0.0.1:0",
+  tokenIssuer: "https://tokens.trustplane.local",
+  tokenTtlSeconds: 3600,
+  tokenKeyRotationHours: 24,
 };
 
 type Source = "file" | "environment" | "flag";
@@ -59,6 +71,10 @@ const ENV_NAMES: Record<string, keyof Config> = {
   TRUSTPLANE_JOIN_TOKEN: "joinToken",
   TRUSTPLANE_HOST_ID: "hostId",
   TRUSTPLANE_SERVER_CA: "serverCaFile",
+  TRUSTPLANE_JWKS_LISTEN: "jwksListen",
+  TRUSTPLANE_TOKEN_ISSUER: "tokenIssuer",
+  TRUSTPLANE_TOKEN_TTL_SECONDS: "tokenTtlSeconds",
+  TRUSTPLANE_TOKEN_KEY_ROTATION_HOURS: "tokenKeyRotationHours",
 };
 
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
@@ -97,8 +113,24 @@ function apply(into: Config, raw: RawConfig, source: Source): Config {
     switch (key) {
       case "listen":
       case "agentListen":
+      case "jwksListen":
         out[key] = hostPort(key, source, value);
         break;
+      case "tokenTtlSeconds": {
+        const n = positiveNumber(key, source, value);
+        if (n > 3600 || !Number.isInteger(n)) throw bad(key, source, "short-term tokens live at most 3600 whole seconds");
+        out.tokenTtlSeconds = n;
+        break;
+      }
+      case "tokenKeyRotationHours":
+        out.tokenKeyRotationHours = positiveNumber(key, source, value);
+        break;
+      case "tokenIssuer": {
+        const iss = str(key, source, value);
+        if (!/^https?:\/\/[^\s]+$/.test(iss)) throw bad(key, source, "expected an http(s) URL");
+        out.tokenIssuer = iss;
+        break;
+      }
       case "skewSeconds":
       case "drainSeconds":
         out[key] = positiveNumber(key, source, value);

@@ -1,6 +1,7 @@
 // The token authority as a ServerArea: SQL-backed stores, the signing key ring (private keys
 // sealed at rest under a CA-derived key), TokenService on the server's gRPC port, the JWKS on
 // its own HTTP listener, and the LISTEN/NOTIFY bridge when several replicas share PostgreSQL.
+import type { Config } from "../../runtime/config.js";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { exportPrivateJwk } from "../../../../sdk/src/auth/index.js";
@@ -22,35 +23,29 @@ import { createTokenServiceHandlers } from "./token-service-handlers.js";
 import { TokenUpdateHub } from "./token-update-hub.js";
 import { UserCreateRequestCheck } from "./user-create-request.js";
 
-/** Default `iss`; the same on every replica (TRUSTPLANE_TOKEN_ISSUER overrides). */
-export const DEFAULT_TOKEN_ISSUER = "https://tokens.trustplane.local";
 
-/**
- * Settings read from the environment until the shared Config grows them:
- * TRUSTPLANE_JWKS_LISTEN (host:port, loopback port 0 by default), TRUSTPLANE_TOKEN_ISSUER,
- * TRUSTPLANE_TOKEN_TTL_SECONDS (short-term token lifetime, ≤ 3600), TRUSTPLANE_TOKEN_KEY_ROTATION_HOURS.
- */
+/** The token area's settings, from the shared Config (file → TRUSTPLANE_* environment → flags). */
 export interface TokenAreaSettings {
   jwksListen: string;
   issuer: string;
   maxTtlSeconds: number;
-  /** How long one signing key signs before a fresh one takes over (TRUSTPLANE_TOKEN_KEY_ROTATION_HOURS, default 24). */
+  /** How long one signing key signs before a fresh one takes over. */
   keyRotationMs: number;
 }
 
-export function tokenAreaSettings(env: NodeJS.ProcessEnv = process.env): TokenAreaSettings {
+export function tokenAreaSettings(config: Config): TokenAreaSettings {
   return {
-    jwksListen: env.TRUSTPLANE_JWKS_LISTEN ?? "127.0.0.1:0",
-    issuer: env.TRUSTPLANE_TOKEN_ISSUER ?? DEFAULT_TOKEN_ISSUER,
-    maxTtlSeconds: env.TRUSTPLANE_TOKEN_TTL_SECONDS ? Number(env.TRUSTPLANE_TOKEN_TTL_SECONDS) : 3600,
-    keyRotationMs: (env.TRUSTPLANE_TOKEN_KEY_ROTATION_HOURS ? Number(env.TRUSTPLANE_TOKEN_KEY_ROTATION_HOURS) : 24) * 3600_000,
+    jwksListen: config.jwksListen,
+    issuer: config.tokenIssuer,
+    maxTtlSeconds: config.tokenTtlSeconds,
+    keyRotationMs: config.tokenKeyRotationHours * 3600_000,
   };
 }
 
 export const tokenServerArea: ServerArea = {
   name: "token",
   async start(ctx) {
-    const settings = tokenAreaSettings();
+    const settings = tokenAreaSettings(ctx.config);
     const db = ctx.storage.db;
     const caSecret = Buffer.from(String(exportPrivateJwk(ctx.ca).d), "base64url");
     const keys = await SigningKeyRing.open({ store: new SqlSigningKeyStore(db, deriveAtRestKey(caSecret)), maxTokenTtlSeconds: settings.maxTtlSeconds });
