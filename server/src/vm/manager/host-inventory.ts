@@ -27,6 +27,8 @@ export interface HypervisorOffer {
   accelerator: string;
   /** Relative cost (lower is cheaper), from the driver. */
   cost: number;
+  /** Uniform operation names the driver implements (capability matrix); kept for display. */
+  operations?: readonly string[];
 }
 
 export interface HostRegistration {

@@ -1,0 +1,44 @@
+// Marks hosts down when they miss heartbeats (issue 4 "Hosts"): every interval, any host whose
+// last heartbeat is older than `missed` intervals is marked down, so the ComputeFilter drops it.
+import type { Logger } from "../../runtime/logger.js";
+import type { HostInventory } from "../manager/host-inventory.js";
+
+export interface HeartbeatMonitorOptions {
+  intervalMs: number;
+  /** Heartbeats a host may miss before it is marked down (the proto says three). */
+  missed?: number;
+  now?: () => number;
+}
+
+export class HeartbeatMonitor {
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly inventory: HostInventory,
+    private readonly logger: Logger,
+    private readonly options: HeartbeatMonitorOptions,
+  ) {}
+
+  get graceMs(): number {
+    return this.options.intervalMs * (this.options.missed ?? 3);
+  }
+
+  /** One sweep; returns the hosts it marked down. */
+  async sweep(): Promise<string[]> {
+    const down = await this.inventory.markDownMissedHeartbeats((this.options.now ?? Date.now)(), this.graceMs);
+    for (const hostId of down) this.logger.warn({ hostId, graceMs: this.graceMs }, "host missed its heartbeats; marked down and excluded from scheduling");
+    return down;
+  }
+
+  start(): void {
+    this.timer ??= setInterval(() => {
+      this.sweep().catch((e: Error) => this.logger.error({ err: e.message }, "heartbeat sweep failed"));
+    }, this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
