@@ -7,6 +7,7 @@ import { Feature, HypervisorType } from "../../sdk/src/gen/trustplane/vm/v1/vm.j
 import type { SqlDb } from "../../server/src/runtime/storage/sql-db.js";
 import { openDatabase } from "../../server/src/runtime/storage/open-database.js";
 import type { HostRegistration } from "../../server/src/vm/manager/host-inventory.js";
+import { CachedHostInventory } from "../../server/src/vm/manager/host-inventory-cache.js";
 import { MemoryHostInventory } from "../../server/src/vm/manager/host-inventory-memory.js";
 import { SqlHostInventory } from "../../server/src/vm/manager/host-inventory-sql.js";
 import { vmHostInventory } from "../../server/src/vm/manager/vm-migration.js";
@@ -167,5 +168,65 @@ describe("MemoryHostInventory keeps the same claim contract", () => {
     expect(await inv.release("vm-0")).toBe(true);
     expect(await inv.release("vm-0")).toBe(false);
     expect((await inv.get("host-0"))!.used.vcpus).toBe(3);
+  });
+});
+
+describe("CachedHostInventory over the SQL inventory (SQLite)", () => {
+  const backend = sqliteBackend();
+  afterAll(() => backend.cleanup());
+
+  it("serves list() from memory, keeps it current for its own writes, reloads when old", async () => {
+    const db = await openDatabase({ ...(await backend.fresh()), migrations: [vmHostInventory] });
+    try {
+      const sql = new SqlHostInventory(db);
+      let reads = 0;
+      const counting = Object.create(sql) as SqlHostInventory;
+      counting.list = async () => (reads++, sql.list());
+      let now = 0;
+      const inv = new CachedHostInventory(counting, 1000, () => now);
+      for (const id of ["a", "b"]) await inv.register(reg(id), 0);
+      expect((await inv.list()).map((h) => h.hostId)).toEqual(["a", "b"]);
+      await inv.list();
+      expect(reads).toBe(1);
+      expect(await inv.claim("a", { vcpus: 4, memoryMib: 1024, diskGib: 1 }, "c1")).toBe(true);
+      expect((await inv.list()).find((h) => h.hostId === "a")!.used.vcpus).toBe(4);
+      // Another replica fills b behind our back: our view is stale, the claim still refuses.
+      await sql.claim("b", { vcpus: 8, memoryMib: 0, diskGib: 0 }, "elsewhere");
+      expect((await inv.list()).find((h) => h.hostId === "b")!.used.vcpus).toBe(0);
+      expect(await inv.claim("b", { vcpus: 1, memoryMib: 0, diskGib: 0 }, "c2")).toBe(false);
+      expect((await inv.list()).find((h) => h.hostId === "b")!.used.vcpus).toBe(8); // the lost claim refreshed b
+      expect(await inv.release("c1")).toBe(true);
+      expect((await inv.list()).find((h) => h.hostId === "a")!.used.vcpus).toBe(0);
+      expect(await inv.markDownMissedHeartbeats(60_000, 1000)).toEqual(["a", "b"]);
+      expect((await inv.list()).every((h) => !h.up)).toBe(true);
+      expect(reads).toBe(1);
+      now = 1500;
+      await inv.list();
+      expect(reads).toBe(2);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("100 concurrent creates through the scheduler on a cached view never over-commit", async () => {
+    const db = await openDatabase({ ...(await backend.fresh()), migrations: [vmHostInventory] });
+    try {
+      const sql = new SqlHostInventory(db);
+      const inv = new CachedHostInventory(sql, 60_000);
+      const ids = Array.from({ length: 20 }, (_, i) => `host-${i}`);
+      for (const id of ids) await inv.register(reg(id), 0);
+      const sched = new ClaimingScheduler(inv);
+      const req = { resources: { vcpus: 3, memoryMib: 1024, diskGib: 10 }, hypervisor: QEMU, features: [], region: "eu-1" };
+      const outcomes = await Promise.allSettled(Array.from({ length: 100 }, (_, i) => sched.schedule(req, `vm-${i}`)));
+      expect(outcomes.filter((o) => o.status === "fulfilled")).toHaveLength(40);
+      const claimed = await sql.claimedPerHost();
+      for (const id of ids) {
+        const h = (await sql.get(id))!;
+        expect(h.used).toEqual(claimed.get(id));
+        expect(h.used.vcpus).toBeLessThanOrEqual(8);
+      }
+    } finally {
+      await db.close();
+    }
   });
 });
