@@ -374,6 +374,8 @@ export const HOST_POLICY: PrincipalRecord["policy"] = {
       ],
       effect: "allow",
     },
+    // The VM agent: report capacity and heartbeat; the handlers check it speaks for itself.
+    { methods: ["/trustplane.vm.v1.HostService/RegisterHost", "/trustplane.vm.v1.HostService/Heartbeat"], effect: "allow" },
   ],
 };
 

@@ -6,7 +6,7 @@ import path from "node:path";
 import { existsSync } from "node:fs";
 import { exportPrivateJwk, generateSigningKey, importVerificationKey, type SigningKey } from "../../../sdk/src/auth/index.js";
 import { AuthServiceService } from "../../../sdk/src/gen/trustplane/auth/v1/service.js";
-import { createAuthHandlers } from "../auth/auth-service.js";
+import { HOST_POLICY, createAuthHandlers } from "../auth/auth-service.js";
 import { KeyCache } from "../auth/key-cache.js";
 import { CallVerifier } from "../runtime/auth/call-verifier.js";
 import type { NonceStore } from "../runtime/auth/nonce-store.js";
@@ -75,7 +75,8 @@ export async function startServer(config: Config, logger: Logger, options: { adm
     const nonces: NonceStore = config.databaseUrl ? storage.nonces : new MemoryNonceStore();
     const policy = new RulePolicyEngine(async (principal) => {
       const rec = await storage.principals.get(principal);
-      return rec ? { roles: rec.roles, rules: rec.policy.rules } : undefined;
+      // Hosts always get the current host policy, not the copy stored when they joined.
+      return rec ? { roles: rec.roles, rules: rec.kind === "host" ? HOST_POLICY.rules : rec.policy.rules } : undefined;
     });
     const caVerification = importVerificationKey(keys.ca.publicJwk);
     const verifier = new CallVerifier({ keys: keyCache, caKeys: () => [caVerification], nonces, policy, skewMs: config.skewSeconds * 1000 });

@@ -5,11 +5,9 @@ import type * as grpc from "@grpc/grpc-js";
 import { DeployServiceService } from "../../../sdk/src/gen/trustplane/deploy/v1/deploy.js";
 import { JobVmServiceService } from "../../../sdk/src/gen/trustplane/job/v1/job_vm.js";
 import { HostKeysServiceService, PrivilegedServiceService } from "../../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
-import { HostServiceService } from "../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 
 /** Server-side services whose areas have not landed yet. */
 export const UNIMPLEMENTED_SERVER_SERVICES: grpc.ServiceDefinition[] = [
-  HostServiceService,
   DeployServiceService,
   HostKeysServiceService,
   JobVmServiceService,

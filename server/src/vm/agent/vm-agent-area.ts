@@ -1,6 +1,6 @@
 // The VM area on the agent: a control plane over the drivers this host can run (the
 // bubblewrap sandbox here; QEMU when its driver is present), reconciled with the real
-// processes at start, served as HostControlService.
+// processes at start, served as HostControlService, registered with the scheduler.
 import path from "node:path";
 import { HostControlServiceService } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import type { AgentArea } from "../../processes/area.js";
@@ -9,6 +9,7 @@ import { ControlPlane } from "./control-plane.js";
 import type { Driver } from "./driver.js";
 import { SandboxDriver, bwrapAvailable } from "./drivers/sandbox/sandbox-driver.js";
 import { createHostControlHandlers } from "./host-control-handlers.js";
+import { startHostRegistration } from "./host-registration.js";
 
 export function availableDrivers(): Driver[] {
   const drivers: Driver[] = [];
@@ -31,5 +32,7 @@ export const vmAgentArea: AgentArea = {
         },
       }),
     );
+    // Serving first, then registering: the scheduler may place a VM here the moment it knows us.
+    return startHostRegistration(ctx, cp);
   },
 };

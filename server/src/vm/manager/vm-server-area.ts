@@ -1,10 +1,14 @@
-// The VM area on the server: VmService over the VM records, the placement and each host's
-// control plane, reached with the server's CA-certified service key bound to that host.
+// The VM area on the server: VmService over the VM records, the Nova-style scheduler over the
+// host inventory (HostService: agents register and heartbeat; missed heartbeats mark a host
+// down) and each host's control plane, reached with the server's certified service key.
 import { createClient } from "../../../../sdk/src/client/create-client.js";
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
-import { HostControlServiceService, VmServiceService } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import { HostControlServiceService, HostServiceService, VmServiceService } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import type { ServerArea } from "../../processes/area.js";
-import { HostCapabilityPlacement } from "./host-capability-placement.js";
+import { HeartbeatMonitor } from "../scheduler/heartbeat-monitor.js";
+import { SchedulerPlacement } from "../scheduler/scheduler-placement.js";
+import { SqlHostInventory } from "./host-inventory-sql.js";
+import { createHostServiceHandlers } from "./host-service.js";
 import { VmEventHub } from "./vm-event-hub.js";
 import { VmRepository } from "./vm-repository.js";
 import { createVmHandlers, type HostControlClient } from "./vm-service.js";
@@ -24,10 +28,16 @@ export const vmServerArea: ServerArea = {
       return client;
     };
     const repo = new VmRepository(ctx.storage.db);
-    const placement = new HostCapabilityPlacement(ctx.storage, hostControl, ctx.logger);
+    const inventory = new SqlHostInventory(ctx.storage.db);
+    const placement = new SchedulerPlacement(inventory);
+    const heartbeatIntervalSeconds = 10;
+    const monitor = new HeartbeatMonitor(inventory, ctx.logger, { intervalMs: heartbeatIntervalSeconds * 1000 });
+    monitor.start();
     ctx.bind(VmServiceService, createVmHandlers({ storage: ctx.storage, repo, placement, events: new VmEventHub(repo), hostControl, logger: ctx.logger }));
+    ctx.bind(HostServiceService, createHostServiceHandlers({ storage: ctx.storage, inventory, repo, heartbeatIntervalSeconds }));
     return {
       async stop() {
+        monitor.stop();
         for (const { client } of clients.values()) client.close();
       },
     };

@@ -5,5 +5,6 @@ import { token } from "./002-token.js";
 import { vm } from "./003-vm.js";
 import { job } from "./005-job.js";
 import type { Migration } from "./migration.js";
+import { vmHostInventory } from "../../../vm/manager/vm-migration.js";
 
-export const MIGRATIONS: readonly Migration[] = [foundation, token, vm, job];
+export const MIGRATIONS: readonly Migration[] = [foundation, token, vm, job, vmHostInventory];
