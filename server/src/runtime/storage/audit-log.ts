@@ -3,6 +3,7 @@
 // there on. Appends are serialised (the SQLite write lock, a PostgreSQL advisory lock) so
 // concurrent replicas never fork the chain. Callers pass ids in `detail`, never secrets.
 import { createHash } from "node:crypto";
+import { TrustplaneError } from "../../../../sdk/src/errors.js";
 import type { SqlDb } from "./sql-db.js";
 
 export interface AuditEntry {
@@ -91,12 +92,21 @@ export class AuditLog {
   ) {}
 
   async append(e: AuditEntry): Promise<AuditRecord> {
+    // Hash exactly what will be stored and read back: JSON drops undefined, turns NaN into null…
+    let detail: Record<string, unknown>;
+    try {
+      detail = JSON.parse(canonicalJson(e.detail ?? {})) as Record<string, unknown>;
+    } catch (err) {
+      throw new TrustplaneError("INVALID_ARGUMENT", "AUDIT_DETAIL_INVALID", `audit detail must be plain JSON data (ids, counts, names): ${(err as Error).message}`, "detail");
+    }
     return this.db.transaction(async () => {
-      if (this.db.dialect === "postgres") await this.db.run("SELECT pg_advisory_xact_lock(?)", [APPEND_LOCK]);
+      // Replicas append one at a time (per schema), so no two records get the same prev_hash.
+      // On SQLite the transaction itself holds the single write lock.
+      if (this.db.dialect === "postgres") await this.db.get("SELECT pg_advisory_xact_lock(?::int, hashtext(current_schema())) AS locked", [APPEND_LOCK]);
       const head = await this.db.get<{ seq: number; hash: Buffer }>("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1");
       const seq = head ? Number(head.seq) + 1 : 1;
       const prevHash = head ? Buffer.from(head.hash) : GENESIS_HASH;
-      const rec = { seq, timeMs: this.now(), principal: e.principal, action: e.action, target: e.target, outcome: e.outcome, requestId: e.requestId, detail: e.detail ?? {} };
+      const rec = { seq, timeMs: this.now(), principal: e.principal, action: e.action, target: e.target, outcome: e.outcome, requestId: e.requestId, detail };
       const hash = recordHash(prevHash, rec);
       await this.db.run(
         "INSERT INTO audit_log (seq, time_ms, principal, action, target, outcome, request_id, detail_json, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

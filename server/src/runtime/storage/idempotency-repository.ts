@@ -20,4 +20,9 @@ export class IdempotencyRepository implements IdempotencyStore {
       Date.now(),
     ]);
   }
+
+  /** Drops records created before the cut-off (a retry window of hours is plenty); returns how many. */
+  async purgeCreatedBefore(cutoffMs: number): Promise<number> {
+    return (await this.db.run("DELETE FROM idempotency WHERE created_at_ms < ?", [cutoffMs])).changes;
+  }
 }

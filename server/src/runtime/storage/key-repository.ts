@@ -1,7 +1,7 @@
 // Registered call-signing keys by RFC 7638 thumbprint. Public JWKs for asymmetric keys;
 // HMAC keys are shared secrets and are stored so the server can verify with them.
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
-import { isUniqueViolation, type SqlDb } from "./sql-db.js";
+import { isForeignKeyViolation, isUniqueViolation, type SqlDb } from "./sql-db.js";
 
 export interface KeyRecord {
   keyId: string;
@@ -39,6 +39,7 @@ export class KeyRepository {
       await this.db.run("INSERT INTO keys (key_id, principal, algorithm, jwk_json, created_at_ms) VALUES (?, ?, ?, ?, ?)", [k.keyId, k.principal, k.algorithm, k.jwk, k.createdAtMs]);
     } catch (e) {
       if (isUniqueViolation(e)) throw new TrustplaneError("ALREADY_EXISTS", "KEY_EXISTS", `key ${k.keyId} is already registered`, "jwk");
+      if (isForeignKeyViolation(e)) throw new TrustplaneError("NOT_FOUND", "PRINCIPAL_NOT_FOUND", `principal ${JSON.stringify(k.principal)} does not exist; create it before adding keys`, "principal");
       throw e;
     }
   }
@@ -52,8 +53,8 @@ export class KeyRepository {
     return (await this.db.all<Row>("SELECT * FROM keys WHERE principal = ? ORDER BY created_at_ms, key_id", [principal])).map(fromRow);
   }
 
-  /** Revokes once; revoking again keeps the first time. */
-  async revoke(keyId: string, atMs: number): Promise<void> {
-    await this.db.run("UPDATE keys SET revoked_at_ms = ? WHERE key_id = ? AND revoked_at_ms IS NULL", [atMs, keyId]);
+  /** Revokes once; revoking again keeps the first time. True when this call revoked it. */
+  async revoke(keyId: string, atMs: number): Promise<boolean> {
+    return (await this.db.run("UPDATE keys SET revoked_at_ms = ? WHERE key_id = ? AND revoked_at_ms IS NULL", [atMs, keyId])).changes === 1;
   }
 }

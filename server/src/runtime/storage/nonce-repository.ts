@@ -17,10 +17,12 @@ export class NonceRepository implements NonceStore {
       this.lastPurge = t;
       await this.purgeExpired(t);
     }
-    const key = Buffer.from(nonce);
-    // An expired record of the same nonce may be reused; otherwise the insert conflicts.
-    await this.db.run("DELETE FROM nonces WHERE nonce = ? AND expires_at_ms <= ?", [key, t]);
-    const { changes } = await this.db.run("INSERT INTO nonces (nonce, expires_at_ms) VALUES (?, ?) ON CONFLICT DO NOTHING", [key, expiresAtMs]);
+    // One statement, atomic on both backends and across replicas: a new nonce inserts; an
+    // expired record of the same nonce is taken over; a live one changes nothing (replay).
+    const { changes } = await this.db.run(
+      "INSERT INTO nonces (nonce, expires_at_ms) VALUES (?, ?) ON CONFLICT (nonce) DO UPDATE SET expires_at_ms = excluded.expires_at_ms WHERE nonces.expires_at_ms <= ?",
+      [Buffer.from(nonce), expiresAtMs, t],
+    );
     return changes === 1;
   }
 

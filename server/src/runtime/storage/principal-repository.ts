@@ -51,7 +51,8 @@ export class PrincipalRepository {
 
   /** Keyset-paged by name; the page token is the last name of the previous page. */
   async list(opts: { pageSize: number; pageToken?: string }): Promise<{ items: PrincipalRecord[]; nextPageToken?: string }> {
-    const size = Math.max(1, Math.min(opts.pageSize, 1000));
+    // 0, negative or missing means "the default", as gRPC list requests send 0 when unset.
+    const size = Number.isSafeInteger(opts.pageSize) && opts.pageSize > 0 ? Math.min(opts.pageSize, 1000) : 100;
     const rows = await this.db.all<Row>("SELECT * FROM principals WHERE name > ? ORDER BY name LIMIT ?", [opts.pageToken ?? "", size + 1]);
     const items = rows.slice(0, size).map(fromRow);
     return { items, nextPageToken: rows.length > size ? items[items.length - 1]!.name : undefined };

@@ -1,19 +1,23 @@
-// SqlDb over better-sqlite3: WAL journal, foreign keys. Writers are serialised by an async
-// mutex; statements issued inside a transaction (same async context) skip it. Another
-// connection's write lock (a second process, the CLI) is waited for asynchronously: a
-// synchronous busy-wait would freeze this event loop while a transaction holds the lock.
+// SqlDb over better-sqlite3 (the embedded default): WAL journal, foreign keys, owner-only file.
+// Two connections: writes and transactions run on the writer, serialised by an async mutex
+// (better-sqlite3 is synchronous, so an async transaction body must not interleave with
+// another writer); reads outside a transaction run on a separate reader connection, so they
+// see only committed data — never the uncommitted rows of a transaction that is awaiting
+// something on the writer — and never wait for it. Another process's write lock (the CLI)
+// is waited for asynchronously: a blocking busy_timeout would freeze this event loop.
 import Database from "better-sqlite3";
 import { AsyncLocalStorage } from "node:async_hooks";
-import { mkdirSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import { AsyncMutex } from "./async-mutex.js";
 import type { SqlDb } from "./sql-db.js";
 
 const BUSY_WAIT_MS = 10_000;
+const STATEMENT_CACHE = 500;
 
 function isBusy(e: unknown): boolean {
   const code = (e as { code?: string }).code;
-  return code === "SQLITE_BUSY" || code === "SQLITE_LOCKED";
+  return code === "SQLITE_BUSY" || code === "SQLITE_LOCKED" || code === "SQLITE_BUSY_SNAPSHOT" || code === "SQLITE_BUSY_RECOVERY";
 }
 
 /** Retries a statement that met another connection's lock, yielding to the event loop. */
@@ -30,70 +34,122 @@ async function busyRetry<T>(fn: () => T): Promise<T> {
 }
 
 function bind(params: unknown[] | undefined): unknown[] {
-  // better-sqlite3 binds booleans poorly and refuses undefined; normalise at the edge.
-  return (params ?? []).map((p) => (p === undefined ? null : typeof p === "boolean" ? (p ? 1 : 0) : p));
+  // better-sqlite3 refuses undefined and booleans, and binds only Buffers as BLOBs.
+  return (params ?? []).map((p) => {
+    if (p === undefined) return null;
+    if (typeof p === "boolean") return p ? 1 : 0;
+    if (p instanceof Uint8Array && !Buffer.isBuffer(p)) return Buffer.from(p.buffer, p.byteOffset, p.byteLength);
+    return p;
+  });
 }
 
-export class SqliteDb implements SqlDb {
-  readonly dialect = "sqlite" as const;
-  private readonly db: Database.Database;
-  private readonly mutex = new AsyncMutex();
-  private readonly inTx = new AsyncLocalStorage<boolean>();
+/** Prepared statements per connection, bounded (SQL text is code, but areas may build it). */
+class StatementCache {
   private readonly statements = new Map<string, Database.Statement>();
+  constructor(private readonly db: Database.Database) {}
 
-  constructor(file: string) {
-    if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    this.db = new Database(file);
-    this.db.pragma("journal_mode = WAL");
-    this.db.pragma("busy_timeout = 0");
-    this.db.pragma("foreign_keys = ON");
-    this.db.pragma("synchronous = NORMAL");
-  }
-
-  private prepare(sql: string): Database.Statement {
+  get(sql: string): Database.Statement {
     let st = this.statements.get(sql);
     if (!st) {
       st = this.db.prepare(sql);
-      if (this.statements.size > 500) this.statements.clear();
+      if (this.statements.size >= STATEMENT_CACHE) this.statements.clear();
       this.statements.set(sql, st);
     }
     return st;
   }
+}
 
-  async all<T>(sql: string, params?: unknown[]): Promise<T[]> {
-    return this.prepare(sql).all(...bind(params)) as T[];
+function openConnection(file: string, readonly: boolean): Database.Database {
+  const db = new Database(file, { readonly });
+  // Lock waits are handled by busyRetry without blocking the event loop.
+  db.pragma("busy_timeout = 0");
+  if (!readonly) {
+    db.pragma("journal_mode = WAL");
+    db.pragma("foreign_keys = ON");
+    // WAL + NORMAL: a commit survives a process crash; only an OS crash may lose the last ones.
+    db.pragma("synchronous = NORMAL");
+  }
+  return db;
+}
+
+export class SqliteDb implements SqlDb {
+  readonly dialect = "sqlite" as const;
+  private readonly writer: Database.Database;
+  /** Undefined for ":memory:", whose connections cannot share one database. */
+  private readonly reader: Database.Database | undefined;
+  private readonly writerStatements: StatementCache;
+  private readonly readerStatements: StatementCache | undefined;
+  private readonly mutex = new AsyncMutex();
+  private readonly inTx = new AsyncLocalStorage<boolean>();
+
+  constructor(readonly file: string) {
+    if (file !== ":memory:") {
+      mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+      // Create the file owner-only before SQLite does (it would use the umask); the -wal and
+      // -shm files take the database file's mode. It holds HMAC keys and sealed key material.
+      closeSync(openSync(file, "a", 0o600));
+    }
+    this.writer = openConnection(file, false);
+    this.writerStatements = new StatementCache(this.writer);
+    if (file !== ":memory:") {
+      this.reader = openConnection(file, true);
+      this.readerStatements = new StatementCache(this.reader);
+    }
   }
 
-  async get<T>(sql: string, params?: unknown[]): Promise<T | undefined> {
-    return this.prepare(sql).get(...bind(params)) as T | undefined;
-  }
-
-  async run(sql: string, params?: unknown[]): Promise<{ changes: number }> {
-    if (this.inTx.getStore()) return { changes: this.prepare(sql).run(...bind(params)).changes };
+  /** Runs a statement with the writer lock held (or inside the current transaction). */
+  private async write<T>(fn: (st: StatementCache) => T): Promise<T> {
+    if (this.inTx.getStore()) return fn(this.writerStatements);
     const release = await this.mutex.lock();
     try {
-      return { changes: (await busyRetry(() => this.prepare(sql).run(...bind(params)))).changes };
+      return await busyRetry(() => fn(this.writerStatements));
     } finally {
       release();
     }
   }
 
-  /** Runs DDL (several statements) outside the statement cache. */
-  exec(sql: string): void {
-    this.db.exec(sql);
+  /** Reads committed data: on the reader when it is a pure read, else as a write. */
+  private async read<T>(sql: string, fn: (st: Database.Statement) => T): Promise<T> {
+    if (this.inTx.getStore()) return fn(this.writerStatements.get(sql));
+    if (this.readerStatements) {
+      const st = this.readerStatements.get(sql);
+      // INSERT … RETURNING and friends come through all()/get() too: they must write.
+      if (st.readonly) return busyRetry(() => fn(st));
+    }
+    return this.write((c) => fn(c.get(sql)));
+  }
+
+  async all<T>(sql: string, params?: unknown[]): Promise<T[]> {
+    return this.read(sql, (st) => st.all(...bind(params)) as T[]);
+  }
+
+  async get<T>(sql: string, params?: unknown[]): Promise<T | undefined> {
+    return this.read(sql, (st) => st.get(...bind(params)) as T | undefined);
+  }
+
+  async run(sql: string, params?: unknown[]): Promise<{ changes: number }> {
+    return this.write((c) => ({ changes: c.get(sql).run(...bind(params)).changes }));
+  }
+
+  /** Runs DDL (several statements) outside the statement cache, as a write. */
+  async exec(sql: string): Promise<void> {
+    await this.write(() => this.writer.exec(sql));
   }
 
   async transaction<T>(fn: (tx: SqlDb) => Promise<T>): Promise<T> {
     if (this.inTx.getStore()) return fn(this);
     const release = await this.mutex.lock();
     try {
-      await busyRetry(() => this.db.exec("BEGIN IMMEDIATE"));
+      // IMMEDIATE takes the write lock now, so a second process cannot make us fail mid-way.
+      await busyRetry(() => this.writer.exec("BEGIN IMMEDIATE"));
       try {
         const result = await this.inTx.run(true, () => fn(this));
-        this.db.exec("COMMIT");
+        this.writer.exec("COMMIT");
         return result;
       } catch (e) {
-        this.db.exec("ROLLBACK");
+        // SQLite may already have rolled back (e.g. SQLITE_FULL); a second ROLLBACK would
+        // replace the real error with "no transaction is active".
+        if (this.writer.inTransaction) this.writer.exec("ROLLBACK");
         throw e;
       }
     } finally {
@@ -104,7 +160,8 @@ export class SqliteDb implements SqlDb {
   async close(): Promise<void> {
     const release = await this.mutex.lock();
     try {
-      if (this.db.open) this.db.close();
+      if (this.reader?.open) this.reader.close();
+      if (this.writer.open) this.writer.close();
     } finally {
       release();
     }
