@@ -7,6 +7,7 @@ import { HostControlServiceService, HostServiceService, VmServiceService } from 
 import type { ServerArea } from "../../processes/area.js";
 import { HeartbeatMonitor } from "../scheduler/heartbeat-monitor.js";
 import { SchedulerPlacement } from "../scheduler/scheduler-placement.js";
+import { CachedHostInventory } from "./host-inventory-cache.js";
 import { SqlHostInventory } from "./host-inventory-sql.js";
 import { createHostServiceHandlers } from "./host-service.js";
 import { VmEventHub } from "./vm-event-hub.js";
@@ -28,7 +29,8 @@ export const vmServerArea: ServerArea = {
       return client;
     };
     const repo = new VmRepository(ctx.storage.db);
-    const inventory = new SqlHostInventory(ctx.storage.db);
+    // A 1 s cached view for scheduling reads; claims always go to SQL, so it cannot over-commit.
+    const inventory = new CachedHostInventory(new SqlHostInventory(ctx.storage.db), 1000);
     const placement = new SchedulerPlacement(inventory);
     const heartbeatIntervalSeconds = 10;
     const monitor = new HeartbeatMonitor(inventory, ctx.logger, { intervalMs: heartbeatIntervalSeconds * 1000 });
