@@ -1,11 +1,22 @@
 // The same repository suite against SQLite and PostgreSQL: migrations, CRUD and paging,
 // uniqueness, single-use join tokens under concurrency, idempotency, nonces, transactions.
 import { randomBytes } from "node:crypto";
+import { statSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
 import { TrustplaneError } from "../../sdk/src/errors.js";
+import { MIGRATIONS } from "../../server/src/runtime/storage/migrations/index.js";
+import type { Migration } from "../../server/src/runtime/storage/migrations/migration.js";
 import { openDatabase } from "../../server/src/runtime/storage/open-database.js";
+import { isForeignKeyViolation, isUniqueViolation } from "../../server/src/runtime/storage/sql-db.js";
 import { Storage } from "../../server/src/runtime/storage/storage.js";
 import { backends } from "../support/backends.js";
+
+/** A promise plus the function that settles it: holds a transaction open mid-way. */
+function gate(): { wait: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const wait = new Promise<void>((r) => (open = r));
+  return { wait, open };
+}
 
 const policy = { rules: [{ methods: ["*"], effect: "allow" as const }] };
 
@@ -133,6 +144,216 @@ describe.each(backends())("storage on $name", (backend) => {
       await s.hosts.touch("h1", 40);
       expect(await s.hosts.get("h1")).toEqual({ ...h, address: "b:2", lastSeenMs: 50 });
       expect(await s.hosts.list()).toHaveLength(1);
+    } finally {
+      await s.close();
+    }
+  });
+  it("opens concurrently (replicas starting together) and applies each migration once", async () => {
+    const opts = await backend.fresh();
+    const dbs = await Promise.all([openDatabase(opts), openDatabase(opts), openDatabase(opts)]);
+    try {
+      const rows = await dbs[0]!.all<{ id: number }>("SELECT id FROM schema_migrations ORDER BY id");
+      expect(rows.map((r) => Number(r.id))).toEqual(MIGRATIONS.map((m) => m.id));
+    } finally {
+      for (const d of dbs) await d.close();
+    }
+  });
+
+  it("refuses a database whose migration id carries another name, and a list with clashing ids", async () => {
+    const opts = await backend.fresh();
+    await (await openDatabase(opts)).close();
+    const renamed: Migration[] = [{ ...MIGRATIONS[0]!, name: "someone-else" }, ...MIGRATIONS.slice(1)];
+    await expect(openDatabase({ ...opts, migrations: renamed })).rejects.toMatchObject({ status: "FAILED_PRECONDITION", reason: "MIGRATION_CONFLICT" });
+    const clash: Migration[] = [...MIGRATIONS, { id: MIGRATIONS[MIGRATIONS.length - 1]!.id, name: "dup", statements: () => [] }];
+    await expect(openDatabase({ ...opts, migrations: clash })).rejects.toMatchObject({ reason: "MIGRATION_CONFLICT" });
+    // A database that lost a migration this build knows in the middle was made by another build.
+    const missingMiddle = MIGRATIONS.filter((m) => m.id !== 1);
+    await expect(openDatabase({ ...opts, migrations: missingMiddle })).rejects.toMatchObject({ reason: "MIGRATION_CONFLICT" });
+  });
+
+  it("tolerates a newer build's migration (rolling upgrade) and applies a failed migration not at all", async () => {
+    const opts = await backend.fresh();
+    const future: Migration = { id: 999, name: "future", statements: (t) => [`CREATE TABLE future_t (x ${t.bigint})`] };
+    await (await openDatabase({ ...opts, migrations: [...MIGRATIONS, future] })).close();
+    const db = await openDatabase(opts);
+    await db.close();
+    const broken: Migration = { id: 1000, name: "broken", statements: (t) => [`CREATE TABLE half_done (x ${t.bigint})`, "CREATE TABLE nonsense ("] };
+    await expect(openDatabase({ ...opts, migrations: [...MIGRATIONS, future, broken] })).rejects.toMatchObject({ reason: "MIGRATION_FAILED" });
+    const again = await openDatabase({ ...opts, migrations: [...MIGRATIONS, future] });
+    try {
+      expect(await again.get("SELECT id FROM schema_migrations WHERE id = 1000")).toBeUndefined();
+      await expect(again.all("SELECT * FROM half_done")).rejects.toThrow();
+    } finally {
+      await again.close();
+    }
+  });
+
+  it("binds strings with ? inside literals, Uint8Array views, and reads counts as numbers", async () => {
+    const s = await open();
+    try {
+      expect(await s.db.get("SELECT '?' AS q, ? AS v", ["x"])).toEqual({ q: "?", v: "x" });
+      const backing = randomBytes(48);
+      const view = new Uint8Array(backing.buffer, backing.byteOffset + 16, 16);
+      await s.idempotency.put("s", "view", view, new Uint8Array([1, 2, 3]));
+      const got = await s.idempotency.get("s", "view");
+      expect(Buffer.from(got!.requestDigest)).toEqual(backing.subarray(16, 32));
+      expect(Buffer.from(got!.response)).toEqual(Buffer.from([1, 2, 3]));
+      const { n } = (await s.db.get<{ n: number }>("SELECT COUNT(*) AS n FROM idempotency"))!;
+      expect(n).toBe(1);
+      expect(typeof n).toBe("number");
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("normalises unique and foreign-key violations", async () => {
+    const s = await open();
+    try {
+      await s.principals.create({ name: "alice", kind: "user", roles: [], policy, createdAtMs: 1 });
+      const dup = await s.db.run("INSERT INTO principals (name, kind, roles_json, policy_json, created_at_ms) VALUES ('alice', 'user', '[]', '{}', 1)").catch((e) => e);
+      expect(isUniqueViolation(dup)).toBe(true);
+      expect(isForeignKeyViolation(dup)).toBe(false);
+      const orphan = await s.db.run("INSERT INTO keys (key_id, principal, algorithm, jwk_json, created_at_ms) VALUES ('k', 'ghost', 'Ed25519', '{}', 1)").catch((e) => e);
+      expect(isForeignKeyViolation(orphan)).toBe(true);
+      await expect(s.keys.add({ keyId: "k", principal: "ghost", algorithm: "Ed25519", jwk: "{}", createdAtMs: 1 })).rejects.toMatchObject({ status: "NOT_FOUND", reason: "PRINCIPAL_NOT_FOUND" });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("pages through many principals with keyset tokens and a default page size", async () => {
+    const s = await open();
+    try {
+      await s.db.transaction(async () => {
+        for (let i = 0; i < 25; i++) await s.principals.create({ name: `p${String(i).padStart(2, "0")}`, kind: "service", roles: [], policy, createdAtMs: i });
+      });
+      const seen: string[] = [];
+      let token: string | undefined;
+      do {
+        const page = await s.principals.list({ pageSize: 7, pageToken: token });
+        expect(page.items.length).toBeLessThanOrEqual(7);
+        seen.push(...page.items.map((p) => p.name));
+        token = page.nextPageToken;
+      } while (token);
+      expect(seen).toEqual(Array.from({ length: 25 }, (_, i) => `p${String(i).padStart(2, "0")}`));
+      expect((await s.principals.list({ pageSize: 0 })).items).toHaveLength(25);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("hides a transaction's uncommitted rows from readers outside it until commit", async () => {
+    const s = await open();
+    try {
+      const g = gate();
+      const inside = gate();
+      const tx = s.db.transaction(async () => {
+        await s.principals.create({ name: "pending", kind: "user", roles: [], policy, createdAtMs: 1 });
+        expect(await s.principals.get("pending")).toBeDefined(); // the transaction sees its own write
+        inside.open();
+        await g.wait;
+      });
+      await inside.wait;
+      expect(await s.principals.get("pending")).toBeUndefined();
+      expect((await s.principals.list({ pageSize: 10 })).items).toEqual([]);
+      g.open();
+      await tx;
+      expect(await s.principals.get("pending")).toBeDefined();
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("joins a nested transaction to the outer one: an inner failure the outer rethrows rolls back all", async () => {
+    const s = await open();
+    try {
+      await expect(
+        s.db.transaction(async () => {
+          await s.principals.create({ name: "outer", kind: "user", roles: [], policy, createdAtMs: 1 });
+          await s.db.transaction(async () => {
+            await s.principals.create({ name: "inner", kind: "user", roles: [], policy, createdAtMs: 1 });
+          });
+          throw new Error("after inner");
+        }),
+      ).rejects.toThrow("after inner");
+      expect(await s.principals.get("outer")).toBeUndefined();
+      expect(await s.principals.get("inner")).toBeUndefined();
+      const ok = await s.db.transaction(async (tx) => tx.run("UPDATE principals SET kind = 'x'"));
+      expect(ok).toEqual({ changes: 0 });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it.runIf(backend.name === "sqlite")("serialises async transaction bodies on SQLite (no lost updates) and keeps the file owner-only", async () => {
+    const opts = await backend.fresh();
+    const s = await Storage.open(opts);
+    try {
+      await s.db.run("CREATE TABLE counter (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)");
+      await s.db.run("INSERT INTO counter (id, v) VALUES (1, 0)");
+      await Promise.all(
+        Array.from({ length: 20 }, () =>
+          s.db.transaction(async (tx) => {
+            const { v } = (await tx.get<{ v: number }>("SELECT v FROM counter WHERE id = 1"))!;
+            await new Promise((r) => setTimeout(r, 1)); // another body would run here if not serialised
+            await tx.run("UPDATE counter SET v = ? WHERE id = 1", [v + 1]);
+          }),
+        ),
+      );
+      expect(await s.db.get("SELECT v FROM counter WHERE id = 1")).toEqual({ v: 20 });
+      expect(statSync(opts.sqlitePath!).mode & 0o777).toBe(0o600);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("gives the same answer for unknown, expired and used join tokens, and refuses a duplicate", async () => {
+    const s = await open();
+    try {
+      const now = Date.now();
+      await s.joinTokens.create({ tokenHash: "used", hostId: "h", createdBy: "admin", expiresAtMs: now + 60_000 });
+      await s.joinTokens.create({ tokenHash: "expired", hostId: "h", createdBy: "admin", expiresAtMs: now - 1 });
+      await expect(s.joinTokens.create({ tokenHash: "used", hostId: "h2", createdBy: "admin", expiresAtMs: now })).rejects.toMatchObject({ status: "ALREADY_EXISTS" });
+      expect(await s.joinTokens.redeem("used", now)).toEqual({ hostId: "h", createdBy: "admin" });
+      const errors = await Promise.all(["used", "expired", "unknown"].map((h) => s.joinTokens.redeem(h, now).catch((e: TrustplaneError) => e)));
+      for (const e of errors) expect(e).toBeInstanceOf(TrustplaneError);
+      expect(new Set(errors.map((e) => `${e.status}/${e.reason}/${e.message}`)).size).toBe(1);
+      expect(errors[0]).toMatchObject({ status: "UNAUTHENTICATED", reason: "JOIN_TOKEN_INVALID" });
+      expect(await s.joinTokens.purgeExpired(now)).toBe(1);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("lets exactly one of two replicas accept a nonce, and one of many racing redeems win", async () => {
+    const opts = await backend.fresh();
+    const a = await Storage.open(opts);
+    const b = await Storage.open(opts);
+    try {
+      const later = Date.now() + 60_000;
+      for (let i = 0; i < 10; i++) {
+        const n = randomBytes(16);
+        const results = await Promise.all([a.nonces.remember(n, later), b.nonces.remember(n, later), a.nonces.remember(n, later)]);
+        expect(results.filter(Boolean)).toHaveLength(1);
+      }
+      await a.joinTokens.create({ tokenHash: "race", hostId: "h", createdBy: "admin", expiresAtMs: later });
+      const redeems = await Promise.allSettled(Array.from({ length: 6 }, (_, i) => (i % 2 ? a : b).joinTokens.redeem("race", Date.now())));
+      expect(redeems.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+      expect(await a.nonces.purgeExpired(later + 1)).toBe(10);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it("keeps the first of concurrent idempotent responses and purges old ones", async () => {
+    const s = await open();
+    try {
+      await Promise.all(Array.from({ length: 5 }, (_, i) => s.idempotency.put("scope", "same", Buffer.from([i]), Buffer.from([i]))));
+      const got = (await s.idempotency.get("scope", "same"))!;
+      expect(Buffer.from(got.requestDigest)).toEqual(Buffer.from(got.response));
+      expect(await s.idempotency.purgeCreatedBefore(Date.now() + 1)).toBe(1);
+      expect(await s.idempotency.get("scope", "same")).toBeUndefined();
     } finally {
       await s.close();
     }
