@@ -2,6 +2,7 @@
 // (also from two separate pools, as two replicas) never fork it, and each kind of tampering
 // — an edited, deleted, reordered record or a truncated tail — is detected.
 import { afterAll, describe, expect, it } from "vitest";
+import { recordHash } from "../../server/src/runtime/storage/audit-log.js";
 import { Storage } from "../../server/src/runtime/storage/storage.js";
 import { backends } from "../support/backends.js";
 
@@ -38,7 +39,6 @@ describe.each(backends())("audit log on $name", (backend) => {
   it("detects an edited record whose hash was recomputed (the next link breaks)", async () => {
     const s = await withRecords(5);
     try {
-      const { recordHash } = await import("../../server/src/runtime/storage/audit-log.js");
       const [r3] = await s.audit.list({ afterSeq: 2, limit: 1 });
       const forged = { ...r3!, target: "forged" };
       await s.db.run("UPDATE audit_log SET target = ?, hash = ? WHERE seq = 3", ["forged", recordHash(r3!.prevHash, forged)]);
@@ -96,6 +96,56 @@ describe.each(backends())("audit log on $name", (backend) => {
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+  it("detects two records' contents swapped in place (same seq numbers)", async () => {
+    const s = await withRecords(5);
+    try {
+      const [r2, r3] = await s.audit.list({ afterSeq: 1, limit: 2 });
+      await s.db.transaction(async () => {
+        for (const [seq, r] of [[2, r3!], [3, r2!]] as const) {
+          await s.db.run("UPDATE audit_log SET target = ?, request_id = ?, detail_json = ?, prev_hash = ?, hash = ? WHERE seq = ?", [r.target, r.requestId, JSON.stringify(r.detail), r.prevHash, r.hash, seq]);
+        }
+      });
+      expect(await s.audit.verify()).toMatchObject({ ok: false, brokenAtSeq: 2 });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("detects a rewritten tail (all hashes recomputed) only against a remembered head", async () => {
+    const s = await withRecords(5);
+    try {
+      const head = (await s.audit.head())!;
+      let prev = (await s.audit.list({ afterSeq: 1, limit: 1 }))[0]!.prevHash;
+      for (const r of await s.audit.list({ afterSeq: 1 })) {
+        const forged = { ...r, outcome: "rewritten" };
+        const hash = recordHash(prev, forged);
+        await s.db.run("UPDATE audit_log SET outcome = ?, prev_hash = ?, hash = ? WHERE seq = ?", ["rewritten", prev, hash, r.seq]);
+        prev = hash;
+      }
+      expect(await s.audit.verify()).toEqual({ ok: true, records: 5 });
+      expect(await s.audit.verify({ expectHead: head })).toMatchObject({ ok: false, brokenAtSeq: 5 });
+      expect(await s.audit.verify({ expectHead: (await s.audit.head())! })).toEqual({ ok: true, records: 5 });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("returns exactly what it stored, pages in order, and refuses detail that is not JSON data", async () => {
+    const s = await withRecords(0);
+    try {
+      const rec = await s.audit.append({ principal: "p", action: "a", target: "t", outcome: "ok", requestId: "r", detail: { keep: 1, drop: undefined, nan: Number.NaN, list: [undefined, "x"] } });
+      expect(rec.detail).toEqual({ keep: 1, nan: null, list: [null, "x"] });
+      const [stored] = await s.audit.list();
+      expect(stored).toEqual(rec);
+      for (let i = 0; i < 6; i++) await s.audit.append({ principal: "p", action: "a", target: `t${i}`, outcome: "ok", requestId: `r${i}` });
+      const page = await s.audit.list({ afterSeq: 3, limit: 2 });
+      expect(page.map((r) => r.seq)).toEqual([4, 5]);
+      await expect(s.audit.append({ principal: "p", action: "a", target: "t", outcome: "ok", requestId: "r", detail: { big: 1n } })).rejects.toMatchObject({ status: "INVALID_ARGUMENT", reason: "AUDIT_DETAIL_INVALID" });
+      expect(await s.audit.verify()).toEqual({ ok: true, records: 7 });
+    } finally {
+      await s.close();
     }
   });
 });
