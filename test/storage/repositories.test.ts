@@ -9,7 +9,8 @@ import type { Migration } from "../../server/src/runtime/storage/migrations/migr
 import { openDatabase } from "../../server/src/runtime/storage/open-database.js";
 import { isForeignKeyViolation, isUniqueViolation } from "../../server/src/runtime/storage/sql-db.js";
 import { Storage } from "../../server/src/runtime/storage/storage.js";
-import { backends } from "../support/backends.js";
+import pg from "pg";
+import { PG_URL, backends } from "../support/backends.js";
 
 /** A promise plus the function that settles it: holds a transaction open mid-way. */
 function gate(): { wait: Promise<void>; open: () => void } {
@@ -19,6 +20,19 @@ function gate(): { wait: Promise<void>; open: () => void } {
 }
 
 const policy = { rules: [{ methods: ["*"], effect: "allow" as const }] };
+
+// Shows up as a skipped test (not a silent pass) when no PostgreSQL URL is configured.
+describe("PostgreSQL test database", () => {
+  it.skipIf(!PG_URL)("is reachable at TRUSTPLANE_TEST_DATABASE_URL (unset: every PostgreSQL variant below is skipped)", async () => {
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    try {
+      expect((await c.query("SELECT 1 AS one")).rows).toEqual([{ one: 1 }]);
+    } finally {
+      await c.end();
+    }
+  });
+});
 
 describe.each(backends())("storage on $name", (backend) => {
   afterAll(() => backend.cleanup());
