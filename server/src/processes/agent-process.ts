@@ -98,8 +98,12 @@ export async function startAgent(config: Config, logger: Logger): Promise<AgentH
     keys: { resolve: async () => undefined },
     caKeys: () => caKeys,
     nonces: new MemoryNonceStore(),
+    // The server may call anything here. Any CA-certified caller may reach the privileged
+    // executor, which then checks the signed request and both certificates itself.
     policy: new RulePolicyEngine(async (principal) =>
-      principal === SERVER_PRINCIPAL ? { roles: ["admin"], rules: [{ methods: ["*"], effect: "allow" }] } : undefined,
+      principal === SERVER_PRINCIPAL
+        ? { roles: ["admin"], rules: [{ methods: ["*"], effect: "allow" }] }
+        : { roles: [], rules: [{ methods: ["/trustplane.privileged.v1.PrivilegedService/*"], effect: "allow" }] },
     ),
     skewMs: config.skewSeconds * 1000,
     hostId,

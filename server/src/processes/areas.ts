@@ -6,7 +6,9 @@ import { tokenServerArea } from "../token/authority/token-server-area.js";
 import { jobServerArea } from "../job/job-area.js";
 import { vmAgentArea } from "../vm/agent/vm-agent-area.js";
 import { vmServerArea } from "../vm/manager/vm-server-area.js";
+import { privilegedAgentArea } from "../privileged/privileged-agent-area.js";
+import { hostKeysServerArea } from "../privileged/host-keys-server-area.js";
 
-export const SERVER_AREAS: ServerArea[] = [tokenServerArea, vmServerArea, jobServerArea];
+export const SERVER_AREAS: ServerArea[] = [tokenServerArea, vmServerArea, hostKeysServerArea, jobServerArea];
 
-export const AGENT_AREAS: AgentArea[] = [tokenAgentArea, vmAgentArea];
+export const AGENT_AREAS: AgentArea[] = [tokenAgentArea, vmAgentArea, privilegedAgentArea];

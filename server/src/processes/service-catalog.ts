@@ -4,17 +4,15 @@
 import type * as grpc from "@grpc/grpc-js";
 import { DeployServiceService } from "../../../sdk/src/gen/trustplane/deploy/v1/deploy.js";
 import { JobVmServiceService } from "../../../sdk/src/gen/trustplane/job/v1/job_vm.js";
-import { HostKeysServiceService, PrivilegedServiceService } from "../../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
 
 /** Server-side services whose areas have not landed yet. */
 export const UNIMPLEMENTED_SERVER_SERVICES: grpc.ServiceDefinition[] = [
   DeployServiceService,
-  HostKeysServiceService,
   JobVmServiceService,
 ];
 
 /** Agent-side services whose areas have not landed yet. */
-export const UNIMPLEMENTED_AGENT_SERVICES: grpc.ServiceDefinition[] = [PrivilegedServiceService];
+export const UNIMPLEMENTED_AGENT_SERVICES: grpc.ServiceDefinition[] = [];
 
 /** "trustplane.vm.v1.VmService" from any method path of the service. */
 export function serviceName(service: grpc.ServiceDefinition): string {

@@ -11,6 +11,13 @@ import { SandboxDriver, bwrapAvailable } from "./drivers/sandbox/sandbox-driver.
 import { createHostControlHandlers } from "./host-control-handlers.js";
 import { startHostRegistration } from "./host-registration.js";
 
+const controlPlanes = new Map<string, ControlPlane>();
+
+/** The control plane of the agent for `hostId` (other agent areas act on guests through it). */
+export function controlPlaneFor(hostId: string): ControlPlane | undefined {
+  return controlPlanes.get(hostId);
+}
+
 export function availableDrivers(): Driver[] {
   const drivers: Driver[] = [];
   if (bwrapAvailable()) drivers.push(new SandboxDriver());
@@ -23,6 +30,7 @@ export const vmAgentArea: AgentArea = {
     const drivers = availableDrivers();
     const cp = new ControlPlane(ctx.hostId, drivers, path.join(ctx.stateDir, "vms"), ctx.logger);
     await cp.reconcile();
+    controlPlanes.set(ctx.hostId, cp);
     ctx.logger.info({ drivers: drivers.map((d) => d.name) }, "VM control plane ready");
     ctx.bind(
       HostControlServiceService,
@@ -33,6 +41,12 @@ export const vmAgentArea: AgentArea = {
       }),
     );
     // Serving first, then registering: the scheduler may place a VM here the moment it knows us.
-    return startHostRegistration(ctx, cp);
+    const registration = await startHostRegistration(ctx, cp);
+    return {
+      async stop() {
+        await registration.stop();
+        controlPlanes.delete(ctx.hostId);
+      },
+    };
   },
 };

@@ -1,0 +1,4 @@
+// Public SDK surface of the privileged-operations area.
+export * from "./payload-types.js";
+export * from "./privileged-request.js";
+export * from "./open-result.js";
