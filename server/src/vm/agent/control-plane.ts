@@ -8,6 +8,7 @@ import { mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promise
 import path from "node:path";
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
 import {
+  Feature,
   HypervisorType,
   VmEventType,
   VmState,
@@ -20,8 +21,14 @@ import {
   type VolumeSpec,
 } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import type { Logger } from "../../runtime/logger.js";
-import { driverOperations, type Driver, type DriverInstance } from "./driver.js";
+import { driverOperations, type Driver, type DriverEvents, type DriverInstance } from "./driver.js";
+import { PROCESS_STATES, assertTransition, type InstanceCommand } from "./instance-state-machine.js";
 import { processAlive } from "./process-liveness.js";
+
+export interface ControlPlaneOptions {
+  /** Starts (or finds) the VM's own metadata endpoint; drivers route 169.254.169.254:80 to it. */
+  metadataEndpoint?(spec: InstanceSpec): Promise<{ host: string; port: number } | undefined>;
+}
 
 interface Record {
   spec: InstanceSpec;
@@ -30,9 +37,9 @@ interface Record {
   handle?: DriverInstance;
   volumes: VolumeSpec[];
   network?: NetworkSpec;
+  metadataEndpoint?: { host: string; port: number };
+  startedAtMs?: number;
 }
-
-const stateName = (s: VmState) => VmState[s]?.replace("VM_STATE_", "") ?? String(s);
 
 export class ControlPlane {
   private readonly instances = new Map<string, Record>();
@@ -44,6 +51,7 @@ export class ControlPlane {
     private readonly drivers: Driver[],
     private readonly dir: string,
     private readonly logger: Logger,
+    private readonly options: ControlPlaneOptions = {},
   ) {
     this.emitter.setMaxListeners(0);
   }
@@ -51,9 +59,17 @@ export class ControlPlane {
   capabilities(): HostCapabilities {
     return {
       hostId: this.hostId,
-      drivers: this.drivers.map(
-        (d): DriverCapabilities => ({ hypervisor: d.hypervisor, operations: driverOperations(d), features: [...d.features], accelerator: d.accelerator(), cost: d.cost }),
-      ),
+      drivers: this.drivers.map((d): DriverCapabilities => {
+        const ops = driverOperations(d);
+        // A feature that rests on optional operations is only claimed while the table has them.
+        const needs: Partial<{ [f in Feature]: string[] }> = {
+          [Feature.FEATURE_BLOCK_HOTPLUG]: ["attachVolume", "detachVolume"],
+          [Feature.FEATURE_PAUSE]: ["pause", "resume"],
+          [Feature.FEATURE_NETWORK_RECONFIGURE]: ["configureNetwork"],
+        };
+        const features = d.features.filter((f) => (needs[f] ?? []).every((op) => ops.includes(op)));
+        return { hypervisor: d.hypervisor, operations: ops, features, accelerator: d.accelerator(), cost: d.cost };
+      }),
     };
   }
 
@@ -92,10 +108,8 @@ export class ControlPlane {
     this.emit(r.spec.vmId, type, state, detail, initiator);
   }
 
-  private expect(r: Record, op: string, ...allowed: VmState[]): void {
-    if (!allowed.includes(r.state)) {
-      throw new TrustplaneError("FAILED_PRECONDITION", "INVALID_STATE", `cannot ${op} ${r.spec.vmId} while it is ${stateName(r.state)} (needs ${allowed.map(stateName).join(" or ")})`, "vm_id");
-    }
+  private expect(r: Record, command: InstanceCommand): void {
+    assertTransition(r.spec.vmId, command, r.state);
   }
 
   /** The driver's implementation of an optional operation, or UNIMPLEMENTED naming the driver. */
@@ -117,6 +131,9 @@ export class ControlPlane {
       volumes: r.volumes,
       network: r.network,
       serviceAccounts: r.spec.serviceAccounts,
+      name: r.spec.name,
+      metadataEndpoint: r.metadataEndpoint ? `${r.metadataEndpoint.host}:${r.metadataEndpoint.port}` : "",
+      startedAtMs: r.handle ? (r.startedAtMs ?? 0) : 0,
     });
   }
 
@@ -140,17 +157,26 @@ export class ControlPlane {
       }
       this.instances.set(vmId, r);
       const live = r.handle && processAlive(r.handle.pid, r.handle.cmdlineMarker);
-      if ((r.state === VmState.VM_STATE_RUNNING || r.state === VmState.VM_STATE_PAUSED || r.state === VmState.VM_STATE_STARTING || r.state === VmState.VM_STATE_STOPPING) && !live) {
+      if (PROCESS_STATES.includes(r.state) && !live) {
+        // Never RUNNING without a process: a VM that died while the agent was away is STOPPED.
         r.handle = undefined;
         this.setState(r, VmState.VM_STATE_STOPPED, VmEventType.VM_EVENT_TYPE_STOPPED, "its process was gone when the agent started", `host:${this.hostId}`);
         await this.persist(r);
         this.logger.warn({ vmId }, "reconciled an instance whose process died to STOPPED");
+      } else if (live && r.handle) {
+        const d = this.drivers.find((x) => x.hypervisor === r.spec.hypervisor);
+        await d?.reattach?.(r.handle, this.events(r)).catch((e: Error) => this.logger.warn({ vmId, err: e.message }, "could not re-attach to a running instance"));
       }
     }
   }
 
-  private events(r: Record) {
+  private events(r: Record): DriverEvents {
     return {
+      note: (vmId: string, event: string, detail: string) => {
+        if (this.instances.get(vmId) !== r) return;
+        const type = event === "DEVICE_DELETED" ? VmEventType.VM_EVENT_TYPE_DEVICE_REMOVED : event === "STOP" ? VmEventType.VM_EVENT_TYPE_SUSPENDED : event === "RESUME" ? VmEventType.VM_EVENT_TYPE_RESUMED : VmEventType.VM_EVENT_TYPE_SHUTDOWN;
+        this.emit(vmId, type, r.state, `${event}: ${detail}`, "hypervisor");
+      },
       exited: (vmId: string, detail: string) => {
         const cur = this.instances.get(vmId);
         if (!cur || cur !== r || cur.state === VmState.VM_STATE_STOPPING || cur.state === VmState.VM_STATE_TERMINATING || cur.state === VmState.VM_STATE_TERMINATED) return;
@@ -168,8 +194,11 @@ export class ControlPlane {
       if (existing.spec.hypervisor === spec.hypervisor) return this.toInstance(existing);
       throw new TrustplaneError("ALREADY_EXISTS", "INSTANCE_EXISTS", `instance ${spec.vmId} already exists on ${this.hostId}`, "vm_id");
     }
-    this.driverFor(spec.hypervisor);
-    const r: Record = { spec, state: VmState.VM_STATE_STOPPED, failureReason: "", volumes: [...spec.volumes], network: spec.network };
+    const d = this.driverFor(spec.hypervisor);
+    if (spec.volumes.length && typeof d.attachVolume !== "function") {
+      throw new TrustplaneError("UNIMPLEMENTED", "DRIVER_UNSUPPORTED", `the ${d.name} driver does not support attachVolume (the spec asks for ${spec.volumes.length} volume(s))`, "volumes");
+    }
+    const r: Record = { spec, state: VmState.VM_STATE_PENDING, failureReason: "", volumes: [], network: spec.network };
     this.instances.set(spec.vmId, r);
     await this.persist(r);
     this.emit(spec.vmId, VmEventType.VM_EVENT_TYPE_DEFINED, r.state, "defined", initiator);
@@ -179,11 +208,13 @@ export class ControlPlane {
 
   async start(vmId: string, initiator: string): Promise<Instance> {
     const r = this.record(vmId);
-    this.expect(r, "start", VmState.VM_STATE_STOPPED, VmState.VM_STATE_FAILED);
+    this.expect(r, "start");
     const d = this.driverFor(r.spec.hypervisor);
     this.setState(r, VmState.VM_STATE_STARTING, VmEventType.VM_EVENT_TYPE_DEFINED, `booting (${d.name})`, initiator);
     try {
-      r.handle = await d.start(r.spec, this.vmDir(vmId), this.events(r));
+      r.metadataEndpoint ??= await this.options.metadataEndpoint?.(r.spec);
+      r.handle = await d.start(r.spec, this.vmDir(vmId), this.events(r), { metadataEndpoint: r.metadataEndpoint });
+      r.startedAtMs = Date.now();
       r.failureReason = "";
       this.setState(r, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_STARTED, `running (pid ${r.handle.pid}, ${r.handle.accelerator})`, initiator);
     } catch (e) {
@@ -193,15 +224,24 @@ export class ControlPlane {
       throw e;
     }
     await this.persist(r);
+    // Volumes named in the spec are hot-plugged once the guest runs, as an attach would.
+    for (const v of r.spec.volumes) if (!r.volumes.some((x) => x.volumeId === v.volumeId)) await this.attachVolume(vmId, v);
     return this.toInstance(r);
   }
 
   async stop(vmId: string, timeoutMs: number, force: boolean, initiator: string): Promise<Instance> {
     const r = this.record(vmId);
-    this.expect(r, "stop", VmState.VM_STATE_RUNNING, VmState.VM_STATE_PAUSED);
+    this.expect(r, "stop");
     const d = this.driverFor(r.spec.hypervisor);
     this.setState(r, VmState.VM_STATE_STOPPING, VmEventType.VM_EVENT_TYPE_SHUTDOWN, force ? "forced stop" : "graceful stop", initiator);
-    await d.stop(r.handle!, timeoutMs, force);
+    try {
+      await d.stop(r.handle!, timeoutMs, force);
+    } catch (e) {
+      r.failureReason = (e as TrustplaneError).reason ?? "STOP_FAILED";
+      this.setState(r, VmState.VM_STATE_FAILED, VmEventType.VM_EVENT_TYPE_FAILED, (e as Error).message, `host:${this.hostId}`);
+      await this.persist(r);
+      throw e;
+    }
     r.handle = undefined;
     this.setState(r, VmState.VM_STATE_STOPPED, VmEventType.VM_EVENT_TYPE_STOPPED, "stopped", initiator);
     await this.persist(r);
@@ -211,6 +251,7 @@ export class ControlPlane {
   async terminate(vmId: string, initiator: string): Promise<Instance> {
     const r = this.record(vmId);
     const d = this.driverFor(r.spec.hypervisor);
+    this.expect(r, "terminate");
     this.setState(r, VmState.VM_STATE_TERMINATING, VmEventType.VM_EVENT_TYPE_SHUTDOWN, "terminating", initiator);
     if (r.handle) await d.stop(r.handle, 0, true);
     r.handle = undefined;
@@ -224,7 +265,7 @@ export class ControlPlane {
   async attachVolume(vmId: string, volume: VolumeSpec): Promise<{ instance: Instance; device: string }> {
     const r = this.record(vmId);
     const attach = this.op(r, "attachVolume");
-    this.expect(r, "attach a volume to", VmState.VM_STATE_RUNNING);
+    this.expect(r, "attachVolume");
     if (r.volumes.some((v) => v.volumeId === volume.volumeId)) throw new TrustplaneError("ALREADY_EXISTS", "VOLUME_ATTACHED", `volume ${volume.volumeId} is already attached`, "volume");
     const { device } = await attach(r.handle!, volume);
     r.volumes.push(volume);
@@ -236,7 +277,7 @@ export class ControlPlane {
   async detachVolume(vmId: string, volumeId: string, timeoutMs: number): Promise<Instance> {
     const r = this.record(vmId);
     const detach = this.op(r, "detachVolume");
-    this.expect(r, "detach a volume from", VmState.VM_STATE_RUNNING);
+    this.expect(r, "detachVolume");
     if (!r.volumes.some((v) => v.volumeId === volumeId)) throw new TrustplaneError("NOT_FOUND", "VOLUME_NOT_ATTACHED", `volume ${volumeId} is not attached`, "volume_id");
     await detach(r.handle!, volumeId, timeoutMs);
     r.volumes = r.volumes.filter((v) => v.volumeId !== volumeId);
@@ -248,7 +289,7 @@ export class ControlPlane {
   async configureNetwork(vmId: string, network: NetworkSpec): Promise<Instance> {
     const r = this.record(vmId);
     const configure = this.op(r, "configureNetwork");
-    this.expect(r, "configure the network of", VmState.VM_STATE_RUNNING, VmState.VM_STATE_STOPPED);
+    this.expect(r, "configureNetwork");
     if (r.handle) await configure(r.handle, network);
     r.network = network;
     await this.persist(r);
@@ -258,7 +299,7 @@ export class ControlPlane {
   async pause(vmId: string): Promise<Instance> {
     const r = this.record(vmId);
     const pause = this.op(r, "pause");
-    this.expect(r, "pause", VmState.VM_STATE_RUNNING);
+    this.expect(r, "pause");
     await pause(r.handle!);
     this.setState(r, VmState.VM_STATE_PAUSED, VmEventType.VM_EVENT_TYPE_SUSPENDED, "paused", "control-plane");
     await this.persist(r);
@@ -268,7 +309,7 @@ export class ControlPlane {
   async resume(vmId: string): Promise<Instance> {
     const r = this.record(vmId);
     const resume = this.op(r, "resume");
-    this.expect(r, "resume", VmState.VM_STATE_PAUSED);
+    this.expect(r, "resume");
     await resume(r.handle!);
     this.setState(r, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_RESUMED, "resumed", "control-plane");
     await this.persist(r);

@@ -11,11 +11,21 @@ export interface DriverInstance {
   cmdlineMarker: string;
   dir: string;
   accelerator: string;
+  /** Driver-private state that must survive an agent restart (e.g. QEMU hotplug slots). */
+  extra?: { [key: string]: unknown };
+}
+
+/** What the control plane hands a driver at start beside the spec. */
+export interface StartContext {
+  /** This VM's own metadata endpoint on the host; the guest reaches it at 169.254.169.254:80. */
+  metadataEndpoint?: { host: string; port: number };
 }
 
 export interface DriverEvents {
   /** The guest stopped on its own (powered off, crashed); the control plane updates state. */
   exited(vmId: string, detail: string): void;
+  /** A driver-level event worth telling watchers (QMP STOP, RESUME, POWERDOWN, DEVICE_DELETED). */
+  note?(vmId: string, event: string, detail: string): void;
 }
 
 export interface Driver {
@@ -25,7 +35,9 @@ export interface Driver {
   readonly cost: number;
   accelerator(): string;
   /** Prepares and boots the instance; resolves once it is running (its ready signal seen). */
-  start(spec: InstanceSpec, dir: string, events: DriverEvents): Promise<DriverInstance>;
+  start(spec: InstanceSpec, dir: string, events: DriverEvents, ctx?: StartContext): Promise<DriverInstance>;
+  /** After an agent restart, re-subscribe to a still-running instance (e.g. reconnect QMP). */
+  reattach?(instance: DriverInstance, events: DriverEvents): Promise<void>;
   /** Graceful stop within `timeoutMs`, then forced; resolves when the process is gone. */
   stop(instance: DriverInstance, timeoutMs: number, force: boolean): Promise<void>;
   attachVolume?(instance: DriverInstance, volume: VolumeSpec): Promise<{ device: string }>;
