@@ -2,7 +2,7 @@
 // (also from two separate pools, as two replicas) never fork it, and each kind of tampering
 // — an edited, deleted, reordered record or a truncated tail — is detected.
 import { afterAll, describe, expect, it } from "vitest";
-import { recordHash } from "../../server/src/runtime/storage/audit-log.js";
+import { AuditLog, recordHash } from "../../server/src/runtime/storage/audit-log.js";
 import { Storage } from "../../server/src/runtime/storage/storage.js";
 import { backends } from "../support/backends.js";
 
@@ -144,6 +144,19 @@ describe.each(backends())("audit log on $name", (backend) => {
       expect(page.map((r) => r.seq)).toEqual([4, 5]);
       await expect(s.audit.append({ principal: "p", action: "a", target: "t", outcome: "ok", requestId: "r", detail: { big: 1n } })).rejects.toMatchObject({ status: "INVALID_ARGUMENT", reason: "AUDIT_DETAIL_INVALID" });
       expect(await s.audit.verify()).toEqual({ ok: true, records: 7 });
+    } finally {
+      await s.close();
+    }
+  });
+  it("keeps time non-decreasing along the chain when a replica's clock is behind", async () => {
+    const s = await withRecords(0);
+    try {
+      const ahead = new AuditLog(s.db, () => 2_000_000);
+      const behind = new AuditLog(s.db, () => 1_000_000);
+      await ahead.append({ principal: "p", action: "a", target: "t", outcome: "ok", requestId: "r1" });
+      const later = await behind.append({ principal: "p", action: "a", target: "t", outcome: "ok", requestId: "r2" });
+      expect(later.timeMs).toBe(2_000_000);
+      expect(await s.audit.verify()).toEqual({ ok: true, records: 2 });
     } finally {
       await s.close();
     }

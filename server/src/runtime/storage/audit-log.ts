@@ -103,10 +103,12 @@ export class AuditLog {
       // Replicas append one at a time (per schema), so no two records get the same prev_hash.
       // On SQLite the transaction itself holds the single write lock.
       if (this.db.dialect === "postgres") await this.db.get("SELECT pg_advisory_xact_lock(?::int, hashtext(current_schema())) AS locked", [APPEND_LOCK]);
-      const head = await this.db.get<{ seq: number; hash: Buffer }>("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1");
+      const head = await this.db.get<{ seq: number; hash: Buffer; time_ms: number }>("SELECT seq, hash, time_ms FROM audit_log ORDER BY seq DESC LIMIT 1");
       const seq = head ? Number(head.seq) + 1 : 1;
       const prevHash = head ? Buffer.from(head.hash) : GENESIS_HASH;
-      const rec = { seq, timeMs: this.now(), principal: e.principal, action: e.action, target: e.target, outcome: e.outcome, requestId: e.requestId, detail };
+      // Replicas' clocks differ slightly: keep time non-decreasing along the chain.
+      const timeMs = Math.max(this.now(), head ? Number(head.time_ms) : 0);
+      const rec = { seq, timeMs, principal: e.principal, action: e.action, target: e.target, outcome: e.outcome, requestId: e.requestId, detail };
       const hash = recordHash(prevHash, rec);
       await this.db.run(
         "INSERT INTO audit_log (seq, time_ms, principal, action, target, outcome, request_id, detail_json, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

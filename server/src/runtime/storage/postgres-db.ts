@@ -50,6 +50,9 @@ export class PostgresDb implements SqlDb {
       max: o.maxConnections ?? 10,
       types: TYPES,
       application_name: "trustplane",
+      // An unreachable server fails the call instead of hanging it; dead peers are noticed.
+      connectionTimeoutMillis: 10_000,
+      keepAlive: true,
       // The schema name is validated by openDatabase (a lowercase identifier).
       ...(o.schema ? { options: `-c search_path=${o.schema}` } : {}),
     });
