@@ -1,5 +1,10 @@
-// Every migration, in order. An area adds its tables by appending a file here with the next
-// id (e.g. `002-vm.ts` exporting a Migration); shipped migrations are never edited.
+// Every migration, in ascending id order, shared by SQLite and PostgreSQL. To add tables: create
+// `NNN-<area>.ts` beside this file exporting a Migration (id = its reserved number, types from
+// the `t` column map, see 001-foundation.ts), import it here and append it to the list. Ids are
+// reserved per area (2 token, 3 vm, 4 deploy, 5 job, 6 privileged, 7 vm host inventory); a
+// later change to an area is a new migration with the next free id, never an edit of a shipped
+// one. openDatabase refuses a list whose ids do not increase, and a database whose recorded
+// id carries a different name.
 import { foundation } from "./001-foundation.js";
 import { token } from "./002-token.js";
 import { vm } from "./003-vm.js";
