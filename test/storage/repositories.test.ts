@@ -34,6 +34,37 @@ describe("PostgreSQL test database", () => {
   });
 });
 
+describe("openDatabase configuration", () => {
+  it("reports an unreachable PostgreSQL server as UNAVAILABLE, and bad URLs or schema names as INVALID_ARGUMENT", async () => {
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    await expect(openDatabase({ url: "postgres://nobody@127.0.0.1:1/none" })).rejects.toMatchObject({ status: "UNAVAILABLE", reason: "DATABASE_UNAVAILABLE" });
+    await expect(openDatabase({ url: "mysql://127.0.0.1/db" })).rejects.toMatchObject({ status: "INVALID_ARGUMENT", reason: "CONFIG_INVALID" });
+    await expect(openDatabase({ url: "postgres://127.0.0.1:1/db", schema: "x; DROP TABLE principals" })).rejects.toMatchObject({ reason: "CONFIG_INVALID", field: "schema" });
+  });
+
+  it("serves an in-memory SQLite database with the same isolation (no read of a row later rolled back)", async () => {
+    const s = await Storage.open({ sqlitePath: ":memory:" });
+    try {
+      const g = gate();
+      const inside = gate();
+      const tx = s.db.transaction(async () => {
+        await s.principals.create({ name: "m", kind: "user", roles: [], policy, createdAtMs: 1 });
+        inside.open();
+        await g.wait;
+        throw new Error("roll back");
+      });
+      await inside.wait;
+      // Must wait for the transaction's end, not read its row early (it is rolled back).
+      const outside = s.principals.get("m");
+      g.open();
+      await expect(tx).rejects.toThrow("roll back");
+      expect(await outside).toBeUndefined();
+    } finally {
+      await s.close();
+    }
+  });
+});
+
 describe.each(backends())("storage on $name", (backend) => {
   afterAll(() => backend.cleanup());
 
