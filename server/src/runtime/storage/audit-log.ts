@@ -13,6 +13,10 @@ export interface AuditEntry {
   /** "ok", or the denial reason code. */
   outcome: string;
   requestId: string;
+  /**
+   * Ids, names and counts only (key id, host id, operation id) — never tokens, keys or
+   * payloads: the log is kept forever and shown by `trustplane audit`. Must be plain JSON data.
+   */
   detail?: Record<string, unknown>;
 }
 
