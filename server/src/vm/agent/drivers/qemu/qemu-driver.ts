@@ -250,6 +250,12 @@ export class QemuDriver implements Driver {
     this.adopt(instance, qmp, events);
   }
 
+  /** Agent shutdown: lets go of every QMP connection (QEMU serves one client at a time). */
+  close(): void {
+    for (const q of this.qmp.values()) q.close();
+    this.qmp.clear();
+  }
+
   /** The instance's QMP client (used by the privileged-operations executor too). */
   async monitor(instance: DriverInstance): Promise<QmpClient> {
     const existing = this.qmp.get(instance.vmId);
