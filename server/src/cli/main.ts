@@ -7,8 +7,9 @@ import { auditCommand, echoCommand, hostCommand, keysCommand, principalCommand, 
 import { serviceAccountCommand, tokenCommand } from "../token/cli/token-commands.js";
 import { jobCommand } from "../job/job-command.js";
 import { hypervisorsCommand, vmCommand } from "../vm/cli/vm-command.js";
+import { privilegedCommand } from "../privileged/cli/privileged-command.js";
 
-export const COMMANDS: Command[] = [devCommand, serverCommand, agentCommand, keysCommand, principalCommand, hostCommand, auditCommand, echoCommand, whoamiCommand, serviceAccountCommand, tokenCommand, vmCommand, hypervisorsCommand, jobCommand];
+export const COMMANDS: Command[] = [devCommand, serverCommand, agentCommand, keysCommand, principalCommand, hostCommand, auditCommand, echoCommand, whoamiCommand, serviceAccountCommand, tokenCommand, vmCommand, hypervisorsCommand, privilegedCommand, jobCommand];
 
 function help(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

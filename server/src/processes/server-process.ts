@@ -26,6 +26,23 @@ import { UNIMPLEMENTED_SERVER_SERVICES, serviceName } from "./service-catalog.js
 
 export const ADMIN_PRINCIPAL = "admin";
 
+/** What any verified caller may read: facts that are public by design (CA-signed host keys,
+ * the CA and JWKS public keys) and who it is. Everything else comes from its own policy. */
+export const AUTHENTICATED_BASELINE = {
+  rules: [
+    {
+      methods: [
+        "/trustplane.auth.v1.AuthService/Echo",
+        "/trustplane.auth.v1.AuthService/WhoAmI",
+        "/trustplane.auth.v1.AuthService/GetCaKeys",
+        "/trustplane.privileged.v1.HostKeysService/GetHostKeys",
+        "/trustplane.token.v1.TokenService/GetJwks",
+      ],
+      effect: "allow" as const,
+    },
+  ],
+};
+
 export interface ServerHandle {
   address: string;
   storage: Storage;
@@ -76,7 +93,7 @@ export async function startServer(config: Config, logger: Logger, options: { adm
     const policy = new RulePolicyEngine(async (principal) => {
       const rec = await storage.principals.get(principal);
       // Hosts always get the current host policy, not the copy stored when they joined.
-      return rec ? { roles: rec.roles, rules: rec.kind === "host" ? HOST_POLICY.rules : rec.policy.rules } : undefined;
+      return rec ? { roles: rec.roles, rules: [...AUTHENTICATED_BASELINE.rules, ...(rec.kind === "host" ? HOST_POLICY.rules : rec.policy.rules)] } : undefined;
     });
     const caVerification = importVerificationKey(keys.ca.publicJwk);
     const verifier = new CallVerifier({ keys: keyCache, caKeys: () => [caVerification], nonces, policy, skewMs: config.skewSeconds * 1000 });
