@@ -82,7 +82,7 @@ async function bootstrapAdmin(storage: Storage, keys: ServerKeys, dataDir: strin
 }
 
 export async function startServer(config: Config, logger: Logger, options: { adminKeyFile?: string } = {}): Promise<ServerHandle> {
-  const storage = await Storage.open(config.databaseUrl ? { url: config.databaseUrl } : { sqlitePath: path.join(config.dataDir, "trustplane.db") });
+  const storage = await Storage.open(config.databaseUrl ? { url: config.databaseUrl, logger } : { sqlitePath: path.join(config.dataDir, "trustplane.db"), logger });
   const running: Running[] = [];
   try {
     const keys = loadServerKeys(config.dataDir);
@@ -118,6 +118,18 @@ export async function startServer(config: Config, logger: Logger, options: { adm
     bind(AuthServiceService, createAuthHandlers({ storage, ca: keys.ca, keyCache, nonces, skewMs: config.skewSeconds * 1000 }));
     let address = "";
     const blobs = new FsBlobStore(path.join(config.dataDir, "blobs"));
+    // Temp files of uploads a previous run did not finish (crash, kill -9).
+    const swept = await blobs.removeStaleTemp();
+    if (swept) logger.info({ swept }, "removed unfinished blob uploads");
+    // Expired join tokens and idempotency records older than a week go away every hour.
+    const purge = setInterval(() => {
+      const now = Date.now();
+      void Promise.all([storage.joinTokens.purgeExpired(now), storage.idempotency.purgeCreatedBefore(now - 7 * 24 * 3600_000)]).catch((e: Error) =>
+        logger.warn({ err: e.message }, "periodic purge failed"),
+      );
+    }, 3600_000);
+    purge.unref();
+    running.push({ stop: async () => clearInterval(purge) });
     for (const area of SERVER_AREAS) {
       const r = await area.start({
         config,
