@@ -159,6 +159,9 @@ export class ControlPlane {
       const live = r.handle && processAlive(r.handle.pid, r.handle.cmdlineMarker);
       if (PROCESS_STATES.includes(r.state) && !live) {
         // Never RUNNING without a process: a VM that died while the agent was away is STOPPED.
+        // Its driver still cleans up what outlived it (sockets, relays, namespaces).
+        const d = this.drivers.find((x) => x.hypervisor === r.spec.hypervisor);
+        if (r.handle) await d?.stop(r.handle, 0, true).catch(() => undefined);
         r.handle = undefined;
         this.setState(r, VmState.VM_STATE_STOPPED, VmEventType.VM_EVENT_TYPE_STOPPED, "its process was gone when the agent started", `host:${this.hostId}`);
         await this.persist(r);

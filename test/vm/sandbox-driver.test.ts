@@ -1,0 +1,160 @@
+// The sandbox driver under the control plane: the lifecycle (create-to-RUNNING timing, graceful
+// SIGTERM stop, terminate leaving no process, namespace, socket or file), each VM reaching only
+// its own metadata endpoint at 169.254.169.254:80, unsupported operations naming the driver,
+// illegal transitions, and the capability matrix following the drivers' function tables.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TrustplaneError } from "../../sdk/src/errors.js";
+import { Feature, HypervisorType, InstanceSpec, VmState } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import { createLogger } from "../../server/src/runtime/logger.js";
+import { ControlPlane } from "../../server/src/vm/agent/control-plane.js";
+import type { Driver } from "../../server/src/vm/agent/driver.js";
+import { QemuDriver } from "../../server/src/vm/agent/drivers/qemu/qemu-driver.js";
+import { SANDBOX_STOPPING_LINE, SandboxDriver, bwrapAvailable } from "../../server/src/vm/agent/drivers/sandbox/sandbox-driver.js";
+import { processAlive } from "../../server/src/vm/agent/process-liveness.js";
+
+const dir = mkdtempSync(path.join(os.tmpdir(), "tp-sbx-"));
+const logger = createLogger({ level: "silent" });
+const run = Math.random().toString(36).slice(2, 8);
+const id = (n: string) => `sbx-${n}-${run}`;
+const spec = (vmId: string, command: string[] = []) =>
+  InstanceSpec.fromPartial({ vmId, name: vmId, hypervisor: HypervisorType.HYPERVISOR_TYPE_SANDBOX, image: "process", resources: { vcpus: 1, memoryMib: 256 }, network: { mode: "user", portForwards: [] }, command });
+
+// One endpoint per VM, each answering with the VM it belongs to.
+const endpoints = new Map<string, number>();
+const servers: http.Server[] = [];
+async function endpointFor(vmId: string): Promise<{ host: string; port: number }> {
+  if (!endpoints.has(vmId)) {
+    const s = http.createServer((req, res) => res.end(`endpoint-of ${vmId} flavor=${req.headers["metadata-flavor"] ?? "none"}`));
+    await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+    servers.push(s);
+    endpoints.set(vmId, (s.address() as AddressInfo).port);
+  }
+  return { host: "127.0.0.1", port: endpoints.get(vmId)! };
+}
+
+beforeAll(() => undefined);
+afterAll(async () => {
+  for (const s of servers) await new Promise((r) => s.close(r));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function refused(p: Promise<unknown>): Promise<TrustplaneError> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof TrustplaneError) return e;
+    throw e;
+  }
+  throw new Error("call unexpectedly succeeded");
+}
+
+const netnsList = () => execFileSync("ip", ["netns", "list"], { encoding: "utf8" });
+const fetchInside = (out: string) => [
+  "/bin/sh",
+  "-c",
+  `printf 'GET /computeMetadata/v1/instance/hostname HTTP/1.0\\r\\nMetadata-Flavor: Google\\r\\n\\r\\n' | busybox nc 169.254.169.254 80 > /vm/${out} 2>&1; echo done >> /vm/${out}.done; while :; do sleep 1 & wait $!; done`,
+];
+
+describe.skipIf(!bwrapAvailable())("sandbox driver", () => {
+  it("runs the lifecycle: fast create-to-RUNNING, graceful stop, start again, terminate leaving nothing", { timeout: 30_000 }, async () => {
+    const cp = new ControlPlane("h1", [new SandboxDriver()], dir, logger, { metadataEndpoint: (s) => endpointFor(s.vmId) });
+    const plain = new ControlPlane("h1", [new SandboxDriver()], dir, logger);
+    const timings: number[] = [];
+    const timingsMeta: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const t0 = performance.now();
+      const inst = await plain.create(spec(id(`t${i}`)), true, "tester");
+      timings.push(performance.now() - t0);
+      expect(inst.state).toBe(VmState.VM_STATE_RUNNING);
+      await plain.terminate(id(`t${i}`), "tester");
+      const t1 = performance.now();
+      await cp.create(spec(id(`m${i}`)), true, "tester");
+      timingsMeta.push(performance.now() - t1);
+      await cp.terminate(id(`m${i}`), "tester");
+    }
+    const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    console.log(`sandbox create-to-RUNNING p50 ${p50(timings).toFixed(0)} ms (no metadata), ${p50(timingsMeta).toFixed(0)} ms (own netns + metadata relay)`);
+    expect(p50(timings)).toBeLessThan(300);
+    expect(p50(timingsMeta)).toBeLessThan(300);
+
+    const vmId = id("life");
+    const running = await cp.create(spec(vmId), true, "tester");
+    expect(running.metadataEndpoint).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(netnsList()).toContain(`tp-${vmId}`);
+    const startAgain = await refused(cp.start(vmId, "tester"));
+    expect([startAgain.status, startAgain.reason]).toEqual(["FAILED_PRECONDITION", "INVALID_STATE"]);
+
+    // Unsupported operations answer UNIMPLEMENTED and name the driver.
+    for (const p of [cp.attachVolume(vmId, { volumeId: "data", sizeGib: 1, readOnly: false }), cp.detachVolume(vmId, "data", 1000), cp.configureNetwork(vmId, { mode: "user", portForwards: [] }), cp.pause(vmId)]) {
+      const e = await refused(p);
+      expect([e.status, e.reason]).toEqual(["UNIMPLEMENTED", "DRIVER_UNSUPPORTED"]);
+      expect(e.message).toContain("sandbox driver");
+    }
+
+    const s0 = Date.now();
+    const stopped = await cp.stop(vmId, 5000, false, "tester");
+    expect(stopped.state).toBe(VmState.VM_STATE_STOPPED);
+    expect(Date.now() - s0).toBeLessThan(3000);
+    expect(readFileSync(path.join(dir, vmId, "console.log"), "utf8")).toContain(SANDBOX_STOPPING_LINE);
+    expect(processAlive(running.pid, vmId)).toBe(false);
+    const stopAgain = await refused(cp.stop(vmId, 1000, false, "tester"));
+    expect([stopAgain.status, stopAgain.reason]).toEqual(["FAILED_PRECONDITION", "INVALID_STATE"]);
+
+    const again = await cp.start(vmId, "tester");
+    expect(again.state).toBe(VmState.VM_STATE_RUNNING);
+    await cp.terminate(vmId, "tester");
+    expect(processAlive(again.pid, vmId)).toBe(false);
+    expect(existsSync(path.join(dir, vmId))).toBe(false);
+    expect(netnsList()).not.toContain(`tp-${vmId}`);
+    const relays = readdirSync("/proc").filter((p) => /^\d+$/.test(p) && processAlive(Number(p), `${vmId}/metadata.sock`));
+    expect(relays).toEqual([]);
+    const afterTerm = await refused(cp.start(vmId, "tester"));
+    expect(afterTerm.status).toBe("NOT_FOUND");
+  });
+
+  it("gives each VM its own metadata endpoint at 169.254.169.254:80 that no other VM reaches", { timeout: 30_000 }, async () => {
+    const cp = new ControlPlane("h1", [new SandboxDriver()], dir, logger, { metadataEndpoint: (s) => endpointFor(s.vmId) });
+    const a = id("a");
+    const b = id("b");
+    await cp.create(spec(a, fetchInside("meta")), true, "tester");
+    await cp.create(spec(b, fetchInside("meta")), true, "tester");
+    const read = async (vmId: string) => {
+      const f = path.join(dir, vmId, "root", "meta");
+      for (let i = 0; i < 100 && !existsSync(`${f}.done`); i++) await new Promise((r) => setTimeout(r, 30));
+      return readFileSync(f, "utf8");
+    };
+    expect(await read(a)).toContain(`endpoint-of ${a} flavor=Google`);
+    expect(await read(b)).toContain(`endpoint-of ${b} flavor=Google`);
+    expect(await read(a)).not.toContain(b);
+    // Without an endpoint the sandbox has no network at all (--unshare-net): nothing answers.
+    const plain = new ControlPlane("h1", [new SandboxDriver()], dir, logger);
+    const c = id("c");
+    await plain.create(spec(c, fetchInside("meta")), true, "tester");
+    expect(await read(c)).not.toContain("endpoint-of");
+    for (const [p, v] of [[cp, a], [cp, b], [plain, c]] as const) await p.terminate(v, "tester");
+  });
+
+  it("derives the capability matrix, features included, from the drivers' function tables", () => {
+    const caps = (...d: Driver[]) => new ControlPlane("h", d, dir, logger).capabilities().drivers;
+    const qemu = new QemuDriver({ accelerator: "tcg" });
+    const [q, s] = caps(qemu, new SandboxDriver());
+    expect(q!.operations).toEqual(expect.arrayContaining(["attachVolume", "detachVolume", "configureNetwork", "pause", "resume"]));
+    expect(q!.features).toContain(Feature.FEATURE_BLOCK_HOTPLUG);
+    expect(q!.accelerator).toBe("tcg");
+    expect(s!.operations).not.toContain("attachVolume");
+    expect(s!.features).toEqual([Feature.FEATURE_FAST_START]);
+    expect(s!.accelerator).toBe("none");
+    // Take detachVolume out of the qemu table: the op and the hotplug feature leave the matrix.
+    const withoutDetach = Object.assign(Object.create(QemuDriver.prototype) as QemuDriver, qemu, { detachVolume: undefined });
+    const [q2] = caps(withoutDetach);
+    expect(q2!.operations).not.toContain("detachVolume");
+    expect(q2!.features).not.toContain(Feature.FEATURE_BLOCK_HOTPLUG);
+    expect(q2!.features).toContain(Feature.FEATURE_MEMORY_INSPECTION);
+  });
+});
