@@ -1,6 +1,7 @@
 // CA certificates: a Certificate message signed by a CA key inside a SignedEnvelope.
 // Implements "One signing primitive" (keys certified by the Trustplane CA) with SSH-style
 // rules: validity window, key id binding, host glob, unknown critical options are fatal.
+import { createHash } from "node:crypto";
 import { randomBytes } from "node:crypto";
 import { TrustplaneError } from "../errors.js";
 import { Certificate, SignedEnvelope } from "../gen/trustplane/auth/v1/auth.js";
@@ -61,6 +62,9 @@ function invalid(message: string, reason = "CERTIFICATE_INVALID"): TrustplaneErr
   return new TrustplaneError("UNAUTHENTICATED", reason, message, "certificate");
 }
 
+/** Certificates whose CA signature already verified, by SHA-256 of their bytes (bounded). */
+const VERIFIED_CA_SIGNATURES = new Map<string, { payload: Uint8Array; keyId: string }>();
+
 export function verifyCertificate(envelopeBytes: Uint8Array, opts: VerifyCertificateOptions): Certificate {
   let env: SignedEnvelope;
   try {
@@ -69,12 +73,19 @@ export function verifyCertificate(envelopeBytes: Uint8Array, opts: VerifyCertifi
     throw invalid("the certificate is not a SignedEnvelope");
   }
   const caById = new Map(opts.caKeys.map((k) => [k.keyId, k]));
-  let verified;
-  try {
-    verified = verifyEnvelopeSync(env, { expectedType: CERTIFICATE_TYPE, resolveKey: (id) => caById.get(id) });
-  } catch (e) {
-    const reason = e instanceof TrustplaneError ? e.reason : "SIGNATURE_INVALID";
-    throw invalid(`the certificate is not validly signed by a trusted CA (${reason})`);
+  // The CA signature is a pure function of these bytes and the CA key: verify it once per
+  // (bytes, CA key) and remember it. Validity, key id, options and host are checked every time.
+  const cacheKey = createHash("sha256").update(envelopeBytes).digest("base64url");
+  let verified = VERIFIED_CA_SIGNATURES.get(cacheKey);
+  if (!verified || !caById.has(verified.keyId)) {
+    try {
+      verified = verifyEnvelopeSync(env, { expectedType: CERTIFICATE_TYPE, resolveKey: (id) => caById.get(id) });
+    } catch (e) {
+      const reason = e instanceof TrustplaneError ? e.reason : "SIGNATURE_INVALID";
+      throw invalid(`the certificate is not validly signed by a trusted CA (${reason})`);
+    }
+    if (VERIFIED_CA_SIGNATURES.size >= 4096) VERIFIED_CA_SIGNATURES.delete(VERIFIED_CA_SIGNATURES.keys().next().value!);
+    VERIFIED_CA_SIGNATURES.set(cacheKey, verified);
   }
   let cert: Certificate;
   try {
