@@ -45,6 +45,7 @@ export class ControlPlane {
   private readonly instances = new Map<string, Record>();
   private readonly emitter = new EventEmitter();
   private seq = 0;
+  private writes = 0;
 
   constructor(
     private readonly hostId: string,
@@ -90,12 +91,20 @@ export class ControlPlane {
     return path.join(this.dir, vmId);
   }
 
-  private async persist(r: Record): Promise<void> {
+  /** Atomic write (temp file + rename). Only `create` makes the directory, so a late event
+   * for a terminated VM can never bring its files back. */
+  private async persist(r: Record, create = false): Promise<void> {
     const dir = this.vmDir(r.spec.vmId);
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const tmp = path.join(dir, `.instance.json.${process.pid}.tmp`);
-    await writeFile(tmp, JSON.stringify({ ...r, spec: r.spec }), { mode: 0o600 });
-    await rename(tmp, path.join(dir, "instance.json"));
+    if (create) await mkdir(dir, { recursive: true, mode: 0o700 });
+    else if (!this.instances.has(r.spec.vmId)) return;
+    const tmp = path.join(dir, `.instance.json.${process.pid}.${++this.writes}.tmp`);
+    try {
+      await writeFile(tmp, JSON.stringify({ ...r, spec: r.spec }), { mode: 0o600 });
+      await rename(tmp, path.join(dir, "instance.json"));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+      await rm(tmp, { force: true });
+    }
   }
 
   private emit(vmId: string, type: VmEventType, state: VmState, detail: string, initiator: string): void {
@@ -203,7 +212,7 @@ export class ControlPlane {
     }
     const r: Record = { spec, state: VmState.VM_STATE_PENDING, failureReason: "", volumes: [], network: spec.network };
     this.instances.set(spec.vmId, r);
-    await this.persist(r);
+    await this.persist(r, true);
     this.emit(spec.vmId, VmEventType.VM_EVENT_TYPE_DEFINED, r.state, "defined", initiator);
     if (start) return this.start(spec.vmId, initiator);
     return this.toInstance(r);
@@ -259,8 +268,9 @@ export class ControlPlane {
     if (r.handle) await d.stop(r.handle, 0, true);
     r.handle = undefined;
     // Nothing of the instance survives it: no process, no socket, no file.
-    await rm(this.vmDir(vmId), { recursive: true, force: true });
     this.instances.delete(vmId);
+    // maxRetries: a straggling writer (a late driver event) may add a file while rm runs.
+    await rm(this.vmDir(vmId), { recursive: true, force: true, maxRetries: 5, retryDelay: 20 });
     this.setState(r, VmState.VM_STATE_TERMINATED, VmEventType.VM_EVENT_TYPE_UNDEFINED, "terminated", initiator);
     return this.toInstance(r);
   }

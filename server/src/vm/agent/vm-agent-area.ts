@@ -1,5 +1,5 @@
 // The VM area on the agent: a control plane over the drivers this host can run (the
-// bubblewrap sandbox here; QEMU when its driver is present), reconciled with the real
+// bubblewrap sandbox by default; QEMU when enabled), reconciled with the real
 // processes at start, served as HostControlService, registered with the scheduler.
 import path from "node:path";
 import { HostControlServiceService } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
@@ -7,6 +7,7 @@ import type { AgentArea } from "../../processes/area.js";
 import { vmTokenManager } from "../../token/agent/token-agent-area.js";
 import { ControlPlane } from "./control-plane.js";
 import type { Driver } from "./driver.js";
+import { QemuDriver, qemuAvailable } from "./drivers/qemu/qemu-driver.js";
 import { SandboxDriver, bwrapAvailable } from "./drivers/sandbox/sandbox-driver.js";
 import { createHostControlHandlers } from "./host-control-handlers.js";
 import { startHostRegistration } from "./host-registration.js";
@@ -18,9 +19,15 @@ export function controlPlaneFor(hostId: string): ControlPlane | undefined {
   return controlPlanes.get(hostId);
 }
 
-export function availableDrivers(): Driver[] {
+/**
+ * The drivers this host can run. QEMU is opt-in (TRUSTPLANE_VM_DRIVERS=sandbox,qemu): it needs
+ * qemu-system-x86, the tiny guest (scripts/build-guest.sh) and a KVM probe boot of up to 8 s.
+ */
+export function availableDrivers(env: NodeJS.ProcessEnv = process.env): Driver[] {
+  const wanted = (env.TRUSTPLANE_VM_DRIVERS ?? "sandbox").split(",").map((x) => x.trim());
   const drivers: Driver[] = [];
-  if (bwrapAvailable()) drivers.push(new SandboxDriver());
+  if (wanted.includes("sandbox") && bwrapAvailable()) drivers.push(new SandboxDriver());
+  if (wanted.includes("qemu") && qemuAvailable()) drivers.push(new QemuDriver());
   return drivers;
 }
 
