@@ -2,7 +2,7 @@
 // initramfs from scripts/build-guest.sh): boot to the ready line (KVM probe, else TCG), a
 // hot-plugged qcow2 volume the guest lists in /sys/block, detach, graceful powerdown, the
 // metadata guestfwd, reconciliation after SIGKILL, and terminate leaving nothing behind.
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
@@ -86,6 +86,17 @@ describe.skipIf(!!skipReason)("qemu driver with a real guest", () => {
     const handle = { vmId: id("q1"), pid: running.pid, cmdlineMarker: `trustplane-${id("q1")}`, dir: vmDir, accelerator: running.accelerator };
     expect((await driver.queryStatus(handle)).status).toBe("running");
     expect((await driver.queryVersion(handle)).qemu.major).toBeGreaterThanOrEqual(7);
+    const dump = path.join(vmDir, "mem.bin");
+    await driver.pmemsave(handle, 0, 4096, dump);
+    expect(statSync(dump).size).toBe(4096);
+    rmSync(dump);
+
+    // Port forwards change at runtime (HMP hostfwd_add through QMP); port 0 picks a free one.
+    const net = await cp.configureNetwork(id("q1"), { mode: "user", portForwards: [{ protocol: "tcp", hostPort: 0, guestPort: 8080 }] });
+    const hostPort = net.network!.portForwards[0]!.hostPort;
+    expect(hostPort).toBeGreaterThan(0);
+    const usernet = await (await driver.monitor(handle)).execute<string>("human-monitor-command", { "command-line": "info usernet" });
+    expect(usernet).toContain(String(hostPort));
 
     // Illegal transitions.
     const again = await refused(cp.start(id("q1"), "tester"));
