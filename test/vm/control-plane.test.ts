@@ -33,12 +33,16 @@ describe.skipIf(!bwrapAvailable())("control plane", () => {
     expect(processAlive(restarted.pid, "vm-reconcile")).toBe(false);
   });
 
-  it("keeps a VM that is still running RUNNING across an agent restart", async () => {
+  it("keeps a VM that is still running RUNNING across an agent restart, and notices when it dies later", { timeout: 15_000 }, async () => {
     const first = new ControlPlane("h1", [new SandboxDriver()], dir, logger);
     const running = await first.create(spec("vm-survivor"), true, "test");
     const second = new ControlPlane("h1", [new SandboxDriver()], dir, logger);
     await second.reconcile();
     expect(second.get("vm-survivor").state).toBe(VmState.VM_STATE_RUNNING);
+    // The restarted agent is not the VM's parent: it still notices the process going away.
+    process.kill(-running.pid, "SIGKILL");
+    for (let i = 0; i < 100 && second.get("vm-survivor").state === VmState.VM_STATE_RUNNING; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(second.get("vm-survivor").state).toBe(VmState.VM_STATE_STOPPED);
     await second.terminate("vm-survivor", "test");
     expect(processAlive(running.pid, "vm-survivor")).toBe(false);
   });

@@ -140,6 +140,18 @@ describe.skipIf(!bwrapAvailable())("sandbox driver", () => {
     for (const [p, v] of [[cp, a], [cp, b], [plain, c]] as const) await p.terminate(v, "tester");
   });
 
+  it("marks a guest that exits on its own STOPPED (initiator guest) and cleans its namespace and relays", { timeout: 20_000 }, async () => {
+    const cp = new ControlPlane("h1", [new SandboxDriver()], dir, logger, { metadataEndpoint: (s) => endpointFor(s.vmId) });
+    const vmId = id("exit");
+    await cp.create(spec(vmId, ["/bin/sh", "-c", "sleep 0.3; exit 0"]), true, "tester");
+    for (let i = 0; i < 100 && cp.get(vmId).state === VmState.VM_STATE_RUNNING; i++) await new Promise((r) => setTimeout(r, 30));
+    expect(cp.get(vmId).state).toBe(VmState.VM_STATE_STOPPED);
+    for (let i = 0; i < 50 && netnsList().includes(`tp-${vmId}`); i++) await new Promise((r) => setTimeout(r, 30));
+    expect(netnsList()).not.toContain(`tp-${vmId}`);
+    expect(readdirSync("/proc").filter((p) => /^\d+$/.test(p) && processAlive(Number(p), `${vmId}/metadata.sock`))).toEqual([]);
+    await cp.terminate(vmId, "tester");
+  });
+
   it("derives the capability matrix, features included, from the drivers' function tables", () => {
     const caps = (...d: Driver[]) => new ControlPlane("h", d, dir, logger).capabilities().drivers;
     const qemu = new QemuDriver({ accelerator: "tcg" });

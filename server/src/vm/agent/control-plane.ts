@@ -46,6 +46,7 @@ export class ControlPlane {
   private readonly emitter = new EventEmitter();
   private seq = 0;
   private writes = 0;
+  private liveness?: NodeJS.Timeout;
 
   constructor(
     private readonly hostId: string,
@@ -154,8 +155,25 @@ export class ControlPlane {
     return [...this.instances.values()].map((r) => this.toInstance(r));
   }
 
+  /**
+   * Polls the processes of running instances: after an agent restart the agent is no longer
+   * their parent, so an exit would otherwise go unnoticed (QEMU also reports it over QMP).
+   */
+  private watchLiveness(intervalMs = 2000): void {
+    if (this.liveness) return;
+    this.liveness = setInterval(() => {
+      for (const r of this.instances.values()) {
+        if ((r.state === VmState.VM_STATE_RUNNING || r.state === VmState.VM_STATE_PAUSED) && r.handle && !processAlive(r.handle.pid, r.handle.cmdlineMarker)) {
+          this.events(r).exited(r.spec.vmId, "its process is gone");
+        }
+      }
+    }, intervalMs);
+    this.liveness.unref();
+  }
+
   /** Reads persisted instances and matches them against the processes actually running. */
   async reconcile(): Promise<void> {
+    this.watchLiveness();
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     for (const vmId of await readdir(this.dir)) {
       let r: Record;
@@ -191,9 +209,15 @@ export class ControlPlane {
       },
       exited: (vmId: string, detail: string) => {
         const cur = this.instances.get(vmId);
-        if (!cur || cur !== r || cur.state === VmState.VM_STATE_STOPPING || cur.state === VmState.VM_STATE_TERMINATING || cur.state === VmState.VM_STATE_TERMINATED) return;
+        // Only an unexpected exit counts: stop/terminate/start own the other transitions (and
+        // QEMU reports one exit twice: SHUTDOWN, then its QMP socket closing).
+        if (!cur || cur !== r || (cur.state !== VmState.VM_STATE_RUNNING && cur.state !== VmState.VM_STATE_PAUSED)) return;
+        const handle = cur.handle;
         cur.handle = undefined;
         this.setState(cur, VmState.VM_STATE_STOPPED, VmEventType.VM_EVENT_TYPE_STOPPED, detail, "guest");
+        // What outlives the guest (QMP socket, metadata relays, namespace) goes with it.
+        const d = this.drivers.find((x) => x.hypervisor === cur.spec.hypervisor);
+        if (handle) void d?.stop(handle, 0, true).catch((e: Error) => this.logger.warn({ vmId, err: e.message }, "cleanup after the guest exited failed"));
         void this.persist(cur).catch(() => undefined);
       },
     };
