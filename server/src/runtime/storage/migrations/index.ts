@@ -8,8 +8,9 @@
 import { foundation } from "./001-foundation.js";
 import { token } from "./002-token.js";
 import { vm } from "./003-vm.js";
+import { deploy } from "./004-deploy.js";
 import { job } from "./005-job.js";
 import type { Migration } from "./migration.js";
 import { vmHostInventory } from "../../../vm/manager/vm-migration.js";
 
-export const MIGRATIONS: readonly Migration[] = [foundation, token, vm, job, vmHostInventory];
+export const MIGRATIONS: readonly Migration[] = [foundation, token, vm, deploy, job, vmHostInventory];
