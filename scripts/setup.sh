@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything Trustplane needs on a fresh Debian machine: the system tools the VM,
-# deploy-sandbox and guest tests drive (bubblewrap, QEMU, busybox, iproute2) when missing,
+# deploy-sandbox and guest tests drive (bubblewrap, QEMU, busybox, iproute2, socat) when missing,
 # then the npm workspace (better-sqlite3 compiles from source; npm 11 runs it via allowScripts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,8 @@ command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
+command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
