@@ -8,8 +8,9 @@ import { serviceAccountCommand, tokenCommand } from "../token/cli/token-commands
 import { jobCommand } from "../job/job-command.js";
 import { hypervisorsCommand, vmCommand } from "../vm/cli/vm-command.js";
 import { privilegedCommand } from "../privileged/cli/privileged-command.js";
+import { deployCommand } from "../deploy/cli/deploy-command.js";
 
-export const COMMANDS: Command[] = [devCommand, serverCommand, agentCommand, keysCommand, principalCommand, hostCommand, auditCommand, echoCommand, whoamiCommand, serviceAccountCommand, tokenCommand, vmCommand, hypervisorsCommand, privilegedCommand, jobCommand];
+export const COMMANDS: Command[] = [devCommand, serverCommand, agentCommand, keysCommand, principalCommand, hostCommand, auditCommand, echoCommand, whoamiCommand, serviceAccountCommand, tokenCommand, vmCommand, hypervisorsCommand, privilegedCommand, deployCommand, jobCommand];
 
 function help(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
