@@ -1,12 +1,19 @@
 // The privileged operations an agent can execute, each with its operation class (what a CA
 // certificate must allow: lifecycle, inspect, memory, patch) and its implementation on real
 // things: the host's /proc, the VM control plane, the agent's own runtime configuration.
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { readFile, rm } from "node:fs/promises";
+import path from "node:path";
 import os from "node:os";
 import { TrustplaneError, invalidArgument } from "../../../../sdk/src/errors.js";
 import { HypervisorType, VmState } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import type { PrivilegedRequest, PrivilegedResult } from "../../../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
 import type { ControlPlane } from "../../vm/agent/control-plane.js";
+import { QemuDriver } from "../../vm/agent/drivers/qemu/qemu-driver.js";
+
+/** Largest memory range returned in one unary result. */
+const MAX_MEMORY_READ = 16 * 1024 * 1024;
 import type { RuntimeConfigStore } from "./runtime-config-store.js";
 
 export type OperationName =
@@ -135,15 +142,34 @@ export function createOperationRegistry(deps: { controlPlane?: ControlPlane; con
           const p = req.applyConfigPatch!;
           return { configPatch: p.revertOf ? await deps.config.revert(p.revertOf, req.requestId) : await deps.config.apply(p.key, p.value, req.requestId) };
         }
-        case "read_guest_memory":
+        case "read_guest_memory": {
+          const a = req.readGuestMemory!;
+          if (!a.vmId) throw invalidArgument("vm_id", "required");
+          if (a.length <= 0 || a.length > MAX_MEMORY_READ) throw invalidArgument("length", `must be 1..${MAX_MEMORY_READ} bytes (use dump_guest_memory for more)`);
+          const guest = cp().runningGuest(a.vmId);
+          if (!(guest.driver instanceof QemuDriver)) {
+            throw new TrustplaneError("UNIMPLEMENTED", "DRIVER_UNSUPPORTED", `guest memory of ${a.vmId} cannot be read: the ${guest.driver.name} driver offers no memory inspection (QEMU guests do, through QMP)`);
+          }
+          // QMP writes the bytes to a file the agent owns (0700 instance dir), read once and removed.
+          const file = path.join(guest.dir, `memread-${randomBytes(6).toString("hex")}.bin`);
+          try {
+            await guest.driver.pmemsave(guest.handle, Number(a.address), Number(a.length), file);
+            const data = await readFile(file);
+            return { data, memoryDump: { vmId: a.vmId, format: "raw", guestMemoryBytes: data.length } };
+          } finally {
+            await rm(file, { force: true });
+          }
+        }
         case "dump_guest_memory": {
-          const vmId = (req.readGuestMemory ?? req.dumpGuestMemory)!.vmId;
+          const vmId = req.dumpGuestMemory!.vmId;
           if (!vmId) throw invalidArgument("vm_id", "required");
-          const inst = cp().get(vmId);
+          const guest = cp().runningGuest(vmId);
           throw new TrustplaneError(
             "UNIMPLEMENTED",
-            "DRIVER_UNSUPPORTED",
-            `guest memory of ${vmId} cannot be read: its ${HypervisorType[inst.hypervisor]?.replace("HYPERVISOR_TYPE_", "").toLowerCase()} driver offers no memory inspection (QEMU guests do, through QMP)`,
+            guest.driver instanceof QemuDriver ? "DUMP_NOT_STREAMED_YET" : "DRIVER_UNSUPPORTED",
+            guest.driver instanceof QemuDriver
+              ? `whole-memory dumps of ${vmId} need the streamed result path (SubmitStream with the envelope format), which is not wired yet; read ranges with read_guest_memory`
+              : `guest memory of ${vmId} cannot be dumped: the ${guest.driver.name} driver offers no memory inspection`,
           );
         }
       }

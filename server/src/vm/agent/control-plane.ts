@@ -147,6 +147,16 @@ export class ControlPlane {
     });
   }
 
+  /** The driver and live handle of a running (or paused) instance, for host-side inspection
+   * (privileged memory reads); FAILED_PRECONDITION when the guest is not running. */
+  runningGuest(vmId: string): { driver: Driver; handle: DriverInstance; dir: string } {
+    const r = this.record(vmId);
+    if (!r.handle || (r.state !== VmState.VM_STATE_RUNNING && r.state !== VmState.VM_STATE_PAUSED)) {
+      throw new TrustplaneError("FAILED_PRECONDITION", "INVALID_STATE", `guest ${vmId} is not running`, "vm_id");
+    }
+    return { driver: this.driverFor(r.spec.hypervisor), handle: r.handle, dir: this.vmDir(vmId) };
+  }
+
   get(vmId: string): Instance {
     return this.toInstance(this.record(vmId));
   }
