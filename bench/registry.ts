@@ -6,5 +6,6 @@ import { JOB_BENCHMARKS } from "./job/job.bench.js";
 import { PRIVILEGED_BENCHMARKS } from "./privileged/privileged.bench.js";
 import { VM_BENCHMARKS } from "./vm/sandbox.bench.js";
 import { VM_SCHEDULER_BENCHMARKS } from "./vm/scheduler.bench.js";
+import { QEMU_BENCHMARKS } from "./vm/qemu.bench.js";
 
-export const BENCHMARKS: Benchmark[] = [...AUTH_BENCHMARKS, ...TOKEN_BENCHMARKS, ...VM_BENCHMARKS, ...VM_SCHEDULER_BENCHMARKS, ...PRIVILEGED_BENCHMARKS, ...JOB_BENCHMARKS];
+export const BENCHMARKS: Benchmark[] = [...AUTH_BENCHMARKS, ...TOKEN_BENCHMARKS, ...VM_BENCHMARKS, ...VM_SCHEDULER_BENCHMARKS, ...QEMU_BENCHMARKS, ...PRIVILEGED_BENCHMARKS, ...JOB_BENCHMARKS];
