@@ -35,7 +35,22 @@ export const vmAgentArea: AgentArea = {
   name: "vm",
   async start(ctx) {
     const drivers = availableDrivers();
-    const cp = new ControlPlane(ctx.hostId, drivers, path.join(ctx.stateDir, "vms"), ctx.logger);
+    // Every VM gets its own authorization process; the driver routes the guest's
+    // 169.254.169.254:80 to it (QEMU guestfwd, or the sandbox's own network namespace, which
+    // needs root). Accounts arrive later with their long-term tokens (token area).
+    const canIsolateNetwork = process.getuid?.() === 0;
+    const cp = new ControlPlane(ctx.hostId, drivers, path.join(ctx.stateDir, "vms"), ctx.logger, {
+      metadataEndpoint: async (spec) => {
+        const tokens = vmTokenManager(ctx.hostId);
+        if (!tokens || !canIsolateNetwork) return undefined;
+        try {
+          return await tokens.attachVm({ vmId: spec.vmId, hostname: spec.name || spec.vmId, projectId: spec.projectId, accounts: [] });
+        } catch (e) {
+          ctx.logger.warn({ vmId: spec.vmId, err: (e as Error).message }, "no metadata endpoint for this VM");
+          return undefined;
+        }
+      },
+    });
     await cp.reconcile();
     controlPlanes.set(ctx.hostId, cp);
     ctx.logger.info({ drivers: drivers.map((d) => d.name) }, "VM control plane ready");

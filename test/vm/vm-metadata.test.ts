@@ -1,0 +1,46 @@
+// Each VM reaches its own authorization process at 169.254.169.254 and nothing else's: two
+// process VMs on `trustplane dev` each read their own instance id from the GCE-compatible
+// metadata endpoint (Metadata-Flavor: Google), from inside their own network namespace.
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createClient } from "../../sdk/src/client/create-client.js";
+import { VmServiceService, VmState } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import { bwrapAvailable } from "../../server/src/vm/agent/drivers/sandbox/sandbox-driver.js";
+import { startDevEnv, type DevEnv } from "../support/dev-env.js";
+
+const rootWithTools = bwrapAvailable() && process.getuid?.() === 0 && existsSync("/usr/bin/curl") && existsSync("/usr/bin/socat");
+let env: DevEnv;
+
+describe.skipIf(!rootWithTools)("VM metadata endpoint", () => {
+  beforeAll(async () => {
+    env = await startDevEnv();
+  });
+  afterAll(async () => {
+    await env?.stop();
+  });
+
+  it("serves each VM its own identity at 169.254.169.254", async () => {
+    const vms = createClient(VmServiceService, env.dev.server.address, { key: env.admin });
+    const fetch = ["/bin/sh", "-c", "curl -s -H 'Metadata-Flavor: Google' http://169.254.169.254/computeMetadata/v1/instance/id > /vm/id; curl -s http://169.254.169.254/computeMetadata/v1/instance/id > /vm/noflavor; sleep 30"];
+    const ids: string[] = [];
+    try {
+      for (const name of ["alpha", "beta"]) {
+        const { vm } = await vms.createVm({ requestId: `md-${name}`, name, image: "process", resources: { vcpus: 1, memoryMib: 128, diskGib: 0 }, command: fetch });
+        ids.push(vm!.vmId);
+      }
+      for (const vmId of ids) {
+        const out = path.join(env.config.dataDir, "agent", "dev-host-1", "vms", vmId, "root", "id");
+        for (let i = 0; i < 200 && (await vms.getVm({ vmId })).vm!.state !== VmState.VM_STATE_RUNNING; i++) await new Promise((r) => setTimeout(r, 50));
+        expect((await vms.getVm({ vmId })).vm!.state).toBe(VmState.VM_STATE_RUNNING);
+        for (let i = 0; i < 200 && !(existsSync(out) && readFileSync(out, "utf8").length > 0); i++) await new Promise((r) => setTimeout(r, 50));
+        expect(readFileSync(out, "utf8").trim()).toBe(vmId);
+        // Without the Metadata-Flavor header the endpoint refuses, as GCE's does.
+        expect(readFileSync(path.join(path.dirname(out), "noflavor"), "utf8")).not.toContain(vmId);
+      }
+    } finally {
+      for (const vmId of ids) await vms.terminateVm({ requestId: `md-term-${vmId}`, vmId }).catch(() => undefined);
+      vms.close();
+    }
+  });
+});
