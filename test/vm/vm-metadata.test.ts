@@ -6,6 +6,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient } from "../../sdk/src/client/create-client.js";
 import { VmServiceService, VmState } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import { TokenServiceService } from "../../sdk/src/gen/trustplane/token/v1/token.js";
 import { bwrapAvailable } from "../../server/src/vm/agent/drivers/sandbox/sandbox-driver.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
 
@@ -43,4 +44,39 @@ describe.skipIf(!rootWithTools)("VM metadata endpoint", () => {
       vms.close();
     }
   });
+
+  it("gives a VM created with a service account short-term tokens for it, minted from a long-term token the guest never sees", async () => {
+    const tokens = createClient(TokenServiceService, env.dev.server.address, { key: env.admin });
+    const vms = createClient(VmServiceService, env.dev.server.address, { key: env.admin });
+    const email = "reporter@proj.trustplane";
+    let vmId = "";
+    try {
+      await tokens.defineService({ requestId: "md-svc", service: { service: "storage", audience: "https://storage.test", scopes: ["storage.read", "storage.write"] } });
+      await tokens.createServiceAccount({ requestId: "md-sa", email, displayName: "Reporter" });
+      await tokens.grantActAs({ requestId: "md-grant", email, principal: "admin" });
+      const script = [
+        "for i in $(seq 1 100); do",
+        "  curl -s -H 'Metadata-Flavor: Google' http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token > /vm/token.tmp",
+        "  if grep -q access_token /vm/token.tmp; then mv /vm/token.tmp /vm/token; break; fi; sleep 0.1;",
+        "done; env > /vm/env; sleep 30",
+      ].join("\n");
+      const { vm } = await vms.createVm({ requestId: "md-sa-vm", name: "reporter", image: "process", resources: { vcpus: 1, memoryMib: 128, diskGib: 0 }, serviceAccounts: [{ email, scopes: ["storage.read"] }], command: ["/bin/sh", "-c", script] });
+      vmId = vm!.vmId;
+      const out = path.join(env.config.dataDir, "agent", "dev-host-1", "vms", vmId, "root", "token");
+      for (let i = 0; i < 300 && !existsSync(out); i++) await new Promise((r) => setTimeout(r, 50));
+      const body = JSON.parse(readFileSync(out, "utf8")) as { access_token: string; expires_in: number; token_type: string };
+      expect(body.token_type).toBe("Bearer");
+      expect(body.expires_in).toBeGreaterThan(300);
+      const claims = JSON.parse(Buffer.from(body.access_token.split(".")[1]!, "base64url").toString()) as Record<string, unknown>;
+      expect(claims).toMatchObject({ sub: email, scope: "storage.read", tp_vm: vmId, tp_host: "dev-host-1" });
+      // The long-term secret never entered the guest: not in its files, not in its environment.
+      const guestText = readFileSync(out, "utf8") + readFileSync(path.join(path.dirname(out), "env"), "utf8");
+      expect(guestText).not.toMatch(/tplt_/);
+    } finally {
+      if (vmId) await vms.terminateVm({ requestId: "md-sa-term", vmId }).catch(() => undefined);
+      tokens.close();
+      vms.close();
+    }
+  });
 });
+

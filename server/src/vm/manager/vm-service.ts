@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { TrustplaneError, invalidArgument } from "../../../../sdk/src/errors.js";
 import {
+  CreateVmRequest,
   Feature,
   HypervisorType,
   VmEventType,
@@ -16,6 +17,7 @@ import {
   type VmServiceService,
 } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import type { SignedClient } from "../../../../sdk/src/client/create-client.js";
+import { KEY_ID_METADATA, SIGNATURE_METADATA, STATEMENT_METADATA, canonicalEncode } from "../../../../sdk/src/auth/index.js";
 import type { CallContext, Handlers } from "../../runtime/auth/service-binder.js";
 import type { Logger } from "../../runtime/logger.js";
 import type { Storage } from "../../runtime/storage/storage.js";
@@ -40,6 +42,21 @@ export interface VmServiceDeps {
   now?: () => number;
   /** Default graceful stop window. */
   stopTimeoutSeconds?: number;
+  /**
+   * Gets long-term tokens for a VM's service accounts from the token authority, with the
+   * user's own signed CreateVm call as proof, and hands them to the VM's authorization
+   * process on its host. Absent: VMs run without service accounts.
+   */
+  attachServiceAccounts?(vm: Vm, proof: UserProof): Promise<void>;
+}
+
+/** The user's signed call, as received, for the token authority to check independently. */
+export interface UserProof {
+  statement: Uint8Array;
+  signature: Uint8Array;
+  keyId: string;
+  /** The exact request bytes the statement's digest covers. */
+  body: Uint8Array;
 }
 
 const LIMITS = { vcpus: 64, memoryMib: 1024 * 1024, diskGib: 16 * 1024 };
@@ -51,6 +68,17 @@ function isAdmin(ctx: CallContext): boolean {
 
 function notFound(vmId: string): TrustplaneError {
   return new TrustplaneError("NOT_FOUND", "VM_NOT_FOUND", `no VM ${JSON.stringify(vmId)} (or it is not yours)`, "vm_id");
+}
+
+/** The caller's signed call as received (statement, signature, key) plus its canonical bytes. */
+function userProof(ctx: CallContext, req: CreateVmRequest): UserProof | undefined {
+  const statement = ctx.metadata.get(STATEMENT_METADATA)[0];
+  const signature = ctx.metadata.get(SIGNATURE_METADATA)[0];
+  const keyId = ctx.metadata.get(KEY_ID_METADATA)[0];
+  if (!Buffer.isBuffer(statement) || !Buffer.isBuffer(signature) || typeof keyId !== "string") return undefined;
+  // The SDK sends canonical bytes, so re-encoding reproduces exactly what was signed; the
+  // authority checks the digest itself and refuses anything else.
+  return { statement, signature, keyId, body: canonicalEncode(CreateVmRequest, req) };
 }
 
 export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof VmServiceService>> {
@@ -96,7 +124,7 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
   }
 
   /** STARTING on the chosen host, then on each alternate (back through SCHEDULED); FAILED when none starts it. */
-  async function bringUp(vm: Vm, initiator: string): Promise<void> {
+  async function bringUp(vm: Vm, initiator: string, proof?: UserProof): Promise<void> {
     let current = vm;
     const hosts = [vm.hostId, ...vm.alternateHostIds];
     const failures: string[] = [];
@@ -113,7 +141,16 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
       try {
         const control = await deps.hostControl(hostId);
         const { instance } = await control.createInstance({ requestId: `create-${vm.vmId}-${hostId}`, spec: specOf(current), start: true }, { deadlineMs: 120_000 });
-        await move(current, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_STARTED, `running on ${hostId}`, initiator, { accelerator: instance?.accelerator ?? "", failureReason: "" });
+        const running = await move(current, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_STARTED, `running on ${hostId}`, initiator, { accelerator: instance?.accelerator ?? "", failureReason: "" });
+        if (running.serviceAccounts.length && proof && deps.attachServiceAccounts) {
+          try {
+            await deps.attachServiceAccounts(running, proof);
+            await events.publish(running.owner, { vmId: vm.vmId, type: VmEventType.VM_EVENT_TYPE_DEVICE_ADDED, detail: `service accounts ${running.serviceAccounts.map((a) => a.email).join(", ")} attached`, initiator, state: running.state, timeMs: now() });
+          } catch (e) {
+            deps.logger.warn({ vmId: vm.vmId, err: (e as Error).message }, "service accounts could not be attached");
+            await events.publish(running.owner, { vmId: vm.vmId, type: VmEventType.VM_EVENT_TYPE_FAILED, detail: `service accounts not attached: ${(e as Error).message}`, initiator: "token-authority", state: running.state, timeMs: now() });
+          }
+        }
         return;
       } catch (e) {
         const reason = e instanceof TrustplaneError ? `${e.reason}: ${e.message}` : (e as Error).message;
@@ -192,7 +229,8 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
       }
       await events.publish(vm.owner, { vmId, type: VmEventType.VM_EVENT_TYPE_DEFINED, detail: `scheduled on ${vm.hostId}: ${vm.hypervisorReason}`, initiator: ctx.caller.principal, state: vm.state, timeMs: t });
       await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.create", target: vmId, outcome: "ok", requestId: ctx.requestId, detail: { hostId: vm.hostId, hypervisor: HypervisorType[vm.hypervisor] } });
-      void bringUp(vm, ctx.caller.principal).catch((e: Error) => deps.logger.error({ vmId, err: e.message }, "VM bring-up failed"));
+      const proof = userProof(ctx, req);
+      void bringUp(vm, ctx.caller.principal, proof).catch((e: Error) => deps.logger.error({ vmId, err: e.message }, "VM bring-up failed"));
       return { vm };
     },
 
