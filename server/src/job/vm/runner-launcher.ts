@@ -19,6 +19,9 @@ export interface RunnerLaunch {
 }
 
 const RUNNER = fileURLToPath(new URL("./runner-main.ts", import.meta.url));
+/** The repository (runner code and node_modules), re-bound read-only inside the sandbox: the
+ * private /tmp would otherwise hide a checkout that lives under /tmp (CI clones do). */
+const REPO_ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
 const TSX_LOADER = pathToFileURL(path.join(path.dirname(createRequire(import.meta.url).resolve("tsx/package.json")), "dist", "loader.mjs")).href;
 
 let probed: { bwrap?: string; prlimit?: string } | undefined;
@@ -41,7 +44,7 @@ export function launchRunner(opts: RunnerLaunch): RunnerProcess {
   const limits = probed.prlimit ? [probed.prlimit, `--cpu=${Math.ceil(opts.cpuSeconds)}`, "--core=0", "--fsize=0", "--nofile=128", "--"] : [];
   const sandbox =
     isolation === "sandbox" && probed.bwrap
-      ? [probed.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev", "--"]
+      ? [probed.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--ro-bind", REPO_ROOT, REPO_ROOT, "--proc", "/proc", "--dev", "/dev", "--"]
       : [];
   const argv = [...sandbox, ...limits, ...node];
   return spawn(argv[0]!, argv.slice(1), {
