@@ -126,6 +126,13 @@ describe.skipIf(!bwrapAvailable())("sandboxed deploy worker", () => {
     const ms = performance.now() - t0;
     expect(r.ok ? "OK" : r.reason).toBe("ARCHIVE_OVERLAP");
     console.log(`[measure] overlap bomb ${bomb.length} bytes rejected in ${ms.toFixed(1)} ms round trip; worker group pid ${pid}`);
+    const dir = mkdtempSync(join(root, "measure-"));
+    writeFileSync(join(dir, "bomb.zip"), bomb);
+    const argv = sandboxArgv(dir, resolve("test/deploy/fixtures/measure-bomb.ts"));
+    const m = spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8", env: { PATH: "/usr/bin:/bin" }, timeout: 20_000 });
+    const res = JSON.parse(m.stdout.trim().split("\n").pop()!) as { reason: string; ms: number; maxRssKiB: number };
+    expect(res.reason).toBe("ARCHIVE_OVERLAP");
+    console.log(`[measure] in-sandbox core processor: ${res.ms.toFixed(2)} ms, worker process peak RSS ${(res.maxRssKiB / 1024).toFixed(1)} MiB (node + tsx baseline included)`);
   });
 });
 
