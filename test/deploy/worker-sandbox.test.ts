@@ -151,3 +151,9 @@ function bigArchive(): Buffer {
 
   return bigCache;
 }
+
+describe("worker pool configuration", () => {
+  it("refuses a scratch root visible to other sandboxes (inside the repository)", () => {
+    expect(() => new WorkerPool({ scratchRoot: resolve("node_modules/.tp-scratch"), allowUnsandboxed: true })).toThrow(expect.objectContaining({ reason: "SANDBOX_SCRATCH_VISIBLE" }));
+  });
+});
