@@ -226,6 +226,17 @@ export function writeCorpus(dir: string): (CorpusCase & { path: string })[] {
   });
 }
 
+/** The contract's entry point for server tests: writes the corpus into dir and splits it. */
+export async function makeCorpus(dir: string): Promise<{ good: Record<string, string>; bad: { file: string; reason: string }[] }> {
+  const good: Record<string, string> = {};
+  const bad: { file: string; reason: string }[] = [];
+  for (const c of writeCorpus(dir)) {
+    if (c.reason === "OK") good[c.file] = c.path;
+    else bad.push({ file: c.path, reason: c.reason });
+  }
+  return { good, bad };
+}
+
 if (process.argv[1] && /make-zip-corpus\.ts$/.test(process.argv[1])) {
   const dir = process.argv[2] ?? "zip-corpus";
   for (const c of writeCorpus(dir)) console.log(`${c.bytes.length.toString().padStart(10)}  ${c.file}  ${c.reason}`);
