@@ -87,6 +87,8 @@ describe.skipIf(!bwrapAvailable())("sandboxed deploy worker", () => {
   });
 
   it("kill -9 mid-validation reports WORKER_CRASHED and a fresh worker serves the next archive", async () => {
+    await pool.start();
+    const before = pool.stats();
     const big = put("big.zip", bigArchive());
     let killed = 0;
     // Kill the busy worker's whole group at its first progress report: mid-validation.
@@ -101,6 +103,11 @@ describe.skipIf(!bwrapAvailable())("sandboxed deploy worker", () => {
     const r = await pending;
     expect(killed).toBeGreaterThan(0);
     expect(r.ok ? "OK" : r.reason).toBe("WORKER_CRASHED");
+    // The crashed worker was retired and a replacement started: recycling is observable.
+    const after = pool.stats();
+    expect(after.recycled).toBeGreaterThan(before.recycled);
+    expect(after.started).toBeGreaterThan(before.started);
+    expect(after.busy).toBe(0);
     const next = await pool.validate({ operationId: "op-after-kill", aac, archivePath: put("good2.war", goodWar()) });
     expect(next.ok).toBe(true);
   });

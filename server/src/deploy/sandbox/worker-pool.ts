@@ -37,6 +37,8 @@ export class WorkerPool implements ArchiveValidator {
   private readonly log = createLogger().child({ component: "deploy-worker-pool" });
   private sweeper: NodeJS.Timeout;
   private closed = false;
+  private startedCount = 0;
+  private recycledCount = 0;
 
   constructor(private readonly opts: WorkerPoolOptions) {
     this.sandboxed = bwrapAvailable();
@@ -60,6 +62,7 @@ export class WorkerPool implements ArchiveValidator {
   private get idleMs(): number { return this.opts.idleMs ?? 60_000; }
 
   private spawn(): SandboxedWorker {
+    this.startedCount++;
     const w = new SandboxedWorker({ scratchRoot: this.opts.scratchRoot, sandboxed: this.sandboxed, limits: this.opts.sandboxLimits ?? DEFAULT_SANDBOX_LIMITS });
     w.onExit(() => { this.idle = this.idle.filter((x) => x !== w); w.wipe(); });
     return w;
@@ -76,9 +79,20 @@ export class WorkerPool implements ArchiveValidator {
   }
 
   private retire(w: SandboxedWorker): void {
+    this.recycledCount++;
     this.idle = this.idle.filter((x) => x !== w);
     w.kill();
     w.wipe();
+  }
+
+  /** Resolves once the warm workers are up (the constructor already started them). */
+  async start(): Promise<void> {
+    this.fill();
+    await Promise.all(this.idle.map((w) => w.ready));
+  }
+
+  stats(): { idle: number; busy: number; started: number; recycled: number } {
+    return { idle: this.idle.length, busy: this.busy.size, started: this.startedCount, recycled: this.recycledCount };
   }
 
   /** Idle workers' pids, for tests and operators. */
@@ -167,7 +181,7 @@ export class WorkerPool implements ArchiveValidator {
 
   /** Reads only what the worker identified: known processor, plain file name, size and digest match. */
   private readOutputs(w: SandboxedWorker, outputs: { processorId: string; file: string; sha256: Uint8Array; size: number }[]) {
-    const max = this.opts.maxOutputBytes ?? 4 * 1024 * 1024;
+    const max = this.opts.maxOutputBytes ?? 1024 * 1024;
     return outputs.map((o) => {
       if (!PROCESSOR_IDS.has(o.processorId)) throw new Error(`unknown processor ${o.processorId}`);
       if (!/^[a-z-]+\.json$/.test(o.file)) throw new Error(`bad output file name ${JSON.stringify(o.file)}`);
