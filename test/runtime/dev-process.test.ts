@@ -141,14 +141,14 @@ describe("trustplane dev", () => {
 
 describe("areas that have not landed", () => {
   it("answer a signed call with UNIMPLEMENTED naming the area", async () => {
-    const { DeployServiceService } = await import("../../sdk/src/gen/trustplane/deploy/v1/deploy.js");
-    const deploy = createClient(DeployServiceService, env.dev.server.address, { key: env.admin });
+    const { JobVmServiceService } = await import("../../sdk/src/gen/trustplane/job/v1/job_vm.js");
+    const jobVm = createClient(JobVmServiceService, env.dev.server.address, { key: env.admin });
     try {
-      const err = await refused(deploy.getDeployment({ operationId: "op-1" }));
+      const err = await refused(jobVm.getJobSpec({ jobId: "job-1" } as never));
       expect([err.status, err.reason]).toEqual(["UNIMPLEMENTED", "AREA_NOT_IMPLEMENTED"]);
-      expect(err.message).toContain("the deploy area is not implemented yet");
+      expect(err.message).toContain("the job area is not implemented yet");
     } finally {
-      deploy.close();
+      jobVm.close();
     }
   });
 

@@ -188,10 +188,29 @@ export class DeployManager {
     throw new TrustplaneError("PERMISSION_DENIED", "PROVIDER_NOT_ALLOWED", `resource provider ${JSON.stringify(providerId)} is not whitelisted (${RESOURCE_PROVIDERS.join(", ")})`);
   }
 
-  /** Validation in a worker, post-processing, then the atomic store (or MALICIOUS with the reason). */
+  /**
+   * Validation in a worker, post-processing, then the atomic store (or MALICIOUS with the
+   * reason). A failure on the server's own side (storage, blob store) is not the archive's
+   * fault: the deployment ends REJECTED with STORE_FAILED, never stuck half-way, and its
+   * bytes stay in quarantine.
+   */
   async process(d: Deployment): Promise<Deployment> {
+    const at = { d };
+    try {
+      return await this.validateAndStore(at);
+    } catch (e) {
+      const cur = (await this.deps.repo.get(d.operationId)) ?? at.d;
+      if (!ACTIVE.includes(cur.status)) throw e;
+      const message = `the server could not finish this deployment: ${(e as Error).message}; deploy again`;
+      await this.move(cur, S.DEPLOYMENT_STATUS_REJECTED, message, { reason: "STORE_FAILED", detail: message }).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private async validateAndStore(at: { d: Deployment }): Promise<Deployment> {
+    let d = at.d;
     const started = this.now();
-    d = await this.move(d, S.DEPLOYMENT_STATUS_VALIDATING, "validating in a sandboxed worker");
+    d = at.d = await this.move(d, S.DEPLOYMENT_STATUS_VALIDATING, "validating in a sandboxed worker");
     let lastProgress = 0;
     const outcome = await this.deps.validator.validate({
       operationId: d.operationId,
@@ -210,10 +229,10 @@ export class DeployManager {
     if (!outcome.ok) {
       return this.move(d, S.DEPLOYMENT_STATUS_MALICIOUS, `rejected: ${outcome.reason}`, { reason: outcome.reason, detail: outcome.detail, validationMs: this.now() - started });
     }
-    d = await this.move(d, S.DEPLOYMENT_STATUS_POST_PROCESSING, `validated ${outcome.entryCount} entries; post-processing`, { entryCount: outcome.entryCount, uncompressedSize: outcome.uncompressedSize });
+    d = at.d = await this.move(d, S.DEPLOYMENT_STATUS_POST_PROCESSING, `validated ${outcome.entryCount} entries; post-processing`, { entryCount: outcome.entryCount, uncompressedSize: outcome.uncompressedSize });
     let content;
     try {
-      content = postProcess(outcome.outputs);
+      content = postProcess(outcome.outputs, d.aac!);
     } catch (e) {
       const reason = e instanceof PostProcessingError ? e.reason : "WORKER_OUTPUT_INVALID";
       return this.move(d, S.DEPLOYMENT_STATUS_MALICIOUS, `rejected by post-processing: ${reason}`, { reason, detail: (e as Error).message, validationMs: this.now() - started });

@@ -38,19 +38,34 @@ function obj(v: unknown, what: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-export function postProcess(outputs: ProcessorOutput[]): ProcessedContent {
+/**
+ * Each worker output is `{ processorId, account, application, component, result }`: the
+ * processor and AAC it claims must be the ones the server asked about, or it is refused.
+ */
+export function postProcess(outputs: ProcessorOutput[], aac: { account: string; application: string; component: string }): ProcessedContent {
   const out: ProcessedContent = { roles: [], constraints: [], docs: [], metadata: new Map() };
   const seen = new Set<string>();
   for (const o of outputs) {
     if (!KNOWN.has(o.processorId)) throw new PostProcessingError("UNKNOWN_PROCESSOR", `unknown processor ${JSON.stringify(o.processorId)}`);
     if (seen.has(o.processorId)) throw new PostProcessingError("WORKER_OUTPUT_INVALID", `processor ${o.processorId} reported twice`);
     seen.add(o.processorId);
-    const j = obj(o.json, o.processorId);
+    const wrapper = obj(o.json, o.processorId);
+    if (wrapper.processorId !== o.processorId) throw new PostProcessingError("WORKER_OUTPUT_INVALID", `output for ${o.processorId} claims to come from ${String(wrapper.processorId)}`);
+    if (wrapper.account !== aac.account || wrapper.application !== aac.application || wrapper.component !== aac.component) {
+      throw new PostProcessingError("AAC_MISMATCH", `the ${o.processorId} output is for ${String(wrapper.account)}/${String(wrapper.application)}/${String(wrapper.component)}, not this deployment's AAC`);
+    }
+    const j = obj(wrapper.result, `${o.processorId}.result`);
     if (o.processorId === "security") {
-      out.roles = arr(j.roles ?? [], "security.roles", LIMITS.roles).map((r, i) => {
+      // One role may be declared by several descriptors (web.xml and @DeclareRoles): one
+      // record per name, keeping the first description any of them gave.
+      const roles = new Map<string, SecurityRole>();
+      arr(j.roles ?? [], "security.roles", LIMITS.roles).forEach((r, i) => {
         const ro = obj(r, `security.roles[${i}]`);
-        return { name: str(ro.name, `security.roles[${i}].name`, 256), description: str(ro.description ?? "", `security.roles[${i}].description`) };
+        const role = { name: str(ro.name, `security.roles[${i}].name`, 256), description: str(ro.description ?? "", `security.roles[${i}].description`) };
+        const had = roles.get(role.name);
+        if (!had || (!had.description && role.description)) roles.set(role.name, role);
       });
+      out.roles = [...roles.values()];
       out.constraints = arr(j.constraints ?? [], "security.constraints", LIMITS.constraints).map((c, i) => {
         const co = obj(c, `security.constraints[${i}]`);
         const list = (v: unknown, w: string) => arr(v ?? [], w, 100).map((x, k) => str(x, `${w}[${k}]`, 512));
@@ -59,24 +74,48 @@ export function postProcess(outputs: ProcessorOutput[]): ProcessedContent {
       const declared = new Set(out.roles.map((r) => r.name));
       for (const c of out.constraints) for (const r of c.roles) if (r !== "*" && !declared.has(r)) throw new PostProcessingError("WORKER_OUTPUT_INVALID", `constraint ${c.name} uses undeclared role ${r}`);
     } else if (o.processorId === "documentation") {
+      // Worker shape: { docs: [{ path, title, toc: [{ level, text }] }] }.
       out.docs = arr(j.docs ?? [], "documentation.docs", LIMITS.docs).map((d, i) => {
         const dd = obj(d, `documentation.docs[${i}]`);
         return {
-          file: str(dd.file, `docs[${i}].file`, 512),
+          file: str(dd.path, `docs[${i}].path`, 512),
           title: str(dd.title ?? "", `docs[${i}].title`, 512),
-          headings: arr(dd.headings ?? [], `docs[${i}].headings`, LIMITS.headings).map((h, k) => {
-            const hh = obj(h, `docs[${i}].headings[${k}]`);
+          headings: arr(dd.toc ?? [], `docs[${i}].toc`, LIMITS.headings).map((h, k) => {
+            const hh = obj(h, `docs[${i}].toc[${k}]`);
             const level = Number(hh.level);
-            if (!Number.isInteger(level) || level < 1 || level > 6) throw new PostProcessingError("WORKER_OUTPUT_INVALID", `docs[${i}].headings[${k}].level must be 1..6`);
-            return { level, text: str(hh.text, `docs[${i}].headings[${k}].text`, 512) };
+            if (!Number.isInteger(level) || level < 1 || level > 6) throw new PostProcessingError("WORKER_OUTPUT_INVALID", `docs[${i}].toc[${k}].level must be 1..6`);
+            return { level, text: str(hh.text, `docs[${i}].toc[${k}].text`, 512) };
           }),
         };
       });
     } else {
-      const m = obj(j.metadata ?? {}, "metadata.metadata");
-      const entries = Object.entries(m);
-      if (entries.length > LIMITS.metadata) throw new PostProcessingError("WORKER_OUTPUT_INVALID", `metadata has more than ${LIMITS.metadata} keys`);
-      for (const [k, v] of entries.sort(([a], [b]) => (a < b ? -1 : 1))) out.metadata.set(str(k, "metadata key", 256), str(v, `metadata.${k}`));
+      // Worker shape: { manifests: [...], pomProperties: [...], packageJson: {...} | null },
+      // flattened into the metadata map under stable keys.
+      const put = (k: string, v: unknown) => {
+        if (v === undefined || v === null) return;
+        const text = Array.isArray(v) ? v.map((x, i) => str(x, `${k}[${i}]`, 512)).join(",") : str(v, k);
+        if (out.metadata.size >= LIMITS.metadata) throw new PostProcessingError("WORKER_OUTPUT_INVALID", `metadata has more than ${LIMITS.metadata} keys`);
+        out.metadata.set(k, text.slice(0, LIMITS.text));
+      };
+      const manifests = arr(j.manifests ?? [], "metadata.manifests", 100).map((m, i) => obj(m, `manifests[${i}]`));
+      const top = manifests.find((m) => m.path === "META-INF/MANIFEST.MF") ?? manifests[0];
+      if (top) {
+        put("Manifest-Version", top.manifestVersion);
+        put("Bundle-SymbolicName", top.bundleSymbolicName);
+        put("Bundle-Version", top.bundleVersion);
+        put("Import-Package", top.importPackage);
+      }
+      arr(j.pomProperties ?? [], "metadata.pomProperties", 100).forEach((p, i) => {
+        const pp = obj(p, `pomProperties[${i}]`);
+        for (const k of ["groupId", "artifactId", "version"]) put(`maven.${str(pp.artifactId ?? `#${i}`, "artifactId", 256)}.${k}`, pp[k]);
+      });
+      if (j.packageJson) {
+        const pj = obj(j.packageJson, "metadata.packageJson");
+        for (const k of ["name", "version", "description", "main", "license"]) put(`package.${k}`, pj[k]);
+        put("package.dependencies", pj.dependencies);
+        // Script names are recorded; the scripts themselves were never run.
+        put("package.scripts", pj.scriptNames);
+      }
     }
   }
   return out;
