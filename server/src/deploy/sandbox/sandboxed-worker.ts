@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { ServerToWorker, WorkerToServer } from "../../../../sdk/src/gen/trustplane/deploy/v1/worker.js";
 import { encodeFrame, FrameReader } from "../worker/frame-codec.js";
-import { plainArgv, sandboxArgv, WORKER_MAIN, type SandboxLimits } from "./sandbox-command.js";
+import { binDirFor, plainArgv, sandboxArgv, WORKER_MAIN, type SandboxLimits } from "./sandbox-command.js";
 
 export interface WorkerSpawnOptions {
   scratchRoot: string;
@@ -31,9 +31,10 @@ export class SandboxedWorker {
     const script = opts.script ?? WORKER_MAIN;
     const env: Record<string, string> = { PATH: "/usr/bin:/bin" };
     let argv: string[];
-    if (opts.sandboxed) argv = sandboxArgv(this.scratch, script, opts.limits);
+    const binDir = binDirFor(opts.scratchRoot);
+    if (opts.sandboxed) argv = sandboxArgv(this.scratch, script, binDir, opts.limits);
     else {
-      const p = plainArgv(this.scratch, script);
+      const p = plainArgv(this.scratch, script, binDir);
       argv = p.argv;
       Object.assign(env, p.env);
     }

@@ -8,8 +8,7 @@ import { join } from "node:path";
 import type { ArchiveValidator, ValidationOutcome, ValidationRequest } from "../server/archive-validator.js";
 import type { ArchiveLimits } from "../worker/archive-limits.js";
 import { SandboxedWorker } from "./sandboxed-worker.js";
-import { bwrapAvailable, DEFAULT_SANDBOX_LIMITS, REPO_ROOT, type SandboxLimits } from "./sandbox-command.js";
-import { resolve, sep } from "node:path";
+import { bwrapAvailable, DEFAULT_SANDBOX_LIMITS, type SandboxLimits } from "./sandbox-command.js";
 import { createLogger } from "../../runtime/logger.js";
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
 
@@ -45,11 +44,6 @@ export class WorkerPool implements ArchiveValidator {
     if (!this.sandboxed) {
       if (!opts.allowUnsandboxed) throw new TrustplaneError("FAILED_PRECONDITION", "SANDBOX_UNAVAILABLE", "bubblewrap (bwrap) and prlimit are required for deploy workers; install bubblewrap or set allowUnsandboxed for development only");
       this.log.warn("bubblewrap is not available: deploy workers run UNSANDBOXED (development only)");
-    }
-    // The repository is bind-mounted read-only into every sandbox: scratch under it would let
-    // one worker read another's scratch.
-    if ((resolve(opts.scratchRoot) + sep).startsWith(REPO_ROOT + sep)) {
-      throw new TrustplaneError("FAILED_PRECONDITION", "SANDBOX_SCRATCH_VISIBLE", "the deploy scratch root must not be inside the repository (it is visible to sandboxes); use a directory under /var or /tmp");
     }
     mkdirSync(opts.scratchRoot, { recursive: true, mode: 0o700 });
     chmodSync(opts.scratchRoot, 0o700);
