@@ -54,6 +54,15 @@ describe("core processor limits", () => {
     expect(await reasonOf(outer, { limits: { maxEntries: 2 } })).toBe("ARCHIVE_TOO_MANY_ENTRIES");
   });
 
+  it("caps the descriptor and documentation bytes it keeps in memory for sub-processors", async () => {
+    // 40 READMEs of 1 MiB of distinct text each: every one under the per-file cap, 40 MiB in all.
+    let seed = 7;
+    const text = () => Array.from({ length: 1_000_000 }, () => String.fromCharCode(97 + ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 16) % 26)).join("");
+    const entries = Array.from({ length: 40 }, (_, i) => ({ name: `docs/part-${i}.md`, data: `# Part ${i}\n${text()}` }));
+    expect(await reasonOf(makeZip(entries.slice(0, 20)))).toBe("OK");
+    expect(await reasonOf(makeZip(entries))).toBe("ARCHIVE_DESCRIPTORS_TOO_LARGE");
+  });
+
   it.each([
     ["a//b", "ARCHIVE_BAD_NAME"],
     ["a/./b", "ARCHIVE_BAD_NAME"],

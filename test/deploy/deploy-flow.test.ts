@@ -52,17 +52,33 @@ describe("deploy", () => {
 
   it("records every malicious archive with its own reason, stores none, and still serves a good one after", async () => {
     const seen: string[] = [];
+    const rssBefore = process.memoryUsage().rss;
+    let rssPeak = rssBefore;
     for (const c of maliciousCases()) {
       const d = await push(c.bytes, c.file.replace(/[^A-Za-z0-9._-]/g, "_"));
       expect([c.file, DeploymentStatus[d.status]]).toEqual([c.file, "DEPLOYMENT_STATUS_MALICIOUS"]);
       expect([c.file, d.reason]).toEqual([c.file, c.reason]);
       expect(d.artifactDigest).toBe("");
       seen.push(d.reason);
+      rssPeak = Math.max(rssPeak, process.memoryUsage().rss);
     }
+    // The bombs inflate (or would) inside the workers; the server process, which hosts the
+    // deploy server here, never holds more than the compressed upload.
+    expect(rssPeak - rssBefore).toBeLessThan(128 * 1024 * 1024);
     expect(new Set(seen).size).toBeGreaterThan(8);
     const after = await push(goodWar(), "orders-2.war");
     expect(DeploymentStatus[after.status]).toBe("DEPLOYMENT_STATUS_STORED");
   }, 240_000);
+
+  it("asks the resource provider for the AAC's stored roles and reports the ones a new version drops", async () => {
+    const first = await push(goodWar(), "catalog.war", "catalog");
+    expect(DeploymentStatus[first.status]).toBe("DEPLOYMENT_STATUS_STORED");
+    expect(first.metadata.get("security.removed-roles")).toBeUndefined();
+    // The Node app declares reader/writer only: every role of the WAR is dropped.
+    const second = await push(goodNodeApp(), "catalog.zip", "catalog");
+    expect(DeploymentStatus[second.status]).toBe("DEPLOYMENT_STATUS_STORED");
+    expect(second.metadata.get("security.removed-roles")?.split(",")).toEqual(first.roles.map((r) => r.name).sort());
+  }, 60_000);
 
   it("refuses an upload whose bytes differ from the declared digest, before any worker sees it", async () => {
     const bytes = goodWar();

@@ -7,6 +7,8 @@ import { parseManifest, splitPackages } from "../../server/src/deploy/worker/pro
 import { headings } from "../../server/src/deploy/worker/processors/documentation/documentation-processor.js";
 import { MANIFEST } from "../../scripts/make-zip-corpus.js";
 
+const noResources = { resource: async () => ({ roles: [] }) };
+
 describe("strict XML", () => {
   it.each([
     ['<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]><web-app>&lol;</web-app>'],
@@ -24,9 +26,19 @@ describe("strict XML", () => {
     expect(r.children.map((c) => [c.name, c.text])).toEqual([["b", "1 < 2"], ["c", "<raw>"], ["d", ""]]);
   });
 
-  it("rejects bad role names from any source", () => {
+  it("rejects bad role names from any source", async () => {
     const files = new Map([["trustplane-roles.json", Buffer.from(JSON.stringify({ roles: [{ name: "a b<script>" }] }))]]);
-    expect(() => securityProcessor.run(files)).toThrow(expect.objectContaining({ reason: "DESCRIPTOR_INVALID" }));
+    await expect(securityProcessor.run(files, noResources)).rejects.toMatchObject({ reason: "DESCRIPTOR_INVALID" });
+  });
+
+  it("asks the resource provider for the stored roles and reports the ones this archive drops", async () => {
+    const asked: string[] = [];
+    const files = new Map([["trustplane-roles.json", Buffer.from(JSON.stringify({ roles: [{ name: "reader" }] }))]]);
+    const r = (await securityProcessor.run(files, {
+      resource: async (id) => (asked.push(id), { roles: [{ name: "reader" }, { name: "writer" }, { name: "admin" }] }),
+    })) as { removedRoles: string[] };
+    expect(asked).toEqual(["roles.current"]);
+    expect(r.removedRoles).toEqual(["admin", "writer"]);
   });
 });
 

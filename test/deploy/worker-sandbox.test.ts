@@ -99,6 +99,25 @@ describe.skipIf(!bwrapAvailable())("sandboxed deploy worker", () => {
     }
   });
 
+  it("a hostile worker's resource requests about another AAC are refused at the pool, before any provider runs", async () => {
+    const hostile = new WorkerPool({ scratchRoot: join(root, "scratch-hostile"), size: 1, timeoutMs: 20_000, workerScript: resolve("test/deploy/fixtures/hostile-worker.ts") });
+    const asked: string[] = [];
+    try {
+      const r = await hostile.validate({
+        operationId: "op-hostile", aac, archivePath: put("h.war", goodWar()),
+        // A provider that would answer anything: only the pool's own AAC check stands between.
+        resources: async (providerId, forAac) => (asked.push(`${providerId}@${forAac.account}`), JSON.stringify({ roles: [{ name: "r" }] })),
+      });
+      expect(r.ok ? "OK" : r.reason).toBe("HOSTILE_REPORT");
+      const answers = JSON.parse(r.ok ? "{}" : r.detail) as Record<string, string>;
+      expect(answers["1"]).toBe("AAC_MISMATCH");
+      expect(answers["3"]).toBe('json:{"roles":[{"name":"r"}]}');
+      expect(asked).toEqual(["database.dump@acme", "roles.current@acme"]);
+    } finally {
+      await hostile.close();
+    }
+  });
+
   it("kill -9 mid-validation reports WORKER_CRASHED and a fresh worker serves the next archive", async () => {
     await pool.start();
     const before = pool.stats();

@@ -2,7 +2,7 @@
 // sandboxed workers implementing ArchiveValidator. Workers are recycled after N operations or
 // idle time and always after any failure; a wall-clock timeout kills the process group,
 // wipes scratch and reports WORKER_TIMEOUT; crashes report WORKER_CRASHED / WORKER_LIMIT.
-import { copyFileSync, mkdirSync, readFileSync, chmodSync } from "node:fs";
+import { copyFileSync, createReadStream, mkdirSync, readFileSync, chmodSync, statSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import type { ArchiveValidator, ValidationOutcome, ValidationRequest } from "../server/archive-validator.js";
@@ -25,6 +25,8 @@ export interface WorkerPoolOptions {
   allowUnsandboxed?: boolean;
   /** Result files larger than this are refused before the server reads them. */
   maxOutputBytes?: number;
+  /** Tests only: a hostile worker entry point run under the same confinement. */
+  workerScript?: string;
 }
 
 const PROCESSOR_IDS = new Set(["security", "documentation", "metadata"]);
@@ -57,7 +59,7 @@ export class WorkerPool implements ArchiveValidator {
 
   private spawn(): SandboxedWorker {
     this.startedCount++;
-    const w = new SandboxedWorker({ scratchRoot: this.opts.scratchRoot, sandboxed: this.sandboxed, limits: this.opts.sandboxLimits ?? DEFAULT_SANDBOX_LIMITS });
+    const w = new SandboxedWorker({ scratchRoot: this.opts.scratchRoot, sandboxed: this.sandboxed, limits: this.opts.sandboxLimits ?? DEFAULT_SANDBOX_LIMITS, script: this.opts.workerScript });
     w.onExit(() => { this.idle = this.idle.filter((x) => x !== w); w.wipe(); });
     return w;
   }
@@ -102,8 +104,9 @@ export class WorkerPool implements ArchiveValidator {
     let outcome: ValidationOutcome;
     let healthy = false;
     try {
+      const sha256 = req.sha256 ?? (await sha256File(req.archivePath));
       await w.ready;
-      ({ outcome, healthy } = await this.runOn(w, req));
+      ({ outcome, healthy } = await this.runOn(w, req, sha256));
     } catch (e) {
       outcome = { ok: false, reason: "WORKER_CRASHED", detail: (e as Error).message.slice(0, 500) };
     }
@@ -120,10 +123,11 @@ export class WorkerPool implements ArchiveValidator {
     return outcome;
   }
 
-  private runOn(w: SandboxedWorker, req: ValidationRequest): Promise<{ outcome: ValidationOutcome; healthy: boolean }> {
+  private runOn(w: SandboxedWorker, req: ValidationRequest, sha256: Uint8Array): Promise<{ outcome: ValidationOutcome; healthy: boolean }> {
     const input = "input.zip";
+    // A kernel-side copy: the server never reads the archive into its own memory.
     copyFileSync(req.archivePath, join(w.scratch, input));
-    const bytes = readFileSync(req.archivePath);
+    const size = statSync(join(w.scratch, input)).size;
     return new Promise((resolve) => {
       let settled = false;
       const finish = (outcome: ValidationOutcome, healthy: boolean) => {
@@ -166,8 +170,8 @@ export class WorkerPool implements ArchiveValidator {
       w.send({
         validate: {
           operationId: req.operationId, account: req.aac.account, application: req.aac.application, component: req.aac.component,
-          archivePath: input, limits: this.opts.limits as never, archiveSize: bytes.length,
-          archiveSha256: createHash("sha256").update(bytes).digest(), processorIds: [],
+          archivePath: input, limits: this.opts.limits as never, archiveSize: size,
+          archiveSha256: sha256, processorIds: [],
         },
       });
     });
@@ -191,4 +195,10 @@ export class WorkerPool implements ArchiveValidator {
     clearInterval(this.sweeper);
     for (const w of [...this.idle]) this.retire(w);
   }
+}
+
+async function sha256File(file: string): Promise<Uint8Array> {
+  const h = createHash("sha256");
+  for await (const c of createReadStream(file)) h.update(c as Buffer);
+  return h.digest();
 }

@@ -17,6 +17,8 @@ export interface ValidationRequest {
   operationId: string;
   aac: Aac;
   archivePath: string;
+  /** What the server verified at upload; the pool hashes the file itself when absent. */
+  sha256?: Uint8Array;
   timeoutMs?: number;
   onProgress?: (p: ValidationProgress) => void;
   /** The resource provider: the worker asks by provider id; the server checks id and AAC. */

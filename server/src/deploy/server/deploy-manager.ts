@@ -11,7 +11,7 @@ import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { TrustplaneError, invalidArgument } from "../../../../sdk/src/errors.js";
-import { Deployment, DeploymentStatus, type DeployHeader, type DeploymentStage } from "../../../../sdk/src/gen/trustplane/deploy/v1/deploy.js";
+import { DeployHeader, Deployment, DeploymentStatus, type DeploymentStage } from "../../../../sdk/src/gen/trustplane/deploy/v1/deploy.js";
 import type { Logger } from "../../runtime/logger.js";
 import type { BlobStore } from "../../runtime/storage/blob-store.js";
 import type { Storage } from "../../runtime/storage/storage.js";
@@ -44,6 +44,11 @@ export function statusName(s: DeploymentStatus): string {
 
 /** Whitelisted data a worker may ask for, always about its own operation's AAC. */
 export const RESOURCE_PROVIDERS = ["roles.current", "runtime.descriptor"] as const;
+
+const DEPLOY_METHOD = "/trustplane.deploy.v1.DeployService/Deploy";
+
+/** A concurrent push with the same request_id created its deployment first. */
+class IdempotentRace extends Error {}
 
 export class DeployManager {
   private readonly active = new Map<string, number>();
@@ -111,6 +116,14 @@ export class DeployManager {
     if (!isAdmin && principal !== header.aac.account) {
       throw new TrustplaneError("PERMISSION_DENIED", "AAC_DENIED", `${principal} may not deploy for account ${header.aac.account}`, "aac.account");
     }
+    // Idempotent under the header's request_id: a retried push (same header) gets the
+    // deployment the first one created, without a second upload; a different header under a
+    // used request_id is refused. The binder's idempotency covers unary calls only.
+    const idem = header.requestId ? { scope: `${principal} ${DEPLOY_METHOD}`, digest: createHash("sha256").update(DeployHeader.encode(header).finish()).digest() } : undefined;
+    if (idem) {
+      const previous = await this.replayed(idem.scope, header.requestId, idem.digest);
+      if (previous) return previous;
+    }
     const running = this.active.get(header.aac.account) ?? 0;
     if (running >= this.limits.maxConcurrentPerAccount) {
       throw new TrustplaneError("RESOURCE_EXHAUSTED", "TOO_MANY_DEPLOYMENTS", `account ${header.aac.account} already has ${running} deployments in progress (limit ${this.limits.maxConcurrentPerAccount}); wait for one to finish`);
@@ -135,7 +148,21 @@ export class DeployManager {
       updatedAtMs: t,
     });
     try {
-      await this.deps.repo.create(d);
+      let raced: Deployment | undefined;
+      await this.deps.storage.db.transaction(async () => {
+        await this.deps.repo.create(d);
+        if (!idem) return;
+        await this.deps.storage.idempotency.put(idem.scope, header.requestId, idem.digest, Buffer.from(d.operationId));
+        const winner = await this.deps.storage.idempotency.get(idem.scope, header.requestId);
+        if (winner && Buffer.from(winner.response).toString() !== d.operationId) throw new IdempotentRace();
+      }).catch(async (e) => {
+        if (!(e instanceof IdempotentRace)) throw e;
+        raced = await this.replayed(idem!.scope, header.requestId, idem!.digest);
+      });
+      if (raced) {
+        release();
+        return raced;
+      }
       await this.stage(d, S.DEPLOYMENT_STATUS_RECEIVING, `receiving ${header.fileName} (${header.declaredSize} bytes)`);
       await mkdir(this.deps.quarantineDir, { recursive: true, mode: 0o700 });
       const part = `${this.quarantinePath(d.operationId)}.part`;
@@ -178,6 +205,18 @@ export class DeployManager {
     return d;
   }
 
+  /** The deployment a request_id already created, or undefined; a different header under it is refused. */
+  private async replayed(scope: string, requestId: string, digest: Buffer): Promise<Deployment | undefined> {
+    const previous = await this.deps.storage.idempotency.get(scope, requestId);
+    if (!previous) return undefined;
+    if (!digest.equals(previous.requestDigest)) {
+      throw new TrustplaneError("ALREADY_EXISTS", "REQUEST_ID_REUSED", `request_id ${JSON.stringify(requestId)} was already used for a different deploy; use a new request_id`, "request_id");
+    }
+    const d = await this.deps.repo.get(Buffer.from(previous.response).toString());
+    if (!d) throw new TrustplaneError("NOT_FOUND", "DEPLOYMENT_NOT_FOUND", `request_id ${JSON.stringify(requestId)} names a deployment that no longer exists`, "request_id");
+    return d;
+  }
+
   private async resources(d: Deployment, providerId: string, aac: Aac): Promise<string> {
     const own = d.aac!;
     if (aac.account !== own.account || aac.application !== own.application || aac.component !== own.component) {
@@ -216,6 +255,7 @@ export class DeployManager {
       operationId: d.operationId,
       aac: d.aac!,
       archivePath: this.quarantinePath(d.operationId),
+      sha256: d.sha256,
       timeoutMs: this.limits.validationTimeoutMs,
       onProgress: (p) => {
         const frac = p.entriesTotal ? p.entriesDone / p.entriesTotal : 0;

@@ -45,6 +45,7 @@ function obj(v: unknown, what: string): Record<string, unknown> {
 export function postProcess(outputs: ProcessorOutput[], aac: { account: string; application: string; component: string }): ProcessedContent {
   const out: ProcessedContent = { roles: [], constraints: [], docs: [], metadata: new Map() };
   const seen = new Set<string>();
+  let removedRoles: string | undefined;
   for (const o of outputs) {
     if (!KNOWN.has(o.processorId)) throw new PostProcessingError("UNKNOWN_PROCESSOR", `unknown processor ${JSON.stringify(o.processorId)}`);
     if (seen.has(o.processorId)) throw new PostProcessingError("WORKER_OUTPUT_INVALID", `processor ${o.processorId} reported twice`);
@@ -72,6 +73,8 @@ export function postProcess(outputs: ProcessorOutput[], aac: { account: string; 
         return { name: str(co.name ?? "", `security.constraints[${i}].name`, 256), urlPatterns: list(co.urlPatterns, "urlPatterns"), httpMethods: list(co.httpMethods, "httpMethods"), roles: list(co.roles, "roles") };
       });
       const declared = new Set(out.roles.map((r) => r.name));
+      const removed = arr(j.removedRoles ?? [], "security.removedRoles", LIMITS.roles).map((r, i) => str(r, `security.removedRoles[${i}]`, 256));
+      if (removed.length) removedRoles = removed.join(",").slice(0, LIMITS.text);
       for (const c of out.constraints) for (const r of c.roles) if (r !== "*" && !declared.has(r)) throw new PostProcessingError("WORKER_OUTPUT_INVALID", `constraint ${c.name} uses undeclared role ${r}`);
     } else if (o.processorId === "documentation") {
       // Worker shape: { docs: [{ path, title, toc: [{ level, text }] }] }.
@@ -118,5 +121,6 @@ export function postProcess(outputs: ProcessorOutput[], aac: { account: string; 
       }
     }
   }
+  if (removedRoles) out.metadata.set("security.removed-roles", removedRoles);
   return out;
 }

@@ -25,6 +25,7 @@ export type ArchiveReason =
   | "ARCHIVE_MULTI_DISK"
   | "ARCHIVE_ENTRY_TOO_LARGE"
   | "ARCHIVE_TOO_LARGE"
+  | "ARCHIVE_DESCRIPTORS_TOO_LARGE"
   | "ARCHIVE_CORRUPT";
 
 const EXHAUSTION: ReadonlySet<ArchiveReason> = new Set<ArchiveReason>([
@@ -34,6 +35,7 @@ const EXHAUSTION: ReadonlySet<ArchiveReason> = new Set<ArchiveReason>([
   "ARCHIVE_NESTING",
   "ARCHIVE_ENTRY_TOO_LARGE",
   "ARCHIVE_TOO_LARGE",
+  "ARCHIVE_DESCRIPTORS_TOO_LARGE",
 ]);
 
 export function reject(reason: ArchiveReason, message: string): TrustplaneError {

@@ -7,8 +7,9 @@ import { InflateBudget } from "./inflate-budget.js";
 import { inflateEntries } from "./inflate-entries.js";
 import { reject } from "./archive-rejection.js";
 
-/** Files sub-processors read, kept in memory (bounded by KEEP_MAX each). */
+/** Files sub-processors read, kept in memory: at most KEEP_MAX each and KEEP_TOTAL in all. */
 const KEEP_MAX = 1024 * 1024;
+const KEEP_TOTAL = 32 * 1024 * 1024;
 const NESTED = /\.(jar|war|zip|ear)$/i;
 const WANTED = /(^|\/)(web\.xml|MANIFEST\.MF|roles\.properties|pom\.properties|package\.json|trustplane-roles\.json|README[^/]*|[^/]+\.md)$/i;
 
@@ -28,8 +29,8 @@ export async function processArchive(buf: Buffer, opts: CoreOptions = {}): Promi
   const limits = resolveLimits(opts.limits);
   const budget = new InflateBudget(limits.maxInflatedTotal, limits.maxEntries);
   const files = new Map<string, Buffer>();
-  const top = await walk(buf, "", 0, limits, budget, files, opts.onProgress);
-  return { entryCount: budget.entries, uncompressedSize: budget.used, files, ...(top ? {} : {}) };
+  await walk(buf, "", 0, limits, budget, files, { bytes: 0 }, opts.onProgress);
+  return { entryCount: budget.entries, uncompressedSize: budget.used, files };
 }
 
 async function walk(
@@ -39,8 +40,9 @@ async function walk(
   limits: ArchiveLimits,
   budget: InflateBudget,
   files: Map<string, Buffer>,
+  kept: { bytes: number },
   onProgress: CoreOptions["onProgress"],
-): Promise<boolean> {
+): Promise<void> {
   const { entries } = prepass(buf, limits);
   budget.countEntries(entries.length);
   let done = 0;
@@ -55,11 +57,12 @@ async function walk(
       if (!data) return;
       if (isNested(entry)) {
         if (depth + 1 > limits.maxNesting) throw reject("ARCHIVE_NESTING", `${prefix}${entry.path} is an archive nested deeper than ${limits.maxNesting} level(s)`);
-        await walk(data, `${prefix}${entry.path}!/`, depth + 1, limits, budget, files, onProgress);
+        await walk(data, `${prefix}${entry.path}!/`, depth + 1, limits, budget, files, kept, onProgress);
         return;
       }
+      kept.bytes += data.length;
+      if (kept.bytes > KEEP_TOTAL) throw reject("ARCHIVE_DESCRIPTORS_TOO_LARGE", `descriptor and documentation files exceed ${KEEP_TOTAL} bytes in all`);
       files.set(prefix + entry.path, data);
     },
   });
-  return true;
 }

@@ -1,6 +1,7 @@
 // One validation inside a deploy worker (deploy validation, seed 001): checks the archive
-// is the one the server verified, runs the core processor and the sub-processors, writes
-// each result as JSON into scratch and returns only identifiers.
+// is the one the server verified, runs the core processor and the sub-processors (which may
+// ask the server's resource provider), writes each result as JSON into scratch and returns
+// only identifiers.
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve, sep } from "node:path";
@@ -9,12 +10,12 @@ import { processArchive } from "./core-processor.js";
 import { securityProcessor } from "./processors/security/security-processor.js";
 import { documentationProcessor } from "./processors/documentation/documentation-processor.js";
 import { metadataProcessor } from "./processors/metadata/metadata-processor.js";
-import type { SubProcessor } from "./processors/sub-processor.js";
+import type { SubProcessor, SubProcessorContext } from "./processors/sub-processor.js";
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
 
 const PROCESSORS: SubProcessor[] = [securityProcessor, documentationProcessor, metadataProcessor];
 
-export async function runValidation(req: ValidateArchive, scratch: string, send: (m: WorkerToServer) => void): Promise<WorkerToServer> {
+export async function runValidation(req: ValidateArchive, scratch: string, send: (m: WorkerToServer) => void, ctx: SubProcessorContext): Promise<WorkerToServer> {
   const operationId = req.operationId;
   try {
     const path = resolve(scratch, req.archivePath);
@@ -35,12 +36,14 @@ export async function runValidation(req: ValidateArchive, scratch: string, send:
       },
     });
     const wanted = req.processorIds.length ? PROCESSORS.filter((p) => req.processorIds.includes(p.id)) : PROCESSORS;
-    const outputs = wanted.map((p) => {
-      const json = Buffer.from(JSON.stringify({ processorId: p.id, account: req.account, application: req.application, component: req.component, result: p.run(core.files) }));
+    const outputs = [];
+    for (const p of wanted) {
+      const result = await p.run(core.files, ctx);
+      const json = Buffer.from(JSON.stringify({ processorId: p.id, account: req.account, application: req.application, component: req.component, result }));
       const file = `${p.id}.json`;
       writeFileSync(join(scratch, file), json, { mode: 0o600 });
-      return { processorId: p.id, file, sha256: createHash("sha256").update(json).digest(), size: json.length };
-    });
+      outputs.push({ processorId: p.id, file, sha256: createHash("sha256").update(json).digest(), size: json.length });
+    }
     return { result: { operationId, outputs, entryCount: core.entryCount, uncompressedSize: core.uncompressedSize } };
   } catch (e) {
     const reason = e instanceof TrustplaneError ? e.reason : "WORKER_INTERNAL";

@@ -1,6 +1,8 @@
 // Security sub-processor (seed 001): roles and security constraints from WEB-INF/web.xml,
 // @DeclareRoles-style META-INF/roles.properties ("roles=a, b"), and trustplane-roles.json
 // ({"roles":[{"name","description?"}]}) for non-Java apps. Nested archives are not consulted.
+// It asks the resource provider for the roles stored for its AAC, so the deployment reports
+// which roles this version drops (grants to a dropped role silently stop working).
 import type { SubProcessor } from "../sub-processor.js";
 import { childText, parseStrictXml, type XmlElement } from "./strict-xml.js";
 import { TrustplaneError } from "../../../../../../sdk/src/errors.js";
@@ -8,6 +10,8 @@ import { TrustplaneError } from "../../../../../../sdk/src/errors.js";
 export interface SecurityResult {
   roles: { name: string; description?: string; source: string }[];
   constraints: { name: string; urlPatterns: string[]; httpMethods: string[]; roles: string[] }[];
+  /** Roles stored for this AAC by the current deployment that this archive no longer declares. */
+  removedRoles: string[];
 }
 
 const ROLE_NAME = /^[A-Za-z0-9_.*-]{1,128}$/;
@@ -19,8 +23,8 @@ function role(name: string, source: string, description?: string) {
 
 export const securityProcessor: SubProcessor = {
   id: "security",
-  run(files): SecurityResult {
-    const out: SecurityResult = { roles: [], constraints: [] };
+  async run(files, ctx): Promise<SecurityResult> {
+    const out: SecurityResult = { roles: [], constraints: [], removedRoles: [] };
     const web = files.get("WEB-INF/web.xml");
     if (web) {
       const root = parseStrictXml(web.toString("utf8"));
@@ -56,6 +60,10 @@ export const securityProcessor: SubProcessor = {
         out.roles.push(role(String(r?.name ?? ""), "trustplane-roles.json", typeof r?.description === "string" ? r.description.slice(0, 512) : undefined));
       }
     }
+    // Without a provider (a pool used on its own) there is no baseline to compare with.
+    const current = ((await ctx.resource("roles.current").catch(() => ({}))) ?? {}) as { roles?: { name?: unknown }[] };
+    const declared = new Set(out.roles.map((r) => r.name));
+    out.removedRoles = [...new Set((current.roles ?? []).map((r) => String(r?.name ?? "")))].filter((n) => n && !declared.has(n)).sort();
     return out;
   },
 };
