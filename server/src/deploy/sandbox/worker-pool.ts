@@ -110,6 +110,8 @@ export class WorkerPool implements ArchiveValidator {
     } catch (e) {
       outcome = { ok: false, reason: "WORKER_CRASHED", detail: (e as Error).message.slice(0, 500) };
     }
+    // A worker killed because the server is stopping says nothing about the archive.
+    if (this.closed && !outcome.ok) outcome = { ok: false, reason: "POOL_CLOSED", detail: "the server stopped during validation" };
     this.busy.delete(w);
     w.operations++;
     w.lastUsed = Date.now();
@@ -190,10 +192,12 @@ export class WorkerPool implements ArchiveValidator {
     });
   }
 
+  /** Stops every worker, busy ones too: their validations answer POOL_CLOSED. */
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.sweeper);
     for (const w of [...this.idle]) this.retire(w);
+    for (const w of [...this.busy]) w.kill();
   }
 }
 

@@ -30,6 +30,7 @@ export interface ProcessorOutput {
   json: unknown;
 }
 
+/** `reason: "POOL_CLOSED"` means the server is stopping: the archive was not judged. */
 export type ValidationOutcome =
   | { ok: true; outputs: ProcessorOutput[]; entryCount: number; uncompressedSize: number }
   | { ok: false; reason: string; detail: string };

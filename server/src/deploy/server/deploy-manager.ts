@@ -52,6 +52,8 @@ class IdempotentRace extends Error {}
 
 export class DeployManager {
   private readonly active = new Map<string, number>();
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private stopping = false;
   private readonly listeners = new Map<string, Set<() => void>>();
 
   constructor(
@@ -105,6 +107,24 @@ export class DeployManager {
     }
     await this.stage(next, to, detail, next.reason);
     return next;
+  }
+
+  private track(p: Promise<unknown>): void {
+    this.inFlight.add(p);
+    void p.finally(() => this.inFlight.delete(p));
+  }
+
+  /**
+   * Called before the workers are stopped: validations cut short from here on are left as
+   * they are (QUARANTINED/VALIDATING) for recover() after the restart, never judged
+   * malicious for the server's own stop. `drained()` waits until nothing writes any more.
+   */
+  beginStop(): void {
+    this.stopping = true;
+  }
+
+  async drained(): Promise<void> {
+    while (this.inFlight.size) await Promise.allSettled([...this.inFlight]);
   }
 
   /** Receives a deploy stream into quarantine and starts validation; returns once quarantined. */
@@ -199,9 +219,7 @@ export class DeployManager {
       release();
       throw e;
     }
-    void this.process(d)
-      .catch((e: Error) => this.deps.logger.error({ operationId: d.operationId, err: e.message }, "deployment processing failed"))
-      .finally(release);
+    this.track(this.process(d).catch((e: Error) => this.deps.logger.error({ operationId: d.operationId, err: e.message }, "deployment processing failed")).finally(release));
     return d;
   }
 
@@ -266,6 +284,10 @@ export class DeployManager {
       },
       resources: (providerId, aac) => this.resources(d, providerId, aac),
     });
+    if (!outcome.ok && (this.stopping || outcome.reason === "POOL_CLOSED")) {
+      this.deps.logger.info({ operationId: d.operationId }, "validation interrupted by the server stopping; it resumes after the restart");
+      return d;
+    }
     if (!outcome.ok) {
       return this.move(d, S.DEPLOYMENT_STATUS_MALICIOUS, `rejected: ${outcome.reason}`, { reason: outcome.reason, detail: outcome.detail, validationMs: this.now() - started });
     }
@@ -310,7 +332,7 @@ export class DeployManager {
       const back = { ...d, status: S.DEPLOYMENT_STATUS_QUARANTINED, updatedAtMs: this.now() };
       if (d.status !== S.DEPLOYMENT_STATUS_QUARANTINED && !(await this.deps.repo.compareAndSet(d.status, back))) continue;
       await this.stage(back, S.DEPLOYMENT_STATUS_QUARANTINED, "resumed after a server restart");
-      void this.process(back).catch((e: Error) => this.deps.logger.error({ operationId: d.operationId, err: e.message }, "resumed deployment failed"));
+      this.track(this.process(back).catch((e: Error) => this.deps.logger.error({ operationId: d.operationId, err: e.message }, "resumed deployment failed")));
     }
   }
 

@@ -29,7 +29,9 @@ export const deployServerArea: ServerArea = {
     return {
       async stop() {
         clearInterval(purge);
+        manager.beginStop();
         await pool.close();
+        await manager.drained();
       },
     };
   },
