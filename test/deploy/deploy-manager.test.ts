@@ -106,6 +106,21 @@ for (const backend of backends()) {
       expect(Buffer.from(v.calls[0]!.sha256!)).toEqual(createHash("sha256").update("archive-1").digest());
     });
 
+    it("a later deployment of the same AAC supersedes the stored one in the same transaction", async () => {
+      const { manager, repo, storage } = await setup(new ScriptedValidator(ok(["admin", "reader"])));
+      const first = await settled(repo, (await manager.receive(stream(Buffer.from("v1")), "admin", true)).operationId);
+      const second = await settled(repo, (await manager.receive(stream(Buffer.from("v2")), "admin", true)).operationId);
+      expect(status(second)).toBe("DEPLOYMENT_STATUS_STORED");
+      expect(status(await repo.get(first.operationId))).toBe("DEPLOYMENT_STATUS_SUPERSEDED");
+      const owners = await storage.db.all<{ operation_id: string }>("SELECT DISTINCT operation_id FROM deploy_roles");
+      expect(owners.map((o) => o.operation_id)).toEqual([second.operationId]);
+      // Replaying the first one's stages ends at SUPERSEDED, not at its old STORED.
+      const seen: string[] = [];
+      for await (const u of manager.watch(first.operationId, new AbortController().signal)) seen.push(S[u.stage.status]!);
+      expect(seen.slice(-2)).toEqual(["DEPLOYMENT_STATUS_STORED", "DEPLOYMENT_STATUS_SUPERSEDED"]);
+      await expect(manager.undeploy(first.operationId, "admin", "u-1")).rejects.toMatchObject({ status: "FAILED_PRECONDITION" });
+    });
+
     it("answers a worker's resource request only for its own AAC and only from the whitelist", async () => {
       const answers: Record<string, unknown> = {};
       const { manager, repo } = await setup(

@@ -36,6 +36,7 @@ export const DEFAULT_DEPLOY_LIMITS: DeployLimits = {
 const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const FILE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
 const S = DeploymentStatus;
+const TERMINAL = [S.DEPLOYMENT_STATUS_STORED, S.DEPLOYMENT_STATUS_MALICIOUS, S.DEPLOYMENT_STATUS_REJECTED, S.DEPLOYMENT_STATUS_UNDEPLOYED, S.DEPLOYMENT_STATUS_SUPERSEDED];
 const ACTIVE = [S.DEPLOYMENT_STATUS_RECEIVING, S.DEPLOYMENT_STATUS_QUARANTINED, S.DEPLOYMENT_STATUS_VALIDATING, S.DEPLOYMENT_STATUS_POST_PROCESSING];
 
 export function statusName(s: DeploymentStatus): string {
@@ -310,11 +311,16 @@ export class DeployManager {
       validationMs: this.now() - started,
       updatedAtMs: this.now(),
     };
+    let superseded: Deployment[] = [];
     await this.deps.storage.db.transaction(async () => {
       if (!(await this.deps.repo.compareAndSet(d.status, stored))) throw new TrustplaneError("ABORTED", "CONCURRENT_CHANGE", `deployment ${d.operationId} changed meanwhile`);
+      // The AAC's previous deployment stops being the stored one in the same transaction.
+      superseded = (await this.deps.repo.storedFor(stored.aac!)).filter((p) => p.operationId !== stored.operationId);
+      for (const p of superseded) await this.deps.repo.compareAndSet(S.DEPLOYMENT_STATUS_STORED, { ...p, status: S.DEPLOYMENT_STATUS_SUPERSEDED, updatedAtMs: this.now() });
       await this.deps.repo.replaceDomain(stored);
       await this.deps.storage.audit.append({ principal: stored.deployedBy, action: "deploy.store", target: `${stored.aac!.account}/${stored.aac!.application}/${stored.aac!.component}`, outcome: "ok", requestId: stored.operationId, detail: { artifact: blob.digest, roles: stored.roles.length } });
     });
+    for (const p of superseded) await this.stage(p, S.DEPLOYMENT_STATUS_SUPERSEDED, `superseded by ${stored.operationId}`);
     await this.stage(stored, S.DEPLOYMENT_STATUS_STORED, `stored as ${blob.digest.slice(0, 16)}…: ${stored.roles.length} roles, ${stored.docs.length} docs, ${stored.metadata.size} metadata keys`);
     await rm(this.quarantinePath(d.operationId), { force: true });
     return stored;
@@ -382,10 +388,14 @@ export class DeployManager {
         const stages = await this.deps.repo.stagesAfter(operationId, last);
         for (const s of stages) {
           last = s.seq;
-          const final = [S.DEPLOYMENT_STATUS_STORED, S.DEPLOYMENT_STATUS_MALICIOUS, S.DEPLOYMENT_STATUS_REJECTED, S.DEPLOYMENT_STATUS_UNDEPLOYED].includes(s.status);
-          if (final) {
-            yield { stage: s, deployment: await this.deps.repo.get(operationId) };
-            return;
+          // A terminal stage ends the watch only if it is still current: a STORED deployment
+          // may later be SUPERSEDED or UNDEPLOYED, and a replay shows that too.
+          if (TERMINAL.includes(s.status)) {
+            const current = await this.deps.repo.get(operationId);
+            if (!current || current.status === s.status) {
+              yield { stage: s, deployment: current };
+              return;
+            }
           }
           yield { stage: s };
         }

@@ -2,7 +2,7 @@
 // record is the Deployment message itself; status changes are compare-and-set so a restart
 // recovering an operation and the operation itself cannot both move it.
 import { randomUUID } from "node:crypto";
-import { Deployment, DeploymentStage, type DeploymentStatus } from "../../../../sdk/src/gen/trustplane/deploy/v1/deploy.js";
+import { Deployment, DeploymentStage, DeploymentStatus } from "../../../../sdk/src/gen/trustplane/deploy/v1/deploy.js";
 import type { SqlDb } from "../../runtime/storage/sql-db.js";
 
 export class DeploymentRepository {
@@ -50,6 +50,12 @@ export class DeploymentRepository {
 
   async inStatus(statuses: DeploymentStatus[]): Promise<Deployment[]> {
     const rows = await this.db.all<{ record: Buffer }>(`SELECT record FROM deployments WHERE status IN (${statuses.map(() => "?").join(", ")})`, statuses);
+    return rows.map((r) => Deployment.decode(r.record));
+  }
+
+  /** The AAC's deployments in STORED state (one, but for a store in progress). */
+  async storedFor(aac: { account: string; application: string; component: string }): Promise<Deployment[]> {
+    const rows = await this.db.all<{ record: Buffer }>("SELECT record FROM deployments WHERE account = ? AND application = ? AND component = ? AND status = ?", [aac.account, aac.application, aac.component, DeploymentStatus.DEPLOYMENT_STATUS_STORED]);
     return rows.map((r) => Deployment.decode(r.record));
   }
 

@@ -33,7 +33,7 @@ export const protobufFileName = "trustplane/deploy/v1/deploy.proto";
  * sandboxed worker; only what passed validation is stored, atomically.
  */
 
-/** Lifecycle of a deployment. Terminal: STORED, MALICIOUS, REJECTED, UNDEPLOYED. */
+/** Lifecycle of a deployment. Terminal: STORED, MALICIOUS, REJECTED, UNDEPLOYED, SUPERSEDED. */
 export enum DeploymentStatus {
   DEPLOYMENT_STATUS_UNSPECIFIED = 0,
   /** DEPLOYMENT_STATUS_RECEIVING - Bytes are arriving (the operation id exists from the header on). */
@@ -48,8 +48,13 @@ export enum DeploymentStatus {
   /** DEPLOYMENT_STATUS_MALICIOUS - Failed validation, timed out or crashed the worker: kept in quarantine for inspection. */
   DEPLOYMENT_STATUS_MALICIOUS = 6,
   DEPLOYMENT_STATUS_UNDEPLOYED = 7,
-  /** DEPLOYMENT_STATUS_REJECTED - Refused for a non-content reason (size limit, digest mismatch, concurrency). */
+  /**
+   * DEPLOYMENT_STATUS_REJECTED - Refused for a non-content reason (size limit, digest mismatch, concurrency), or the
+   * server could not finish storing it (reason STORE_FAILED).
+   */
   DEPLOYMENT_STATUS_REJECTED = 8,
+  /** DEPLOYMENT_STATUS_SUPERSEDED - Was STORED; a later deployment of the same AAC replaced its roles, docs and metadata. */
+  DEPLOYMENT_STATUS_SUPERSEDED = 9,
   UNRECOGNIZED = -1,
 }
 
@@ -82,6 +87,9 @@ export function deploymentStatusFromJSON(object: any): DeploymentStatus {
     case 8:
     case "DEPLOYMENT_STATUS_REJECTED":
       return DeploymentStatus.DEPLOYMENT_STATUS_REJECTED;
+    case 9:
+    case "DEPLOYMENT_STATUS_SUPERSEDED":
+      return DeploymentStatus.DEPLOYMENT_STATUS_SUPERSEDED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -109,6 +117,8 @@ export function deploymentStatusToJSON(object: DeploymentStatus): string {
       return "DEPLOYMENT_STATUS_UNDEPLOYED";
     case DeploymentStatus.DEPLOYMENT_STATUS_REJECTED:
       return "DEPLOYMENT_STATUS_REJECTED";
+    case DeploymentStatus.DEPLOYMENT_STATUS_SUPERSEDED:
+      return "DEPLOYMENT_STATUS_SUPERSEDED";
     case DeploymentStatus.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
