@@ -6,5 +6,7 @@ import { privilegedCarriedFlow, privilegedDirectFlow, privilegedEncryptedFlow } 
 import type { ExampleFlow } from "./tour-context.js";
 import { secureJobWordFrequencyFlow } from "./secure-job-word-frequency.js";
 import { secureJobCsvAggregateFlow } from "./secure-job-csv-aggregate.js";
+import { deployWarFlow } from "./deploy-war.js";
+import { deployNodeAppFlow } from "./deploy-node-app.js";
 
-export const FLOWS: ExampleFlow[] = [signedCallsFlow, vmLifecycleFlow, vmTokenFlow, privilegedDirectFlow, privilegedCarriedFlow, privilegedEncryptedFlow, secureJobWordFrequencyFlow, secureJobCsvAggregateFlow];
+export const FLOWS: ExampleFlow[] = [signedCallsFlow, vmLifecycleFlow, vmTokenFlow, privilegedDirectFlow, privilegedCarriedFlow, privilegedEncryptedFlow, secureJobWordFrequencyFlow, secureJobCsvAggregateFlow, deployWarFlow, deployNodeAppFlow];
