@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { createReadStream, statSync } from "node:fs";
 import path from "node:path";
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
-import { DeployServiceService, DeploymentStatus, type Deployment } from "../../../../sdk/src/gen/trustplane/deploy/v1/deploy.js";
+import { DeployServiceService, Deployment, DeploymentStatus } from "../../../../sdk/src/gen/trustplane/deploy/v1/deploy.js";
 import { CLIENT_OPTIONS, client, parse, print, requirePositional, type Command } from "../../cli/cli-context.js";
 import { ProgressBar } from "../../cli/progress-bar.js";
 import { renderTable } from "../../cli/table.js";
@@ -68,13 +68,13 @@ export const deployCommand: Command = {
             if (u.deployment) final = u.deployment;
           }
           final ??= (await deploy.getDeployment({ operationId: deployment!.operationId })).deployment;
-          print(values, final, () => describe(final!));
+          print(values, Deployment.toJSON(final!), () => describe(final!));
           if (final!.status !== DeploymentStatus.DEPLOYMENT_STATUS_STORED) process.exitCode = 4;
           break;
         }
         case "list": {
           const { deployments } = await deploy.listDeployments({ pageSize: 1000, aac: values.account ? { account: values.account, application: values.application ?? "", component: values.component ?? "" } : undefined });
-          print(values, deployments, () =>
+          print(values, deployments.map((d) => Deployment.toJSON(d)), () =>
             renderTable(
               ["OPERATION", "ACCOUNT/APP/COMPONENT", "STATUS", "FILE", "REASON", "CREATED"],
               deployments.map((d) => [d.operationId, `${d.aac?.account}/${d.aac?.application}/${d.aac?.component}`, st(d.status), d.fileName, d.reason || "-", new Date(d.createdAtMs).toISOString()]),
@@ -84,13 +84,13 @@ export const deployCommand: Command = {
         }
         case "get": {
           const { deployment } = await deploy.getDeployment({ operationId: requirePositional(this, positionals, 1, "OPERATION id") });
-          print(values, deployment, () => describe(deployment!));
+          print(values, Deployment.toJSON(deployment!), () => describe(deployment!));
           break;
         }
         case "undeploy": {
           const id = requirePositional(this, positionals, 1, "OPERATION id");
           const { deployment } = await deploy.undeploy({ requestId: `cli-undeploy-${id}`, operationId: id });
-          print(values, deployment, () => describe(deployment!));
+          print(values, Deployment.toJSON(deployment!), () => describe(deployment!));
           break;
         }
         default:
