@@ -1,7 +1,7 @@
 // The trustplane CLI as a user runs it: key creation with safe file modes, clear usage errors,
 // and `audit verify` catching a record edited or deleted behind the server's back.
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -62,6 +62,43 @@ describe("trustplane CLI", () => {
     const list = await cli("principal", "list", "--server", server.address);
     expect(list.stdout).toMatch(/NAME\s+KIND/);
     expect(list.stdout).toContain("bob");
+  });
+
+  it("audit verify catches records deleted from the end, against the server's checkpoint or a head kept elsewhere", async () => {
+    expect((await cli("principal", "create", "carol", "--server", server.address)).code).toBe(0);
+    const head = (await cli("audit", "head")).stdout.trim();
+    expect(head).toMatch(/^\d+:[0-9a-f]{64}$/);
+    // The server writes its checkpoint a moment after an append.
+    const checkpoint = path.join(dir, "audit.head.json");
+    for (let i = 0; i < 100 && !(existsSync(checkpoint) && readFileSync(checkpoint, "utf8").includes(head)); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(readFileSync(checkpoint, "utf8")).toContain(head);
+    expect(statSync(checkpoint).mode & 0o777).toBe(0o600);
+    expect((await cli("audit", "verify")).stdout).toContain(`reaches the server's checkpoint at record ${head.split(":")[0]}`);
+
+    const db = new Database(path.join(dir, "trustplane.db"));
+    const last = db.prepare("SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").get() as Record<string, unknown>;
+    db.prepare("DELETE FROM audit_log WHERE seq = ?").run(last.seq);
+    try {
+      const cut = await cli("audit", "verify");
+      expect(cut.code).toBe(3);
+      expect(cut.stdout).toContain("deleted from the end");
+      // Without the checkpoint the shorter chain is a valid chain: only a remembered head shows it…
+      const saved = readFileSync(checkpoint);
+      rmSync(checkpoint);
+      expect((await cli("audit", "verify")).code).toBe(0);
+      // …such as one an operator kept elsewhere.
+      const witnessed = await cli("audit", "verify", "--expect-head", head);
+      expect(witnessed.code).toBe(3);
+      expect(witnessed.stdout).toContain("deleted from the end");
+      writeFileSync(checkpoint, saved, { mode: 0o600 });
+      const bad = await cli("audit", "verify", "--expect-head", "12:nothex");
+      expect(bad.stderr).toContain("AUDIT_HEAD_INVALID");
+    } finally {
+      const cols = Object.keys(last);
+      db.prepare(`INSERT INTO audit_log (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")})`).run(...cols.map((c) => last[c]));
+      db.close();
+    }
+    expect((await cli("audit", "verify")).code).toBe(0);
   });
 
   it("audit verify passes on an intact log and fails on an edited or deleted record", async () => {

@@ -125,6 +125,22 @@ describe("trustplane dev", () => {
     expect(services).toContain("grpc.health.v1.Health");
   });
 
+  it("records every denied call in the audit log with its reason", async () => {
+    const stranger = generateSigningKey("Ed25519");
+    const auth = createClient(AuthServiceService, env.dev.server.address, { key: stranger });
+    try {
+      const err = await refused(auth.whoAmI({}));
+      expect(err.reason).toBe("UNKNOWN_KEY");
+    } finally {
+      auth.close();
+    }
+    const records = await env.dev.server.storage.audit.list({ limit: 10_000 });
+    const denied = records.filter((r) => r.action === "call.denied" && r.outcome === "UNKNOWN_KEY" && r.detail.keyId === stranger.keyId);
+    expect(denied).toHaveLength(1);
+    expect(denied[0]!.target).toBe(AuthServiceService.whoAmI.path);
+    expect(await env.dev.server.storage.audit.verify()).toMatchObject({ ok: true });
+  });
+
   it("logs one JSON line per call with its request id, and never a key or token", async () => {
     const auth = createClient(AuthServiceService, env.dev.server.address, { key: env.admin });
     const { joinToken } = await auth.createJoinToken({ requestId: "log-check-1", hostId: "", ttlSeconds: 60 });

@@ -2,6 +2,10 @@
 // (also from two separate pools, as two replicas) never fork it, and each kind of tampering
 // — an edited, deleted, reordered record or a truncated tail — is detected.
 import { afterAll, describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { AuditCheckpointer, readCheckpoint } from "../../server/src/runtime/storage/audit-checkpoint.js";
 import { AuditLog, recordHash } from "../../server/src/runtime/storage/audit-log.js";
 import { Storage } from "../../server/src/runtime/storage/storage.js";
 import { backends } from "../support/backends.js";
@@ -14,6 +18,32 @@ describe.each(backends())("audit log on $name", (backend) => {
     for (let i = 0; i < n; i++) await s.audit.append({ principal: "admin", action: "thing.do", target: `t${i}`, outcome: "ok", requestId: `r${i}`, detail: { i, nested: { b: 1, a: 2 } } });
     return s;
   }
+
+  it("checkpoints the committed head to a file, and never moves it onto a log rewritten under it", async () => {
+    const s = await withRecords(3);
+    const dir = mkdtempSync(path.join(os.tmpdir(), "tp-audit-cp-"));
+    const file = path.join(dir, "audit.head.json");
+    const rewritten: string[] = [];
+    try {
+      const cp = new AuditCheckpointer(s.audit, file, (problem) => rewritten.push(problem), 10);
+      s.audit.onAppended(() => cp.touch());
+      await s.audit.append({ principal: "admin", action: "thing.do", target: "t3", outcome: "ok", requestId: "r3" });
+      await cp.flush();
+      const head = (await s.audit.head())!;
+      expect(readCheckpoint(file)).toEqual(head);
+      // Someone deletes the tail and appends again: the chain is valid, but not the one the checkpoint saw.
+      await s.db.run("DELETE FROM audit_log WHERE seq = ?", [head.seq]);
+      await s.audit.append({ principal: "mallory", action: "cover.up", target: "t3", outcome: "ok", requestId: "x" });
+      expect(await s.audit.verify()).toMatchObject({ ok: true });
+      await cp.flush();
+      expect(readCheckpoint(file)).toEqual(head);
+      expect(rewritten[0]).toContain(`record ${head.seq} differs from the recorded head`);
+      expect(await s.audit.verify({ expectHead: head })).toMatchObject({ ok: false, brokenAtSeq: head.seq });
+    } finally {
+      await s.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   it("verifies an intact chain", async () => {
     const s = await withRecords(5);

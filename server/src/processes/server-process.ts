@@ -1,5 +1,6 @@
 // Wiring for `trustplane server`: storage, keys, the call verifier and every service on one
 // gRPC server. Only wiring lives here; behaviour lives in the areas and in runtime/.
+import { AuditCheckpointer, formatHead, readCheckpoint } from "../runtime/storage/audit-checkpoint.js";
 import type { JsonWebKey } from "node:crypto";
 import type * as grpc from "@grpc/grpc-js";
 import path from "node:path";
@@ -81,10 +82,23 @@ async function bootstrapAdmin(storage: Storage, keys: ServerKeys, dataDir: strin
   return file;
 }
 
+/** Beside the database: the newest audit head the server saw (see audit-checkpoint.ts). */
+export const AUDIT_CHECKPOINT_FILE = "audit.head.json";
+
 export async function startServer(config: Config, logger: Logger, options: { adminKeyFile?: string } = {}): Promise<ServerHandle> {
   const storage = await Storage.open(config.databaseUrl ? { url: config.databaseUrl, logger } : { sqlitePath: path.join(config.dataDir, "trustplane.db"), logger });
   const running: Running[] = [];
   try {
+    // The head this server saw last must still be in the log: a shortened chain is still a chain.
+    const checkpointFile = path.join(config.dataDir, AUDIT_CHECKPOINT_FILE);
+    const remembered = readCheckpoint(checkpointFile);
+    const lost = remembered && (await storage.audit.missing(remembered));
+    if (lost) logger.error({ checkpoint: formatHead(remembered), problem: lost }, "AUDIT LOG INTEGRITY: the log no longer reaches the head this server recorded; investigate before trusting it");
+    const checkpointer = new AuditCheckpointer(storage.audit, checkpointFile, (problem, kept) =>
+      logger.error({ checkpoint: formatHead(kept), problem }, "AUDIT LOG INTEGRITY: the log was rewritten under the server; the checkpoint is kept as it was"),
+    );
+    storage.audit.onAppended(() => checkpointer.touch());
+    running.push({ stop: () => checkpointer.flush() });
     const keys = loadServerKeys(config.dataDir);
     const adminKeyFile = await bootstrapAdmin(storage, keys, config.dataDir, options.adminKeyFile);
     const keyCache = new KeyCache(storage);

@@ -1,5 +1,7 @@
 // `trustplane keys|principal|host|audit|echo|whoami`: identity administration over signed
 // calls to AuthService, plus offline audit verification straight from storage.
+import { formatHead, parseHead, readCheckpoint } from "../../runtime/storage/audit-checkpoint.js";
+import { AUDIT_CHECKPOINT_FILE } from "../../processes/server-process.js";
 import type { JsonWebKey } from "node:crypto";
 import path from "node:path";
 import { exportPrivateJwk, generateSigningKey, importVerificationKey, type Algorithm } from "../../../../sdk/src/auth/index.js";
@@ -131,17 +133,34 @@ export const hostCommand: Command = {
 
 export const auditCommand: Command = {
   name: "audit",
-  summary: "Verify the hash-chained audit log (offline, straight from storage) or list recent records.",
-  usage: "trustplane audit verify [--database-url URL] [--data-dir DIR] | list [--after SEQ] [--limit N]",
+  summary: "Verify the hash-chained audit log (offline, straight from storage), print its head, or list recent records.",
+  usage:
+    "trustplane audit verify [--expect-head SEQ:HASH] [--database-url URL] [--data-dir DIR] | head [--database-url URL] [--data-dir DIR] | list [--after SEQ] [--limit N]\n" +
+    "  verify re-walks the chain and checks it still reaches the head the server recorded in DATA_DIR/audit.head.json\n" +
+    "  (a deleted tail leaves a valid but shorter chain) and any --expect-head an operator kept elsewhere.",
   async run(argv) {
-    const { values, positionals } = parse(this, argv, { ...CLIENT_OPTIONS, "database-url": { type: "string" }, after: { type: "string" }, limit: { type: "string" } });
-    if (positionals[0] === "verify") {
+    const { values, positionals } = parse(this, argv, { ...CLIENT_OPTIONS, "database-url": { type: "string" }, after: { type: "string" }, limit: { type: "string" }, "expect-head": { type: "string" } });
+    if (positionals[0] === "verify" || positionals[0] === "head") {
       const config = configFrom(values, { databaseUrl: values["database-url"] });
+      const expected = values["expect-head"] ? parseHead(values["expect-head"]) : undefined;
       const storage = await Storage.open(config.databaseUrl ? { url: config.databaseUrl } : { sqlitePath: path.join(config.dataDir, "trustplane.db") });
       try {
-        const v = await storage.audit.verify();
+        if (positionals[0] === "head") {
+          const head = await storage.audit.head();
+          print(values, head ? { seq: head.seq, hash: head.hash.toString("hex"), head: formatHead(head) } : {}, () => (head ? formatHead(head) : "the audit log is empty"));
+          return;
+        }
+        const checkpoint = readCheckpoint(path.join(config.dataDir, AUDIT_CHECKPOINT_FILE));
+        const heads = [...(checkpoint ? [{ what: "the server's checkpoint", head: checkpoint }] : []), ...(expected ? [{ what: "--expect-head", head: expected }] : [])];
+        let v = await storage.audit.verify();
+        for (const { what, head } of heads) {
+          if (!v.ok) break;
+          const problem = await storage.audit.missing(head);
+          if (problem) v = { ok: false, records: v.records, brokenAtSeq: head.seq, problem: `${problem} (${what} ${formatHead(head).slice(0, 24)}…)` };
+        }
+        const against = heads.map((h) => `${h.what} at record ${h.head.seq}`).join(" and ");
         print(values, v, () =>
-          v.ok ? `audit log intact: ${v.records} records, hash chain verified` : `AUDIT LOG BROKEN at record ${v.brokenAtSeq}: ${v.problem}`,
+          v.ok ? `audit log intact: ${v.records} records, hash chain verified${against ? `, reaches ${against}` : " (no recorded head to compare the end with)"}` : `AUDIT LOG BROKEN at record ${v.brokenAtSeq}: ${v.problem}`,
         );
         if (!v.ok) process.exitCode = 3;
       } finally {

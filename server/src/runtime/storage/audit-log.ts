@@ -90,10 +90,18 @@ function fromRow(r: Row): AuditRecord {
 }
 
 export class AuditLog {
+  private readonly appended = new Set<() => void>();
+
   constructor(
     private readonly db: SqlDb,
     private readonly now: () => number = Date.now,
   ) {}
+
+  /** Called after every append (the record may still be inside the caller's transaction). */
+  onAppended(fn: () => void): () => void {
+    this.appended.add(fn);
+    return () => this.appended.delete(fn);
+  }
 
   async append(e: AuditEntry): Promise<AuditRecord> {
     // Hash exactly what will be stored and read back: JSON drops undefined, turns NaN into null…
@@ -103,7 +111,7 @@ export class AuditLog {
     } catch (err) {
       throw new TrustplaneError("INVALID_ARGUMENT", "AUDIT_DETAIL_INVALID", `audit detail must be plain JSON data (ids, counts, names): ${(err as Error).message}`, "detail");
     }
-    return this.db.transaction(async () => {
+    const rec = await this.db.transaction(async () => {
       // Replicas append one at a time (per schema), so no two records get the same prev_hash.
       // On SQLite the transaction itself holds the single write lock.
       if (this.db.dialect === "postgres") await this.db.get("SELECT pg_advisory_xact_lock(?::int, hashtext(current_schema())) AS locked", [APPEND_LOCK]);
@@ -120,6 +128,8 @@ export class AuditLog {
       );
       return { ...rec, prevHash, hash };
     });
+    for (const fn of this.appended) fn();
+    return rec;
   }
 
   async list(opts: { afterSeq?: number; limit?: number } = {}): Promise<AuditRecord[]> {
@@ -154,12 +164,19 @@ export class AuditLog {
       after = page[page.length - 1]!.seq;
     }
     if (opts.expectHead) {
-      if (count < opts.expectHead.seq) return { ok: false, records: count, brokenAtSeq: count + 1, problem: `the log ends at ${count} but a head at ${opts.expectHead.seq} was recorded: records were deleted from the end` };
-      const at = await this.db.get<{ hash: Buffer }>("SELECT hash FROM audit_log WHERE seq = ?", [opts.expectHead.seq]);
-      if (!at || !Buffer.from(at.hash).equals(Buffer.from(opts.expectHead.hash))) {
-        return { ok: false, records: count, brokenAtSeq: opts.expectHead.seq, problem: `record ${opts.expectHead.seq} differs from the recorded head` };
-      }
+      const problem = await this.missing(opts.expectHead);
+      if (problem) return { ok: false, records: count, brokenAtSeq: Math.min(count + 1, opts.expectHead.seq), problem };
     }
     return { ok: true, records: count };
+  }
+
+  /** Why the log no longer reaches a head recorded earlier, or undefined when it does. One query. */
+  async missing(head: { seq: number; hash: Uint8Array }): Promise<string | undefined> {
+    const at = await this.db.get<{ hash: Buffer }>("SELECT hash FROM audit_log WHERE seq = ?", [head.seq]);
+    if (!at) {
+      const last = (await this.head())?.seq ?? 0;
+      return last < head.seq ? `the log ends at record ${last} but a head at ${head.seq} was recorded: records were deleted from the end` : `record ${head.seq} is missing`;
+    }
+    return Buffer.from(at.hash).equals(Buffer.from(head.hash)) ? undefined : `record ${head.seq} differs from the recorded head: the log was rewritten`;
   }
 }
