@@ -61,13 +61,14 @@ describe("MemoryNonceStore", () => {
   it("is bounded: sweeps expired entries and refuses (never forgets early) when full", async () => {
     let now = 0;
     const store = new MemoryNonceStore({ maxEntries: 2, now: () => now });
-    expect(await store.remember(Buffer.from([1]), 100)).toBe(true);
-    expect(await store.remember(Buffer.from([2]), 100)).toBe(true);
-    await expect(store.remember(Buffer.from([3]), 100)).rejects.toMatchObject({ status: "RESOURCE_EXHAUSTED", reason: "NONCE_STORE_FULL" });
-    // A full store still recognises a replay as a replay.
-    expect(await store.remember(Buffer.from([1]), 100)).toBe(false);
-    now = 101;
-    expect(await store.remember(Buffer.from([3]), 200)).toBe(true);
+    expect(await store.remember(Buffer.from([1]), 100_000)).toBe(true);
+    expect(await store.remember(Buffer.from([2]), 100_000)).toBe(true);
+    await expect(store.remember(Buffer.from([3]), 100_000)).rejects.toMatchObject({ status: "RESOURCE_EXHAUSTED", reason: "NONCE_STORE_FULL" });
+    // A full store still recognises a replay as a replay, up to the last millisecond.
+    now = 99_999;
+    expect(await store.remember(Buffer.from([1]), 200_000)).toBe(false);
+    now = 100_001;
+    expect(await store.remember(Buffer.from([3]), 200_000)).toBe(true);
     expect(store.size).toBe(1);
   });
 });

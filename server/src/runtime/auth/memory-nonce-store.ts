@@ -1,6 +1,9 @@
-// In-process NonceStore for a single server (tests, `trustplane dev`); replicas share a
-// durable one. Bounded: when full of unexpired nonces it refuses calls rather than forget
-// a nonce early, because forgetting early would re-open a replay window.
+// In-process NonceStore for a single server (tests, `trustplane dev`, agents); replicas share
+// a durable one. Bounded: when full of unexpired nonces it refuses calls rather than forget
+// a nonce early, because forgetting early would re-open a replay window. A nonce is kept
+// until its statement's timestamp leaves the skew window (about 2 × skew at most), so the
+// default capacity of 2,000,000 covers about 6,600 calls/s sustained with the ±300 s default;
+// keys are the nonce's bytes as a latin1 string (16 chars for 128 bits), values whole seconds.
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
 import type { NonceStore } from "./nonce-store.js";
 
@@ -10,6 +13,7 @@ export interface MemoryNonceStoreOptions {
 }
 
 export class MemoryNonceStore implements NonceStore {
+  /** nonce → expiry in whole seconds (small integers stay unboxed in V8). */
   private readonly seen = new Map<string, number>();
   /** Expiry second -> nonces expiring in it, so a sweep touches only what expired. */
   private readonly buckets = new Map<number, string[]>();
@@ -18,7 +22,7 @@ export class MemoryNonceStore implements NonceStore {
   private nextSweepMs = 0;
 
   constructor(opts: MemoryNonceStoreOptions = {}) {
-    this.maxEntries = opts.maxEntries ?? 1_000_000;
+    this.maxEntries = opts.maxEntries ?? 2_000_000;
     this.now = opts.now ?? Date.now;
   }
 
@@ -30,14 +34,15 @@ export class MemoryNonceStore implements NonceStore {
     const now = this.now();
     // Sweep at most once a second, or immediately when full.
     if (now >= this.nextSweepMs || this.seen.size >= this.maxEntries) this.sweep(now);
-    const id = Buffer.from(nonce).toString("base64");
+    const id = Buffer.from(nonce.buffer, nonce.byteOffset, nonce.byteLength).toString("latin1");
     const expires = this.seen.get(id);
-    if (expires !== undefined && expires > now) return false;
+    if (expires !== undefined && expires * 1000 > now) return false;
     if (expires === undefined && this.seen.size >= this.maxEntries) {
-      throw new TrustplaneError("RESOURCE_EXHAUSTED", "NONCE_STORE_FULL", "too many calls inside the replay window; retry shortly");
+      throw new TrustplaneError("RESOURCE_EXHAUSTED", "NONCE_STORE_FULL", `more than ${this.maxEntries} calls inside the replay window; retry shortly (operators: run replicas on PostgreSQL or narrow the skew window)`);
     }
-    this.seen.set(id, expiresAtMs);
-    const second = Math.floor(expiresAtMs / 1000);
+    // Rounded up to the second: a nonce is never forgotten before its expiry.
+    const second = Math.ceil(expiresAtMs / 1000);
+    this.seen.set(id, second);
     const bucket = this.buckets.get(second);
     if (bucket) bucket.push(id);
     else this.buckets.set(second, [id]);
@@ -53,11 +58,11 @@ export class MemoryNonceStore implements NonceStore {
       const remaining = ids.filter((id) => {
         const expires = this.seen.get(id);
         if (expires === undefined) return false;
-        if (expires <= now) {
+        if (expires * 1000 <= now) {
           this.seen.delete(id);
           return false;
         }
-        return Math.floor(expires / 1000) === second;
+        return expires === second;
       });
       if (remaining.length > 0) this.buckets.set(second, remaining);
       else this.buckets.delete(second);
