@@ -33,7 +33,7 @@ afterAll(async () => {
 });
 
 describe("trustplane privileged", () => {
-  it("signs, carries and opens sealed requests through files", async () => {
+  it("signs, carries and opens sealed requests through files", { timeout: 240_000 }, async () => {
     const f = (n: string) => path.join(dir, n);
     for (const [who, classes] of [
       ["investigator", ["inspect"]],

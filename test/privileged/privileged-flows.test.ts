@@ -10,7 +10,8 @@ import { generateX25519KeyPair } from "../../sdk/src/envelope/index.js";
 import { TrustplaneError } from "../../sdk/src/errors.js";
 import { SignedEnvelope } from "../../sdk/src/gen/trustplane/auth/v1/auth.js";
 import { AuthServiceService } from "../../sdk/src/gen/trustplane/auth/v1/service.js";
-import { HostKeyBinding, HostKeysServiceService, PrivilegedRequest, PrivilegedServiceService, type SealedResult } from "../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
+import { BinaryWriter } from "@bufbuild/protobuf/wire";
+import { HostKeyBinding, HostKeysServiceService, PrivilegedRequest, PrivilegedServiceService, SubmitRequest, type SealedResult } from "../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
 import { VmServiceService, VmState } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { buildPrivilegedRequest, openSealedResult, sealPrivilegedRequest, signPrivilegedRequest, type BuildRequestInput } from "../../sdk/src/privileged/index.js";
 import { HOST_KEY_BINDING_TYPE } from "../../server/src/privileged/host-keys-server-area.js";
@@ -193,12 +194,29 @@ describe("privileged refusals (nothing runs)", () => {
     expect((await submitAs(investigator, e)).reason).toBe("REQUEST_WINDOW_INVALID");
   });
 
-  it("a replayed request", async () => {
-    const e = signPrivilegedRequest(diag(), investigator.key, investigator.cert);
+  it("a replayed nonce (another request under it), while a retry of the same envelope gets the same result", async () => {
+    const req = diag();
+    const e = signPrivilegedRequest(req, investigator.key, investigator.cert);
     const agent = agentAs(investigator);
-    await agent.submit({ requestId: "once", envelope: e });
+    const first = (await agent.submit({ requestId: "once", envelope: e })).result!;
+    // A retry after a lost answer: the stored sealed result, not a second execution.
+    expect((await agent.submit({ requestId: "once-retry", envelope: e })).result).toEqual(first);
     agent.close();
-    expect((await submitAs(investigator, e)).reason).toBe("NONCE_REPLAYED");
+    const sameNonce = signPrivilegedRequest({ ...req, justification: "replayed" }, investigator.key, investigator.cert);
+    expect((await submitAs(investigator, sameNonce)).reason).toBe("NONCE_REPLAYED");
+  });
+
+  it("binds the result to the envelope bytes the host received, not a re-encoding", async () => {
+    const req = diag();
+    // The envelope with an unknown field appended: still validly signed, but not canonical.
+    const received = Buffer.concat([SignedEnvelope.encode(signPrivilegedRequest(req, investigator.key, investigator.cert)).finish(), Buffer.from([0x78, 0x01])]);
+    const raw = Buffer.concat([SubmitRequest.encode({ requestId: req.requestId }).finish(), new BinaryWriter().uint32(18).bytes(received).finish()]);
+    const rawSubmit = { submit: { ...PrivilegedServiceService.submit, requestType: { fromPartial: (p: unknown) => p } } };
+    const agent = createClient(rawSubmit, env.dev.agent.address, { key: investigator.key, certificate: investigator.cert, targetHost: HOST });
+    const { result } = await agent.submit(raw as never);
+    agent.close();
+    const opened = openSealedResult({ sealed: result!, recipientPrivateKey: me.privateKey, requestEnvelope: received, hostKey, hostId: HOST, requestId: req.requestId });
+    expect(Buffer.from(opened.requestDigest).equals(createHash("sha256").update(received).digest())).toBe(true);
   });
 
   it("a request for another host", async () => {
