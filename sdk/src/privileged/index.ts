@@ -5,3 +5,4 @@ export * from "./open-result.js";
 export * from "./open-result-stream.js";
 export * from "./operations.js";
 export * from "./certificate-options.js";
+export * from "./host-key-trust.js";
