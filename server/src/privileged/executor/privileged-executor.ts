@@ -75,8 +75,8 @@ interface AuditSubject {
   carrier: string;
 }
 
-/** Plaintext-side size of the chunk messages of a streamed result (gRPC's default limit is 4 MiB). */
-const STREAM_MESSAGE_BYTES = 1024 * 1024;
+/** Envelope pieces below this are merged into one chunk message; segments (1 MiB) go alone. */
+const STREAM_SMALL_PIECE = 64 * 1024;
 
 const denied = (reason: string, message: string, status: "PERMISSION_DENIED" | "UNAUTHENTICATED" | "INVALID_ARGUMENT" | "FAILED_PRECONDITION" = "PERMISSION_DENIED") =>
   new TrustplaneError(status, reason, message);
@@ -210,7 +210,7 @@ export class PrivilegedExecutor {
         }
       }
       const envelope = encryptStream(plaintext(), { recipientPublicKey: a.req.recipientPublicKey, info: resultInfo(a.envelopeBytes), aad: resultAad(this.deps.hostId, a.req.requestId) });
-      for await (const chunk of coalesce(envelope, STREAM_MESSAGE_BYTES)) yield { chunk };
+      for await (const chunk of coalesce(envelope, STREAM_SMALL_PIECE)) yield { chunk };
       if (size !== stream.size) throw new TrustplaneError("INTERNAL", "STREAM_SIZE_CHANGED", `the output was announced as ${stream.size} bytes but ${size} were read`);
       const digest = hash.digest();
       yield { trailer: this.sealResult(this.resultOf(a, output, { streamSize: size, streamSha256: digest }), a) };

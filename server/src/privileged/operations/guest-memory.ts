@@ -59,7 +59,7 @@ function checkLimits(what: string, bytes: number, limits: MemoryReadLimits): voi
 }
 
 /** Streams a file QEMU wrote, then removes it; removal also happens if nobody reads it. */
-function fileStream(file: string, size: number): StreamedOutput {
+export function dumpFileStream(file: string, size: number): StreamedOutput {
   return {
     size,
     async *chunks() {
@@ -84,7 +84,7 @@ export async function readGuestMemory(cp: ControlPlane, a: ReadGuestMemory, limi
       await rm(file, { force: true });
       return { data, memoryDump: info };
     }
-    return { memoryDump: info, stream: fileStream(file, (await stat(file)).size) };
+    return { memoryDump: info, stream: dumpFileStream(file, (await stat(file)).size) };
   } catch (e) {
     await rm(file, { force: true });
     throw e;
@@ -105,7 +105,7 @@ export async function dumpGuestMemory(cp: ControlPlane, a: DumpGuestMemory, limi
     const qmp = await guest.driver.monitor(guest.handle);
     if (format === "raw") await qmp.execute("pmemsave", { val: 0, size: ram, filename: file }, DUMP_TIMEOUT_MS);
     else await qmp.execute("dump-guest-memory", { paging: false, protocol: `file:${file}`, format: "elf" }, DUMP_TIMEOUT_MS);
-    return { memoryDump: { vmId: a.vmId, format, guestMemoryBytes: ram }, stream: fileStream(file, (await stat(file)).size) };
+    return { memoryDump: { vmId: a.vmId, format, guestMemoryBytes: ram }, stream: dumpFileStream(file, (await stat(file)).size) };
   } catch (e) {
     await rm(file, { force: true });
     throw e;
