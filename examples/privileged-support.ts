@@ -1,11 +1,14 @@
 // Shared by the privileged examples: an operator certificate from the dev CA, and the host's
-// keys verified through the CA-signed binding (the server only relays them).
+// keys verified through the CA-signed binding against the pinned CA key (the server only relays them).
 import { SignedEnvelope } from "../sdk/src/gen/trustplane/auth/v1/auth.js";
 import { AuthServiceService } from "../sdk/src/gen/trustplane/auth/v1/service.js";
-import { HostKeyBinding, HostKeysServiceService } from "../sdk/src/gen/trustplane/privileged/v1/privileged.js";
-import { generateSigningKey, importVerificationKey, verifyEnvelopeSync, type SigningKey, type VerificationKey } from "../sdk/src/auth/index.js";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { HostKeysServiceService } from "../sdk/src/gen/trustplane/privileged/v1/privileged.js";
+import { generateSigningKey, type SigningKey } from "../sdk/src/auth/index.js";
 import { createClient } from "../sdk/src/client/create-client.js";
-import { HOST_KEY_BINDING_TYPE } from "../server/src/privileged/host-keys-server-area.js";
+import { trustedHostKeys, type TrustedHostKeys } from "../sdk/src/privileged/index.js";
+import { PINNED_CA_FILE } from "../server/src/privileged/host-keys-server-area.js";
 import type { TourContext } from "./tour-context.js";
 
 export interface Operator {
@@ -34,13 +37,15 @@ export async function certifiedOperator(ctx: TourContext, name: string, classes:
   }
 }
 
-export async function hostKeys(ctx: TourContext, hostId: string): Promise<{ signing: VerificationKey; sealing: Uint8Array }> {
+/**
+ * The host's keys, trusted because the CA key pinned from the dev data dir (ca.pub.jwk.json,
+ * written by `trustplane dev`) signed their binding, not because the server relayed them.
+ */
+export async function hostKeys(ctx: TourContext, hostId: string): Promise<TrustedHostKeys> {
+  const pin = { caJwk: readFileSync(path.join(ctx.dataDir, PINNED_CA_FILE), "utf8") };
   const keys = createClient(HostKeysServiceService, ctx.server, { key: ctx.admin });
   try {
-    const res = await keys.getHostKeys({ hostIds: [hostId] });
-    const ca = importVerificationKey(res.caJwks[0]!);
-    const binding = HostKeyBinding.decode(verifyEnvelopeSync(res.hosts[0]!.binding!, { expectedType: HOST_KEY_BINDING_TYPE, resolveKey: (id) => (id === ca.keyId ? ca : undefined) }).payload);
-    return { signing: importVerificationKey(binding.signingJwk), sealing: binding.sealingPublicKey };
+    return trustedHostKeys(await keys.getHostKeys({ hostIds: [hostId] }), pin).get(hostId)!;
   } finally {
     keys.close();
   }

@@ -3,17 +3,20 @@
 // VM, its own config), signs the result and seals it to the requester. The three flows from
 // the issue, and every refusal with its reason.
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generateSigningKey, importVerificationKey, verifyEnvelopeSync, type SigningKey, type VerificationKey } from "../../sdk/src/auth/index.js";
+import { generateSigningKey, type SigningKey, type VerificationKey } from "../../sdk/src/auth/index.js";
 import { createClient } from "../../sdk/src/client/create-client.js";
 import { generateX25519KeyPair } from "../../sdk/src/envelope/index.js";
 import { TrustplaneError } from "../../sdk/src/errors.js";
 import { SignedEnvelope } from "../../sdk/src/gen/trustplane/auth/v1/auth.js";
 import { AuthServiceService } from "../../sdk/src/gen/trustplane/auth/v1/service.js";
-import { HostKeyBinding, HostKeysServiceService, PrivilegedRequest, PrivilegedServiceService, type SealedResult } from "../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
+import { BinaryWriter } from "@bufbuild/protobuf/wire";
+import { HostKeysServiceService, PrivilegedRequest, PrivilegedServiceService, SubmitRequest, type SealedResult } from "../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
 import { VmServiceService, VmState } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
-import { buildPrivilegedRequest, openSealedResult, sealPrivilegedRequest, signPrivilegedRequest, type BuildRequestInput } from "../../sdk/src/privileged/index.js";
-import { HOST_KEY_BINDING_TYPE } from "../../server/src/privileged/host-keys-server-area.js";
+import { buildPrivilegedRequest, openSealedResult, sealPrivilegedRequest, signPrivilegedRequest, trustedHostKeys, type BuildRequestInput } from "../../sdk/src/privileged/index.js";
+import { PINNED_CA_FILE } from "../../server/src/privileged/host-keys-server-area.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
 
 const HOST = "dev-host-1";
@@ -78,14 +81,14 @@ beforeAll(async () => {
   investigator = await operator("investigator", ["lifecycle", "inspect", "memory", "patch"]);
   technician = await operator("technician", ["carry"]);
   support = await operator("support", ["lifecycle"]);
-  // The host's keys, trusted because the CA signed their binding, not because the server relayed them.
+  // The host's keys, trusted because the pinned CA key (written by trustplane dev) signed their
+  // binding, not because the server relayed them.
   const keys = createClient(HostKeysServiceService, env.dev.server.address, { key: env.admin });
   const res = await keys.getHostKeys({ hostIds: [HOST] });
   keys.close();
-  const ca = importVerificationKey(res.caJwks[0]!);
-  const binding = HostKeyBinding.decode(verifyEnvelopeSync(res.hosts[0]!.binding!, { expectedType: HOST_KEY_BINDING_TYPE, resolveKey: (id) => (id === ca.keyId ? ca : undefined) }).payload);
-  hostKey = importVerificationKey(binding.signingJwk);
-  hostSealing = binding.sealingPublicKey;
+  const host = trustedHostKeys(res, { caJwk: readFileSync(path.join(env.config.dataDir, PINNED_CA_FILE), "utf8") }).get(HOST)!;
+  hostKey = host.signing;
+  hostSealing = host.sealing;
   const vms = createClient(VmServiceService, env.dev.server.address, { key: env.admin });
   vmId = (await vms.createVm({ requestId: "priv-vm", name: "evidence", image: "process", resources: { vcpus: 1, memoryMib: 128, diskGib: 0 } })).vm!.vmId;
   for (let i = 0; i < 200 && (await vms.getVm({ vmId })).vm!.state !== VmState.VM_STATE_RUNNING; i++) await new Promise((r) => setTimeout(r, 25));
@@ -164,6 +167,28 @@ describe("privileged flows", () => {
   });
 });
 
+describe("lifecycle operations and per-key limits", () => {
+  it("terminates a guest through the control plane, but not for a key limited to start/stop", async () => {
+    const vms = createClient(VmServiceService, env.dev.server.address, { key: env.admin });
+    const doomed = (await vms.createVm({ requestId: "priv-doomed", name: "doomed", image: "process", resources: { vcpus: 1, memoryMib: 64, diskGib: 0 } })).vm!.vmId;
+    for (let i = 0; i < 200 && (await vms.getVm({ vmId: doomed })).vm!.state !== VmState.VM_STATE_RUNNING; i++) await new Promise((r) => setTimeout(r, 25));
+    vms.close();
+    const me = generateX25519KeyPair();
+    const startStop = await operator("support-start-stop", ["lifecycle"], { options: [{ name: "operations", value: "start_guest,stop_guest", critical: true }] });
+    const limited = agentAs(startStop);
+    const denied = signPrivilegedRequest(request({ terminateGuest: { vmId: doomed } }, me.publicKey), startStop.key, startStop.cert);
+    const err = await refused(limited.submit({ requestId: "t1", envelope: denied }));
+    limited.close();
+    expect([err.status, err.reason]).toEqual(["PERMISSION_DENIED", "POLICY_DENIED"]);
+    const agent = agentAs(investigator);
+    const req = request({ terminateGuest: { vmId: doomed } }, me.publicKey);
+    const envelope = signPrivilegedRequest(req, investigator.key, investigator.cert);
+    const { result } = await agent.submit({ requestId: req.requestId, envelope });
+    agent.close();
+    expect(open(result!, envelope, me.privateKey, req.requestId).guestState).toMatchObject({ vmId: doomed, state: "TERMINATED" });
+  });
+});
+
 describe("privileged refusals (nothing runs)", () => {
   const me = generateX25519KeyPair();
   const diag = () => request({ collectHostDiagnostics: {} }, me.publicKey);
@@ -193,12 +218,29 @@ describe("privileged refusals (nothing runs)", () => {
     expect((await submitAs(investigator, e)).reason).toBe("REQUEST_WINDOW_INVALID");
   });
 
-  it("a replayed request", async () => {
-    const e = signPrivilegedRequest(diag(), investigator.key, investigator.cert);
+  it("a replayed nonce (another request under it), while a retry of the same envelope gets the same result", async () => {
+    const req = diag();
+    const e = signPrivilegedRequest(req, investigator.key, investigator.cert);
     const agent = agentAs(investigator);
-    await agent.submit({ requestId: "once", envelope: e });
+    const first = (await agent.submit({ requestId: "once", envelope: e })).result!;
+    // A retry after a lost answer: the stored sealed result, not a second execution.
+    expect((await agent.submit({ requestId: "once-retry", envelope: e })).result).toEqual(first);
     agent.close();
-    expect((await submitAs(investigator, e)).reason).toBe("NONCE_REPLAYED");
+    const sameNonce = signPrivilegedRequest({ ...req, justification: "replayed" }, investigator.key, investigator.cert);
+    expect((await submitAs(investigator, sameNonce)).reason).toBe("NONCE_REPLAYED");
+  });
+
+  it("binds the result to the envelope bytes the host received, not a re-encoding", async () => {
+    const req = diag();
+    // The envelope with an unknown field appended: still validly signed, but not canonical.
+    const received = Buffer.concat([SignedEnvelope.encode(signPrivilegedRequest(req, investigator.key, investigator.cert)).finish(), Buffer.from([0x78, 0x01])]);
+    const raw = Buffer.concat([SubmitRequest.encode({ requestId: req.requestId }).finish(), new BinaryWriter().uint32(18).bytes(received).finish()]);
+    const rawSubmit = { submit: { ...PrivilegedServiceService.submit, requestType: { fromPartial: (p: unknown) => p } } };
+    const agent = createClient(rawSubmit, env.dev.agent.address, { key: investigator.key, certificate: investigator.cert, targetHost: HOST });
+    const { result } = await agent.submit(raw as never);
+    agent.close();
+    const opened = openSealedResult({ sealed: result!, recipientPrivateKey: me.privateKey, requestEnvelope: received, hostKey, hostId: HOST, requestId: req.requestId });
+    expect(Buffer.from(opened.requestDigest).equals(createHash("sha256").update(received).digest())).toBe(true);
   });
 
   it("a request for another host", async () => {

@@ -120,21 +120,32 @@ export function verifyCertificate(envelopeBytes: Uint8Array, opts: VerifyCertifi
   return cert;
 }
 
-/** Glob over host ids: "*" matches any run of characters (also none); empty pattern matches all. */
+/**
+ * Glob over host ids as the CA documents it (SSH's pattern rules): "*" matches any run of
+ * characters (also none), "?" exactly one character; an empty pattern matches every host.
+ */
 export function hostPatternMatches(pattern: string, hostId: string): boolean {
   if (pattern === "") return true;
-  const parts = pattern.split("*");
-  if (parts.length === 1) return pattern === hostId;
-  const first = parts[0]!;
-  const last = parts[parts.length - 1]!;
-  if (hostId.length < first.length + last.length) return false;
-  if (!hostId.startsWith(first) || !hostId.endsWith(last)) return false;
-  let pos = first.length;
-  const end = hostId.length - last.length;
-  for (let i = 1; i < parts.length - 1; i++) {
-    const idx = hostId.indexOf(parts[i]!, pos);
-    if (idx < 0 || idx + parts[i]!.length > end) return false;
-    pos = idx + parts[i]!.length;
+  // Iterative wildcard match with one backtrack point: linear in practice, no regex built from input.
+  let p = 0;
+  let h = 0;
+  let star = -1;
+  let resume = 0;
+  while (h < hostId.length) {
+    const c = pattern[p];
+    if (c === "?" || (c !== undefined && c !== "*" && c === hostId[h])) {
+      p++;
+      h++;
+    } else if (c === "*") {
+      star = p++;
+      resume = h;
+    } else if (star >= 0) {
+      p = star + 1;
+      h = ++resume;
+    } else {
+      return false;
+    }
   }
-  return true;
+  while (pattern[p] === "*") p++;
+  return p === pattern.length;
 }

@@ -47,6 +47,7 @@ export const REQUEST_TYPES: Readonly<Record<string, { fromPartial(object: any): 
   "/trustplane.privileged.v1.PrivilegedService/Submit": m5.SubmitRequest,
   "/trustplane.privileged.v1.PrivilegedService/SubmitStream": m5.SubmitStreamRequest,
   "/trustplane.privileged.v1.HostKeysService/GetHostKeys": m5.GetHostKeysRequest,
+  "/trustplane.privileged.v1.PrivilegedAuditService/RecordHostAudit": m5.RecordHostAuditRequest,
   "/trustplane.token.v1.TokenService/CreateServiceAccount": m6.CreateServiceAccountRequest,
   "/trustplane.token.v1.TokenService/GetServiceAccount": m6.GetServiceAccountRequest,
   "/trustplane.token.v1.TokenService/ListServiceAccounts": m6.ListServiceAccountsRequest,

@@ -42,11 +42,23 @@ export function openSealedResult(input: OpenResultInput): PrivilegedResult {
   } catch {
     throw bad("RESULT_MALFORMED", "the opened result is not a signed envelope");
   }
-  const verified = verifyEnvelopeSync(envelope, { expectedType: PRIVILEGED_RESULT_TYPE, resolveKey: (keyId) => (keyId === input.hostKey.keyId ? input.hostKey : undefined) });
-  const result = PrivilegedResult.decode(verified.payload);
-  if (result.hostId !== input.hostId || result.requestId !== input.requestId) throw bad("RESULT_MISMATCH", "the host signed a result for another host or request");
+  let payload: Uint8Array;
+  try {
+    payload = verifyEnvelopeSync(envelope, { expectedType: PRIVILEGED_RESULT_TYPE, resolveKey: (keyId) => (keyId === input.hostKey.keyId ? input.hostKey : undefined) }).payload;
+  } catch (e) {
+    throw bad("RESULT_SIGNATURE_INVALID", `the result is not signed by host ${input.hostId}'s key (${e instanceof TrustplaneError ? e.reason : (e as Error).message})`);
+  }
+  let result: PrivilegedResult;
+  try {
+    result = PrivilegedResult.decode(payload);
+  } catch {
+    throw bad("RESULT_MALFORMED", "the host-signed result does not parse");
+  }
+  // The seal's labels are not signed; the host's own statement of what it answered is.
+  if (result.hostId !== input.hostId) throw bad("RESULT_MISMATCH", `the host signed a result for host ${result.hostId}, not ${input.hostId}`);
+  if (result.requestId !== input.requestId) throw bad("RESULT_MISMATCH", `the host signed a result for request ${result.requestId}, not ${input.requestId}`);
   if (!Buffer.from(result.requestDigest).equals(createHash("sha256").update(input.requestEnvelope).digest())) {
-    throw bad("RESULT_MISMATCH", "the host's result answers a different request");
+    throw bad("RESULT_MISMATCH", "the host's result answers a different request (its request digest differs)");
   }
   return result;
 }

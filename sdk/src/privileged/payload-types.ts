@@ -21,3 +21,6 @@ export function resultInfo(requestEnvelopeBytes: Uint8Array): Buffer {
 export function resultAad(hostId: string, requestId: string): Buffer {
   return Buffer.from(`${hostId}\u0000${requestId}`, "utf8");
 }
+
+/** The CA-signed binding of a host id to its signing and sealing keys (HostKeysService). */
+export const HOST_KEY_BINDING_TYPE = "application/vnd.trustplane.host-key-binding+proto";

@@ -376,6 +376,8 @@ export const HOST_POLICY: PrincipalRecord["policy"] = {
     },
     // The VM agent: report capacity and heartbeat; the handlers check it speaks for itself.
     { methods: ["/trustplane.vm.v1.HostService/RegisterHost", "/trustplane.vm.v1.HostService/Heartbeat"], effect: "allow" },
+    // The privileged executor: forward its own audit; the handler checks host_id is the caller's own.
+    { methods: ["/trustplane.privileged.v1.PrivilegedAuditService/RecordHostAudit"], effect: "allow" },
   ],
 };
 

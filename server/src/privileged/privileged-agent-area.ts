@@ -1,57 +1,100 @@
 // The privileged-operations area on the agent: PrivilegedService over the executor, with the
 // host's keys from join, the CA it trusts, a replay cache, the VM control plane and the
-// agent's patchable runtime configuration. Outcomes are audited in the agent's log.
+// agent's patchable runtime configuration. Every outcome goes to the agent's hash-chained
+// audit file and from there to the server's audit log; log levels never reach either.
 import path from "node:path";
-import { PrivilegedServiceService, type SubmitRequest } from "../../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
+import { createClient } from "../../../sdk/src/client/create-client.js";
 import { invalidArgument } from "../../../sdk/src/errors.js";
-import type { SignedEnvelope } from "../../../sdk/src/gen/trustplane/auth/v1/auth.js";
+import { PrivilegedAuditServiceService, PrivilegedServiceService, type SealedRequest } from "../../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
 import { MemoryNonceStore } from "../runtime/auth/memory-nonce-store.js";
+import type { MethodDef } from "../runtime/auth/service-binder.js";
 import type { AgentArea } from "../processes/area.js";
 import { controlPlaneFor } from "../vm/agent/vm-agent-area.js";
+import { HostAuditFile } from "./audit/host-audit-file.js";
+import { HostAuditForwarder } from "./audit/host-audit-forwarder.js";
 import { PrivilegedExecutor } from "./executor/privileged-executor.js";
+import { submittedRequestBytes, type SubmittedRequestBytes } from "./executor/submitted-request-bytes.js";
 import { createOperationRegistry } from "./operations/operation-registry.js";
 import { RuntimeConfigStore } from "./operations/runtime-config-store.js";
 
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
+/** Audit detail is a message, not a payload: bounded so the server's limit is never reached. */
+const MAX_DETAIL = 1000;
+
+type Received<Req> = { requestId: string; decoded: Req; received: SubmittedRequestBytes };
+
+/** The generated method with its raw request bytes kept beside the decoded message. */
+function withReceivedBytes<M extends MethodDef<{ requestId: string }>>(def: M): Omit<M, "requestDeserialize"> & { requestDeserialize: (bytes: Buffer) => Received<ReturnType<M["requestDeserialize"]>> } {
+  return {
+    ...def,
+    requestDeserialize: (bytes: Buffer) => {
+      const decoded = def.requestDeserialize(bytes) as ReturnType<M["requestDeserialize"]>;
+      return { requestId: decoded.requestId, decoded, received: submittedRequestBytes(bytes) };
+    },
+  };
+}
 
 export const privilegedAgentArea: AgentArea = {
   name: "privileged",
   async start(ctx) {
+    let agentMaxMemoryRead: number | undefined;
     const config = new RuntimeConfigStore(path.join(ctx.stateDir, "runtime-config.json"), {
       log_level: {
         initial: ctx.config.logLevel,
         validate: (v) => (LOG_LEVELS.has(v) ? undefined : `must be one of ${[...LOG_LEVELS].join(", ")}`),
+        apply: (v) => ctx.setLogLevel(v),
+      },
+      max_memory_read_bytes: {
+        // "0": no agent-wide limit beyond the guest's memory and each key's max_memory_read.
+        initial: "0",
+        validate: (v) => (/^(0|[1-9][0-9]{0,15})$/.test(v) ? undefined : "must be a whole number of bytes (0 for no limit)"),
         apply: (v) => {
-          ctx.logger.level = v;
+          agentMaxMemoryRead = v === "0" ? undefined : Number(v);
         },
       },
-      metadata_rate_limit_per_second: {
-        initial: "50",
-        validate: (v) => (/^\d{1,5}$/.test(v) && Number(v) >= 1 ? undefined : "must be a whole number from 1 to 99999"),
-        apply: () => undefined,
-      },
     });
+    const auditFile = HostAuditFile.open(path.join(ctx.stateDir, "privileged-audit.jsonl"));
+    const auditClient = createClient(PrivilegedAuditServiceService, ctx.serverAddress, { key: ctx.signingKey, certificate: ctx.hostCertificate, credentials: ctx.serverCredentials });
+    const forwarder = new HostAuditForwarder({ hostId: ctx.hostId, sink: auditClient, cursorFile: path.join(ctx.stateDir, "privileged-audit.forwarded"), logger: ctx.logger });
+    forwarder.enqueue(auditFile.takeRecords());
     const executor = new PrivilegedExecutor({
       hostId: ctx.hostId,
       hostKey: ctx.signingKey,
       sealingPrivateKey: ctx.sealing.privateKey,
       caKeys: () => ctx.caKeys,
       nonces: new MemoryNonceStore(),
-      operations: createOperationRegistry({ controlPlane: controlPlaneFor(ctx.hostId), config, principalOf: (req) => req.requestId }),
-      audit: (e) => ctx.logger.info({ audit: "privileged", ...e }, `privileged ${e.operation}: ${e.outcome}`),
+      operations: createOperationRegistry({ controlPlane: controlPlaneFor(ctx.hostId), config, agentMaxMemoryRead: () => agentMaxMemoryRead }),
+      audit: {
+        async record(e) {
+          const record = await auditFile.append({ ...e, signer: e.signer ?? "", detail: (e.detail ?? "").slice(0, MAX_DETAIL) });
+          forwarder.enqueue([record]);
+          ctx.logger.info({ auditSeq: record.seq, requestId: e.requestId, operation: e.operation, outcome: e.outcome }, `privileged ${e.operation}: ${e.outcome}`);
+        },
+      },
     });
-    const envelopeOf = (req: SubmitRequest): SignedEnvelope => {
-      if (req.envelope) return req.envelope;
-      if (req.sealed) return executor.unsealRequest(req.sealed);
+    const envelopeOf = (req: { decoded: { sealed?: SealedRequest }; received: SubmittedRequestBytes }): Uint8Array => {
+      if (req.received.envelope) return req.received.envelope;
+      if (req.decoded.sealed) return executor.unsealRequest(req.decoded.sealed);
       throw invalidArgument("request", "give a signed envelope or a sealed request");
     };
-    ctx.bind(PrivilegedServiceService, {
-      async submit(req, callCtx) {
-        return { result: await executor.execute(envelopeOf(req), callCtx.caller) };
+    ctx.bind(
+      { submit: withReceivedBytes(PrivilegedServiceService.submit), submitStream: withReceivedBytes(PrivilegedServiceService.submitStream) },
+      {
+        async submit(req, callCtx) {
+          return { result: await executor.execute(envelopeOf(req), callCtx.caller) };
+        },
+        async *submitStream(req, callCtx) {
+          yield* executor.executeStream(envelopeOf(req), callCtx.caller);
+        },
       },
-      async *submitStream(req, callCtx) {
-        yield { result: await executor.execute(envelopeOf(req), callCtx.caller) };
+    );
+    return {
+      async stop() {
+        await forwarder.drain(2000);
+        forwarder.stop();
+        auditClient.close();
+        auditFile.close();
       },
-    });
+    };
   },
 };

@@ -18,10 +18,12 @@ import { RulePolicyEngine } from "../runtime/auth/policy-engine.js";
 import { bindService, type BindRuntime } from "../runtime/auth/service-binder.js";
 import type { Config } from "../runtime/config.js";
 import { GrpcServerHost } from "../runtime/grpc-server.js";
+import { LogLevelControl } from "../runtime/log-level-control.js";
 import { readJsonSecretFile, writeSecretFile } from "../runtime/key-file.js";
 import type { Logger } from "../runtime/logger.js";
 import { SERVER_PRINCIPAL } from "./server-keys.js";
 import { importX25519Jwk } from "../../../sdk/src/envelope/index.js";
+import { PRIVILEGED_CERTIFICATE_OPTIONS } from "../../../sdk/src/privileged/certificate-options.js";
 import type { Bind, Running } from "./area.js";
 import { AGENT_AREAS } from "./areas.js";
 import { UNIMPLEMENTED_AGENT_SERVICES, serviceName } from "./service-catalog.js";
@@ -91,6 +93,8 @@ async function join(config: Config, hostId: string, stateDir: string, logger: Lo
 export async function startAgent(config: Config, logger: Logger): Promise<AgentHandle> {
   const hostId = config.hostId ?? defaultHostId();
   const stateDir = path.join(config.dataDir, "agent", hostId);
+  // Before any child logger exists, so a runtime level change reaches all of them.
+  const logLevel = new LogLevelControl(logger);
   // CA keys arrive with the identity; until then no caller can be verified (UNKNOWN_KEY).
   const caKeys: VerificationKey[] = [];
   // The agent knows no keys by id: every caller (the server, operators) presents a CA certificate.
@@ -107,6 +111,8 @@ export async function startAgent(config: Config, logger: Logger): Promise<AgentH
     ),
     skewMs: config.skewSeconds * 1000,
     hostId,
+    // Operator certificates may restrict privileged operations; the executor enforces them.
+    knownCertificateOptions: PRIVILEGED_CERTIFICATE_OPTIONS as Set<string>,
   });
   const host = new GrpcServerHost({ listen: config.agentListen, tls: config.tls, logger, drainSeconds: config.drainSeconds });
   const runtime: BindRuntime = { verifier, logger: logger.child({ hostId }) };
@@ -140,6 +146,7 @@ export async function startAgent(config: Config, logger: Logger): Promise<AgentH
         serverCredentials: serverCredentialsFor(config),
         stateDir,
         bind,
+        setLogLevel: (level) => logLevel.set(level),
       });
       if (r) running.unshift(r);
     }

@@ -49,6 +49,8 @@ export interface AgentAreaContext {
   /** Directory for this agent's state (0700). */
   stateDir: string;
   bind: Bind;
+  /** Sets the log level of the whole agent process (every logger it made, not one child). */
+  setLogLevel(level: string): void;
 }
 
 export interface AgentArea {

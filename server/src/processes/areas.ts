@@ -8,8 +8,9 @@ import { vmAgentArea } from "../vm/agent/vm-agent-area.js";
 import { vmServerArea } from "../vm/manager/vm-server-area.js";
 import { privilegedAgentArea } from "../privileged/privileged-agent-area.js";
 import { hostKeysServerArea } from "../privileged/host-keys-server-area.js";
+import { privilegedAuditServerArea } from "../privileged/privileged-audit-server-area.js";
 import { deployServerArea } from "../deploy/server/deploy-server-area.js";
 
-export const SERVER_AREAS: ServerArea[] = [tokenServerArea, vmServerArea, hostKeysServerArea, deployServerArea, jobServerArea];
+export const SERVER_AREAS: ServerArea[] = [tokenServerArea, vmServerArea, hostKeysServerArea, privilegedAuditServerArea, deployServerArea, jobServerArea];
 
 export const AGENT_AREAS: AgentArea[] = [tokenAgentArea, vmAgentArea, privilegedAgentArea];

@@ -8,6 +8,7 @@ import { existsSync } from "node:fs";
 import { exportPrivateJwk, generateSigningKey, importVerificationKey, type SigningKey } from "../../../sdk/src/auth/index.js";
 import { AuthServiceService } from "../../../sdk/src/gen/trustplane/auth/v1/service.js";
 import { HOST_POLICY, createAuthHandlers } from "../auth/auth-service.js";
+import { PRIVILEGED_CERTIFICATE_OPTIONS } from "../../../sdk/src/privileged/certificate-options.js";
 import { KeyCache } from "../auth/key-cache.js";
 import { CallVerifier } from "../runtime/auth/call-verifier.js";
 import type { NonceStore } from "../runtime/auth/nonce-store.js";
@@ -110,7 +111,9 @@ export async function startServer(config: Config, logger: Logger, options: { adm
       return rec ? { roles: rec.roles, rules: [...AUTHENTICATED_BASELINE.rules, ...(rec.kind === "host" ? HOST_POLICY.rules : rec.policy.rules)] } : undefined;
     });
     const caVerification = importVerificationKey(keys.ca.publicJwk);
-    const verifier = new CallVerifier({ keys: keyCache, caKeys: () => [caVerification], nonces, policy, skewMs: config.skewSeconds * 1000 });
+    // Privileged certificate options restrict operations on hosts' agents; no server method is
+    // one, so the server understands them as restricting nothing here.
+    const verifier = new CallVerifier({ keys: keyCache, caKeys: () => [caVerification], nonces, policy, skewMs: config.skewSeconds * 1000, knownCertificateOptions: PRIVILEGED_CERTIFICATE_OPTIONS as Set<string> });
     const host = new GrpcServerHost({ listen: config.listen, tls: config.tls, logger, drainSeconds: config.drainSeconds });
     const runtime: BindRuntime = {
       verifier,

@@ -1,70 +1,29 @@
-// The privileged operations an agent can execute, each with its operation class (what a CA
-// certificate must allow: lifecycle, inspect, memory, patch) and its implementation on real
-// things: the host's /proc, the VM control plane, the agent's own runtime configuration.
-import { randomBytes } from "node:crypto";
+// The privileged operations an agent can execute (seed 002), each on real things: the host's
+// /proc, the VM control plane and its drivers (QMP for QEMU guests), the agent's own runtime
+// configuration. Which class each needs and which ones stream lives in the SDK's operations.ts.
 import { readFileSync } from "node:fs";
-import { readFile, rm } from "node:fs/promises";
-import path from "node:path";
 import os from "node:os";
-import { TrustplaneError, invalidArgument } from "../../../../sdk/src/errors.js";
-import { HypervisorType, VmState } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
-import type { PrivilegedRequest, PrivilegedResult } from "../../../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
+import { TrustplaneError } from "../../../../sdk/src/errors.js";
+import { VmState } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import type { PrivilegedRequest } from "../../../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
+import type { OperationName } from "../../../../sdk/src/privileged/operations.js";
 import type { ControlPlane } from "../../vm/agent/control-plane.js";
-import { QemuDriver } from "../../vm/agent/drivers/qemu/qemu-driver.js";
-
-/** Largest memory range returned in one unary result. */
-const MAX_MEMORY_READ = 16 * 1024 * 1024;
+import { dumpGuestMemory, readGuestMemory } from "./guest-memory.js";
+import { queryHypervisor } from "./hypervisor-status.js";
+import type { OperationOutput } from "./operation-output.js";
 import type { RuntimeConfigStore } from "./runtime-config-store.js";
 
-export type OperationName =
-  | "read_guest_memory"
-  | "dump_guest_memory"
-  | "query_hypervisor"
-  | "collect_host_diagnostics"
-  | "stop_guest"
-  | "start_guest"
-  | "terminate_guest"
-  | "apply_config_patch";
+export type { OperationName };
 
-export type OperationClass = "lifecycle" | "inspect" | "memory" | "patch";
-
-const CLASSES: Record<OperationName, OperationClass> = {
-  read_guest_memory: "memory",
-  dump_guest_memory: "memory",
-  query_hypervisor: "inspect",
-  collect_host_diagnostics: "inspect",
-  stop_guest: "lifecycle",
-  start_guest: "lifecycle",
-  terminate_guest: "lifecycle",
-  apply_config_patch: "patch",
-};
-
-/** Which operation a request names, and the class a certificate must allow for it. */
-export function operationOf(req: PrivilegedRequest): { name: OperationName; operationClass: OperationClass } | undefined {
-  const name: OperationName | undefined = req.readGuestMemory
-    ? "read_guest_memory"
-    : req.dumpGuestMemory
-      ? "dump_guest_memory"
-      : req.queryHypervisor
-        ? "query_hypervisor"
-        : req.collectHostDiagnostics
-          ? "collect_host_diagnostics"
-          : req.stopGuest
-            ? "stop_guest"
-            : req.startGuest
-              ? "start_guest"
-              : req.terminateGuest
-                ? "terminate_guest"
-                : req.applyConfigPatch
-                  ? "apply_config_patch"
-                  : undefined;
-  return name && { name, operationClass: CLASSES[name] };
+/** Who asked, and the per-key limits the certificate sets. */
+export interface OperationContext {
+  /** The certified principal that signed the request (the control plane's initiator). */
+  principal: string;
+  maxMemoryRead?: number;
 }
 
-export type OperationOutput = Partial<Omit<PrivilegedResult, "requestId" | "hostId" | "requestDigest" | "executedAtMs">>;
-
 export interface OperationRegistry {
-  run(name: OperationName, req: PrivilegedRequest): Promise<OperationOutput>;
+  run(name: OperationName, req: PrivilegedRequest, ctx: OperationContext): Promise<OperationOutput>;
 }
 
 function meminfo(): { total: number; available: number } {
@@ -88,14 +47,22 @@ function processInfo(pid: number): { command: string; rssBytes: number; cpuSecon
   }
 }
 
-export function createOperationRegistry(deps: { controlPlane?: ControlPlane; config: RuntimeConfigStore; principalOf: (req: PrivilegedRequest) => string }): OperationRegistry {
+export interface OperationRegistryDeps {
+  controlPlane?: ControlPlane;
+  config: RuntimeConfigStore;
+  /** The agent's own per-read memory limit (runtime config), read at each operation. */
+  agentMaxMemoryRead?: () => number | undefined;
+}
+
+export function createOperationRegistry(deps: OperationRegistryDeps): OperationRegistry {
   const cp = () => {
     if (!deps.controlPlane) throw new TrustplaneError("FAILED_PRECONDITION", "NO_CONTROL_PLANE", "this agent runs no VM control plane");
     return deps.controlPlane;
   };
   const stateName = (s: VmState) => VmState[s]?.replace("VM_STATE_", "") ?? String(s);
   return {
-    async run(name, req) {
+    async run(name, req, ctx) {
+      const initiator = `privileged:${ctx.principal}`;
       switch (name) {
         case "collect_host_diagnostics": {
           const mem = meminfo();
@@ -111,67 +78,29 @@ export function createOperationRegistry(deps: { controlPlane?: ControlPlane; con
             },
           };
         }
-        case "query_hypervisor": {
-          const inst = cp().get(req.queryHypervisor!.vmId);
-          return {
-            hypervisorStatus: {
-              vmId: inst.vmId,
-              status: stateName(inst.state).toLowerCase(),
-              running: inst.state === VmState.VM_STATE_RUNNING,
-              hypervisorVersion: HypervisorType[inst.hypervisor]?.replace("HYPERVISOR_TYPE_", "").toLowerCase() ?? "",
-              accelerator: inst.accelerator,
-              devices: [],
-              blockDevices: inst.volumes.map((v) => v.volumeId),
-            },
-          };
-        }
+        case "query_hypervisor":
+          return { hypervisorStatus: await queryHypervisor(cp(), req.queryHypervisor!.vmId) };
         case "stop_guest": {
           const a = req.stopGuest!;
-          const inst = await cp().stop(a.vmId, (a.timeoutSeconds || 30) * 1000, a.force, `privileged:${deps.principalOf(req)}`);
+          const inst = await cp().stop(a.vmId, (a.timeoutSeconds || 30) * 1000, a.force, initiator);
           return { guestState: { vmId: inst.vmId, state: stateName(inst.state) } };
         }
         case "start_guest": {
-          const inst = await cp().start(req.startGuest!.vmId, `privileged:${deps.principalOf(req)}`);
+          const inst = await cp().start(req.startGuest!.vmId, initiator);
           return { guestState: { vmId: inst.vmId, state: stateName(inst.state) } };
         }
         case "terminate_guest": {
-          const inst = await cp().terminate(req.terminateGuest!.vmId, `privileged:${deps.principalOf(req)}`);
+          const inst = await cp().terminate(req.terminateGuest!.vmId, initiator);
           return { guestState: { vmId: inst.vmId, state: stateName(inst.state) } };
         }
         case "apply_config_patch": {
           const p = req.applyConfigPatch!;
           return { configPatch: p.revertOf ? await deps.config.revert(p.revertOf, req.requestId) : await deps.config.apply(p.key, p.value, req.requestId) };
         }
-        case "read_guest_memory": {
-          const a = req.readGuestMemory!;
-          if (!a.vmId) throw invalidArgument("vm_id", "required");
-          if (a.length <= 0 || a.length > MAX_MEMORY_READ) throw invalidArgument("length", `must be 1..${MAX_MEMORY_READ} bytes (use dump_guest_memory for more)`);
-          const guest = cp().runningGuest(a.vmId);
-          if (!(guest.driver instanceof QemuDriver)) {
-            throw new TrustplaneError("UNIMPLEMENTED", "DRIVER_UNSUPPORTED", `guest memory of ${a.vmId} cannot be read: the ${guest.driver.name} driver offers no memory inspection (QEMU guests do, through QMP)`);
-          }
-          // QMP writes the bytes to a file the agent owns (0700 instance dir), read once and removed.
-          const file = path.join(guest.dir, `memread-${randomBytes(6).toString("hex")}.bin`);
-          try {
-            await guest.driver.pmemsave(guest.handle, Number(a.address), Number(a.length), file);
-            const data = await readFile(file);
-            return { data, memoryDump: { vmId: a.vmId, format: "raw", guestMemoryBytes: data.length } };
-          } finally {
-            await rm(file, { force: true });
-          }
-        }
-        case "dump_guest_memory": {
-          const vmId = req.dumpGuestMemory!.vmId;
-          if (!vmId) throw invalidArgument("vm_id", "required");
-          const guest = cp().runningGuest(vmId);
-          throw new TrustplaneError(
-            "UNIMPLEMENTED",
-            guest.driver instanceof QemuDriver ? "DUMP_NOT_STREAMED_YET" : "DRIVER_UNSUPPORTED",
-            guest.driver instanceof QemuDriver
-              ? `whole-memory dumps of ${vmId} need the streamed result path (SubmitStream with the envelope format), which is not wired yet; read ranges with read_guest_memory`
-              : `guest memory of ${vmId} cannot be dumped: the ${guest.driver.name} driver offers no memory inspection`,
-          );
-        }
+        case "read_guest_memory":
+          return readGuestMemory(cp(), req.readGuestMemory!, { certificate: ctx.maxMemoryRead, agent: deps.agentMaxMemoryRead?.() });
+        case "dump_guest_memory":
+          return dumpGuestMemory(cp(), req.dumpGuestMemory!, { certificate: ctx.maxMemoryRead, agent: deps.agentMaxMemoryRead?.() });
       }
     },
   };

@@ -7,6 +7,7 @@ import { mkdir, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { TrustplaneError, invalidArgument } from "../../../../sdk/src/errors.js";
 import type { ConfigPatchResult } from "../../../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
+import { AsyncMutex } from "../../runtime/storage/async-mutex.js";
 
 export interface PatchableKey {
   validate(value: string): string | undefined;
@@ -31,6 +32,8 @@ interface State {
 
 export class RuntimeConfigStore {
   private state: State;
+  /** Patches one at a time: each is read, written and applied against the state before it. */
+  private readonly mutex = new AsyncMutex();
 
   constructor(
     private readonly file: string,
@@ -54,23 +57,42 @@ export class RuntimeConfigStore {
   }
 
   async apply(key: string, value: string, requestId: string): Promise<ConfigPatchResult> {
+    const release = await this.mutex.lock();
+    try {
+      return await this.change(key, value, requestId);
+    } finally {
+      release();
+    }
+  }
+
+  async revert(patchId: string, requestId: string): Promise<ConfigPatchResult> {
+    const release = await this.mutex.lock();
+    try {
+      return await this.revertLocked(patchId, requestId);
+    } finally {
+      release();
+    }
+  }
+
+  private async revertLocked(patchId: string, requestId: string): Promise<ConfigPatchResult> {
+    const patch = this.state.patches.find((p) => p.patchId === patchId);
+    if (!patch) throw new TrustplaneError("NOT_FOUND", "PATCH_NOT_FOUND", `no config patch ${patchId}`, "revert_of");
+    if (patch.revertedBy) throw new TrustplaneError("FAILED_PRECONDITION", "PATCH_REVERTED", `patch ${patchId} was already reverted by ${patch.revertedBy}`, "revert_of");
+    return { ...(await this.change(patch.key, patch.previousValue, requestId, patchId)), revertedPatchId: patchId };
+  }
+
+  /** One patch: validated, then the new value, its history entry and (for a revert) the mark on
+   * the reverted patch are written in one atomic replace, and only then applied live. */
+  private async change(key: string, value: string, requestId: string, reverts?: string): Promise<ConfigPatchResult> {
     const spec = this.keys[key];
     if (!spec) throw invalidArgument("key", `${JSON.stringify(key)} is not patchable; allowed: ${Object.keys(this.keys).join(", ")}`, "CONFIG_KEY_NOT_ALLOWED");
     const problem = spec.validate(value);
     if (problem) throw invalidArgument("value", `${key}: ${problem}`, "CONFIG_VALUE_INVALID");
     const patch: Patch = { patchId: `patch_${randomBytes(8).toString("hex")}`, key, previousValue: this.state.values[key] ?? spec.initial, value, requestId };
+    const patches = this.state.patches.map((p) => (p.patchId === reverts ? { ...p, revertedBy: patch.patchId } : p));
     // Written first, applied second: a crash in between re-applies the stored value at start.
-    await this.persist({ values: { ...this.state.values, [key]: value }, patches: [...this.state.patches, patch] });
+    await this.persist({ values: { ...this.state.values, [key]: value }, patches: [...patches, patch] });
     spec.apply(value);
     return { patchId: patch.patchId, key, previousValue: patch.previousValue, value, revertedPatchId: "" };
-  }
-
-  async revert(patchId: string, requestId: string): Promise<ConfigPatchResult> {
-    const patch = this.state.patches.find((p) => p.patchId === patchId);
-    if (!patch) throw new TrustplaneError("NOT_FOUND", "PATCH_NOT_FOUND", `no config patch ${patchId}`, "revert_of");
-    if (patch.revertedBy) throw new TrustplaneError("FAILED_PRECONDITION", "PATCH_REVERTED", `patch ${patchId} was already reverted by ${patch.revertedBy}`, "revert_of");
-    const result = await this.apply(patch.key, patch.previousValue, requestId);
-    await this.persist({ ...this.state, patches: this.state.patches.map((p) => (p.patchId === patchId ? { ...p, revertedBy: result.patchId } : p)) });
-    return { ...result, revertedPatchId: patchId };
   }
 }

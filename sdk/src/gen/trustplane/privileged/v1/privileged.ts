@@ -140,7 +140,11 @@ export interface PrivilegedResult {
   data: Uint8Array;
   /** Structured output (hypervisor status, diagnostics, config patch id). */
   values: KeyValue[];
-  /** For streamed results: SHA-256 and size of the plaintext that was streamed. */
+  /**
+   * For streamed results: SHA-256 and size of the plaintext that was streamed. The header of a
+   * stream (SubmitStreamResponse.result) announces stream_size with stream_sha256 empty; the
+   * trailer names both, so the host's signature commits to the whole stream.
+   */
   streamSha256: Uint8Array;
   /** Bytes of that plaintext. */
   streamSize: number;
@@ -310,6 +314,45 @@ export interface GetHostKeysResponse {
   hosts: HostKeys[];
   /** CA public keys (JWK JSON) the bindings and certificates verify against. */
   caJwks: string[];
+}
+
+/**
+ * One entry of an agent's hash-chained privileged audit:
+ * hash = SHA-256(prev_hash ‖ this message encoded with hash empty).
+ */
+export interface HostAuditRecord {
+  /** 1, 2, 3… per host, without gaps. */
+  seq: number;
+  timeMs: number;
+  /** The signed request's request_id (empty when the request did not parse). */
+  requestId: string;
+  /** e.g. "read_guest_memory"; "unknown" before the request parsed. */
+  operation: string;
+  /** The certified principal that signed the request, when known. */
+  signer: string;
+  /** The principal whose call carried the request. */
+  carrier: string;
+  /** "ok" or the denial/failure reason code. */
+  outcome: string;
+  /** Human-readable detail (never secrets or memory contents). */
+  detail: string;
+  /** The guest the operation targets, if any. */
+  vmId: string;
+  prevHash: Uint8Array;
+  hash: Uint8Array;
+}
+
+export interface RecordHostAuditRequest {
+  requestId: string;
+  /** Must be the calling host's own id. */
+  hostId: string;
+  /** Consecutive records, oldest first. */
+  records: HostAuditRecord[];
+}
+
+export interface RecordHostAuditResponse {
+  /** The highest seq of this host the server has recorded. */
+  recordedThroughSeq: number;
 }
 
 function createBaseReadGuestMemory(): ReadGuestMemory {
@@ -3750,6 +3793,447 @@ export const GetHostKeysResponse: MessageFns<GetHostKeysResponse> = {
   },
 };
 
+function createBaseHostAuditRecord(): HostAuditRecord {
+  return {
+    seq: 0,
+    timeMs: 0,
+    requestId: "",
+    operation: "",
+    signer: "",
+    carrier: "",
+    outcome: "",
+    detail: "",
+    vmId: "",
+    prevHash: new Uint8Array(0),
+    hash: new Uint8Array(0),
+  };
+}
+
+export const HostAuditRecord: MessageFns<HostAuditRecord> = {
+  encode(message: HostAuditRecord, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seq !== 0) {
+      writer.uint32(8).uint64(message.seq);
+    }
+    if (message.timeMs !== 0) {
+      writer.uint32(16).int64(message.timeMs);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(26).string(message.requestId);
+    }
+    if (message.operation !== "") {
+      writer.uint32(34).string(message.operation);
+    }
+    if (message.signer !== "") {
+      writer.uint32(42).string(message.signer);
+    }
+    if (message.carrier !== "") {
+      writer.uint32(50).string(message.carrier);
+    }
+    if (message.outcome !== "") {
+      writer.uint32(58).string(message.outcome);
+    }
+    if (message.detail !== "") {
+      writer.uint32(66).string(message.detail);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(74).string(message.vmId);
+    }
+    if (message.prevHash.length !== 0) {
+      writer.uint32(82).bytes(message.prevHash);
+    }
+    if (message.hash.length !== 0) {
+      writer.uint32(90).bytes(message.hash);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostAuditRecord {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostAuditRecord();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.timeMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.operation = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.signer = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.carrier = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.outcome = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.detail = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.prevHash = reader.bytes();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.hash = reader.bytes();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HostAuditRecord {
+    return {
+      seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0,
+      timeMs: isSet(object.timeMs)
+        ? globalThis.Number(object.timeMs)
+        : isSet(object.time_ms)
+        ? globalThis.Number(object.time_ms)
+        : 0,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      operation: isSet(object.operation) ? globalThis.String(object.operation) : "",
+      signer: isSet(object.signer) ? globalThis.String(object.signer) : "",
+      carrier: isSet(object.carrier) ? globalThis.String(object.carrier) : "",
+      outcome: isSet(object.outcome) ? globalThis.String(object.outcome) : "",
+      detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      prevHash: isSet(object.prevHash)
+        ? bytesFromBase64(object.prevHash)
+        : isSet(object.prev_hash)
+        ? bytesFromBase64(object.prev_hash)
+        : new Uint8Array(0),
+      hash: isSet(object.hash) ? bytesFromBase64(object.hash) : new Uint8Array(0),
+    };
+  },
+
+  toJSON(message: HostAuditRecord): unknown {
+    const obj: any = {};
+    if (message.seq !== 0) {
+      obj.seq = Math.round(message.seq);
+    }
+    if (message.timeMs !== 0) {
+      obj.timeMs = Math.round(message.timeMs);
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.operation !== "") {
+      obj.operation = message.operation;
+    }
+    if (message.signer !== "") {
+      obj.signer = message.signer;
+    }
+    if (message.carrier !== "") {
+      obj.carrier = message.carrier;
+    }
+    if (message.outcome !== "") {
+      obj.outcome = message.outcome;
+    }
+    if (message.detail !== "") {
+      obj.detail = message.detail;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.prevHash.length !== 0) {
+      obj.prevHash = base64FromBytes(message.prevHash);
+    }
+    if (message.hash.length !== 0) {
+      obj.hash = base64FromBytes(message.hash);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HostAuditRecord>, I>>(base?: I): HostAuditRecord {
+    return HostAuditRecord.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HostAuditRecord>, I>>(object: I): HostAuditRecord {
+    const message = createBaseHostAuditRecord();
+    message.seq = object.seq ?? 0;
+    message.timeMs = object.timeMs ?? 0;
+    message.requestId = object.requestId ?? "";
+    message.operation = object.operation ?? "";
+    message.signer = object.signer ?? "";
+    message.carrier = object.carrier ?? "";
+    message.outcome = object.outcome ?? "";
+    message.detail = object.detail ?? "";
+    message.vmId = object.vmId ?? "";
+    message.prevHash = object.prevHash ?? new Uint8Array(0);
+    message.hash = object.hash ?? new Uint8Array(0);
+    return message;
+  },
+};
+
+function createBaseRecordHostAuditRequest(): RecordHostAuditRequest {
+  return { requestId: "", hostId: "", records: [] };
+}
+
+export const RecordHostAuditRequest: MessageFns<RecordHostAuditRequest> = {
+  encode(message: RecordHostAuditRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.hostId !== "") {
+      writer.uint32(18).string(message.hostId);
+    }
+    for (const v of message.records) {
+      HostAuditRecord.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecordHostAuditRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecordHostAuditRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.records.push(HostAuditRecord.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecordHostAuditRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      records: globalThis.Array.isArray(object?.records)
+        ? object.records.map((e: any) => HostAuditRecord.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: RecordHostAuditRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.records?.length) {
+      obj.records = message.records.map((e) => HostAuditRecord.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RecordHostAuditRequest>, I>>(base?: I): RecordHostAuditRequest {
+    return RecordHostAuditRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RecordHostAuditRequest>, I>>(object: I): RecordHostAuditRequest {
+    const message = createBaseRecordHostAuditRequest();
+    message.requestId = object.requestId ?? "";
+    message.hostId = object.hostId ?? "";
+    message.records = object.records?.map((e) => HostAuditRecord.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRecordHostAuditResponse(): RecordHostAuditResponse {
+  return { recordedThroughSeq: 0 };
+}
+
+export const RecordHostAuditResponse: MessageFns<RecordHostAuditResponse> = {
+  encode(message: RecordHostAuditResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.recordedThroughSeq !== 0) {
+      writer.uint32(8).uint64(message.recordedThroughSeq);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecordHostAuditResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecordHostAuditResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.recordedThroughSeq = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecordHostAuditResponse {
+    return {
+      recordedThroughSeq: isSet(object.recordedThroughSeq)
+        ? globalThis.Number(object.recordedThroughSeq)
+        : isSet(object.recorded_through_seq)
+        ? globalThis.Number(object.recorded_through_seq)
+        : 0,
+    };
+  },
+
+  toJSON(message: RecordHostAuditResponse): unknown {
+    const obj: any = {};
+    if (message.recordedThroughSeq !== 0) {
+      obj.recordedThroughSeq = Math.round(message.recordedThroughSeq);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RecordHostAuditResponse>, I>>(base?: I): RecordHostAuditResponse {
+    return RecordHostAuditResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RecordHostAuditResponse>, I>>(object: I): RecordHostAuditResponse {
+    const message = createBaseRecordHostAuditResponse();
+    message.recordedThroughSeq = object.recordedThroughSeq ?? 0;
+    return message;
+  },
+};
+
 /**
  * Served by the agent. The caller's own call signature authenticates the carrier; authority
  * for the operation comes only from the signed request envelope it carries.
@@ -3884,6 +4368,73 @@ export const HostKeysServiceClient = makeGenericClientConstructor(
 ) as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): HostKeysServiceClient;
   service: typeof HostKeysServiceService;
+  serviceName: string;
+};
+
+/**
+ * Served by the server: each agent forwards every privileged outcome (executed and denied)
+ * from its own hash-chained audit file, signed with its host key. The server checks the
+ * chain continues where it left off and appends each record to the server's audit log once.
+ */
+export type PrivilegedAuditServiceService = typeof PrivilegedAuditServiceService;
+export const PrivilegedAuditServiceService = {
+  /**
+   * Records a consecutive run of the calling host's audit records; a record already recorded
+   * with the same hash is acknowledged again (at-least-once forwarding), a different one refused.
+   */
+  recordHostAudit: {
+    path: "/trustplane.privileged.v1.PrivilegedAuditService/RecordHostAudit" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RecordHostAuditRequest): Buffer =>
+      Buffer.from(RecordHostAuditRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RecordHostAuditRequest => RecordHostAuditRequest.decode(value),
+    responseSerialize: (value: RecordHostAuditResponse): Buffer =>
+      Buffer.from(RecordHostAuditResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RecordHostAuditResponse => RecordHostAuditResponse.decode(value),
+  },
+} as const;
+
+export interface PrivilegedAuditServiceServer extends UntypedServiceImplementation {
+  /**
+   * Records a consecutive run of the calling host's audit records; a record already recorded
+   * with the same hash is acknowledged again (at-least-once forwarding), a different one refused.
+   */
+  recordHostAudit: handleUnaryCall<RecordHostAuditRequest, RecordHostAuditResponse>;
+}
+
+export interface PrivilegedAuditServiceClient extends Client {
+  /**
+   * Records a consecutive run of the calling host's audit records; a record already recorded
+   * with the same hash is acknowledged again (at-least-once forwarding), a different one refused.
+   */
+  recordHostAudit(
+    request: RecordHostAuditRequest,
+    callback: (error: ServiceError | null, response: RecordHostAuditResponse) => void,
+  ): ClientUnaryCall;
+  recordHostAudit(
+    request: RecordHostAuditRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RecordHostAuditResponse) => void,
+  ): ClientUnaryCall;
+  recordHostAudit(
+    request: RecordHostAuditRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RecordHostAuditResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const PrivilegedAuditServiceClient = makeGenericClientConstructor(
+  PrivilegedAuditServiceService,
+  "trustplane.privileged.v1.PrivilegedAuditService",
+) as unknown as {
+  new (
+    address: string,
+    credentials: ChannelCredentials,
+    options?: Partial<ClientOptions>,
+  ): PrivilegedAuditServiceClient;
+  service: typeof PrivilegedAuditServiceService;
   serviceName: string;
 };
 
