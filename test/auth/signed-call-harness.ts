@@ -55,7 +55,8 @@ export class Harness {
   readonly ca = generateSigningKey();
   readonly keys = new Map<string, ResolvedKey>();
   readonly policies = new Map<string, PrincipalPolicy>();
-  readonly nonces = new MemoryNonceStore();
+  // A server that has been up for longer than any test's clock offset.
+  readonly nonces = new MemoryNonceStore({ coversSinceMs: 0 });
   readonly denied: DeniedCall[] = [];
   readonly commits: string[][] = [];
   readonly logLines: string[] = [];

@@ -70,7 +70,7 @@ describe("signing vectors", () => {
     const verifier = new CallVerifier({
       keys: { resolve: async (id) => (id === k.keyId ? { principal: "vector", key: importVerificationKey(k.publicJwk), revoked: false } : undefined) },
       caKeys: () => [],
-      nonces: new MemoryNonceStore(),
+      nonces: new MemoryNonceStore({ now: () => c.timestampMs }),
       policy: { authorize: async () => true },
       hostId: c.targetHost || undefined,
       now: () => c.timestampMs,

@@ -12,7 +12,7 @@ import { PRIVILEGED_CERTIFICATE_OPTIONS } from "../../../sdk/src/privileged/cert
 import { KeyCache } from "../auth/key-cache.js";
 import { CallVerifier } from "../runtime/auth/call-verifier.js";
 import type { NonceStore } from "../runtime/auth/nonce-store.js";
-import { MemoryNonceStore } from "../runtime/auth/memory-nonce-store.js";
+import { NONCE_SNAPSHOT_FILE, openNonceStore, saveNonceStore } from "../runtime/auth/nonce-snapshot-file.js";
 import { RulePolicyEngine } from "../runtime/auth/policy-engine.js";
 import { bindService, type BindRuntime } from "../runtime/auth/service-binder.js";
 import type { Config } from "../runtime/config.js";
@@ -104,7 +104,9 @@ export async function startServer(config: Config, logger: Logger, options: { adm
     const adminKeyFile = await bootstrapAdmin(storage, keys, config.dataDir, options.adminKeyFile);
     const keyCache = new KeyCache(storage);
     // One replica: replay cache in memory. Several replicas share PostgreSQL's nonce table.
-    const nonces: NonceStore = config.databaseUrl ? storage.nonces : new MemoryNonceStore();
+    const nonceFile = path.join(config.dataDir, NONCE_SNAPSHOT_FILE);
+    const memoryNonces = config.databaseUrl ? undefined : openNonceStore(nonceFile, logger);
+    const nonces: NonceStore = memoryNonces ?? storage.nonces;
     const policy = new RulePolicyEngine(async (principal) => {
       const rec = await storage.principals.get(principal);
       // Hosts always get the current host policy, not the copy stored when they joined.
@@ -171,6 +173,8 @@ export async function startServer(config: Config, logger: Logger, options: { adm
       adminKeyFile,
       async shutdown() {
         await host.shutdown();
+        // No call is verified any more: the next start takes over every nonce seen.
+        if (memoryNonces) saveNonceStore(memoryNonces, nonceFile);
         for (const r of running) await r.stop().catch((e: Error) => logger.error({ err: e.message }, "area failed to stop"));
         await storage.close();
         logger.info("trustplane server stopped");
