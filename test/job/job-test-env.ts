@@ -51,7 +51,8 @@ export async function startJobTestEnv(): Promise<JobTestEnv> {
       });
       await auth.addKey({ requestId: `k-${name}-${randomBytes(4).toString("hex")}`, principal: name, jwk: JSON.stringify(key.publicJwk) });
       const ledgerPath = path.join(tmp, `${name}.otk-ledger.jsonl`);
-      const keyHolder = await KeyHolder.open({ ledgerPath });
+      // The CA key is pinned from the server process itself, never from a response.
+      const keyHolder = await KeyHolder.open({ ledgerPath, caKeys: [env.dev.server.keys.ca.publicJwk] });
       holders.push(keyHolder);
       const dek = randomBytes(32);
       const dekId = `${name}-dek-1`;

@@ -376,6 +376,8 @@ export const HOST_POLICY: PrincipalRecord["policy"] = {
     },
     // The VM agent: report capacity and heartbeat; the handlers check it speaks for itself.
     { methods: ["/trustplane.vm.v1.HostService/RegisterHost", "/trustplane.vm.v1.HostService/Heartbeat"], effect: "allow" },
+    // The job bridge speaks for the job VMs on this host; the handlers check each job's VM runs here.
+    { methods: ["/trustplane.job.v1.JobVmService/*"], effect: "allow" },
   ],
 };
 

@@ -1,9 +1,12 @@
-// The untrusted job runner — the "job VM" of seed 003, one process per job. It speaks only the
-// framed pipe protocol (runner-frames.ts) with the job service: makes an ephemeral X25519 key,
+// The untrusted job runner — the guest program of seed 003's job VM (a sandbox VM from the VM
+// area), one VM per job. It speaks only the framed protocol (runner-frames.ts) over the VM's
+// host channel (a unix socket the agent's job bridge serves): makes an ephemeral X25519 key,
 // asks for the DEK (which arrives HPKE-sealed to that key), reads its own input ciphertext,
 // decrypts as it streams into the WebAssembly worker (memory cap, wall clock), encrypts the
 // output under the DEK with a fresh stream key, sends it back, and wipes keys and plaintext.
+// Bundled by the bridge (esbuild) into one file the VM sees read-only.
 import { createHash } from "node:crypto";
+import { connect } from "node:net";
 import { Worker } from "node:worker_threads";
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
 import { decryptStream } from "../../../../sdk/src/envelope/decrypt-stream.js";
@@ -36,8 +39,11 @@ class JobFailure extends Error {
   }
 }
 
-const frames = readFrames(process.stdin);
-const send = (m: RunnerMessage) => writeFrame(process.stdout, controlFrame(m));
+// The host channel, bound read-only into the VM by the sandbox driver.
+const channel = connect(process.argv[2] ?? "/run/trustplane/job.sock");
+channel.on("error", () => process.exit(3));
+const frames = readFrames(channel);
+const send = (m: RunnerMessage) => writeFrame(channel, controlFrame(m));
 
 async function next(): Promise<Frame> {
   const r = await frames.next();
@@ -180,7 +186,7 @@ async function main(): Promise<void> {
     let resultBytes = 0;
     for await (const piece of encryptStream([output], { dek, dekId: start.dekId })) {
       resultBytes += piece.length;
-      await writeFrame(process.stdout, encodeFrame(FRAME_RESULT, piece));
+      await writeFrame(channel, encodeFrame(FRAME_RESULT, piece));
     }
     output.fill(0);
     await send({ t: "done", resultBytes, maxRssKiB: process.resourceUsage().maxRSS });
@@ -190,11 +196,11 @@ async function main(): Promise<void> {
 }
 
 main().then(
-  () => process.stdout.end(() => process.exit(0)),
+  () => channel.end(() => process.exit(0)),
   async (e: unknown) => {
     const reason = e instanceof JobFailure ? e.reason : e instanceof TrustplaneError ? e.reason : "RUNNER_ERROR";
     const detail = e instanceof Error ? e.message : String(e);
     await send({ t: "failed", reason, detail }).catch(() => undefined);
-    process.stdout.end(() => process.exit(1));
+    channel.end(() => process.exit(1));
   },
 );

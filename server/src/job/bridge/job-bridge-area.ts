@@ -1,0 +1,32 @@
+// The secure-jobs area plugged into the agent process (seed 003): bundles the job runner,
+// and offers the VM control plane guest support for `job-runner` VMs — a host channel served
+// by the job bridge, which speaks for the runner to the server's JobVmService as this host.
+import path from "node:path";
+import { createClient } from "../../../../sdk/src/client/create-client.js";
+import { JobVmServiceService } from "../../../../sdk/src/gen/trustplane/job/v1/job_vm.js";
+import type { AgentArea } from "../../processes/area.js";
+import { controlPlaneFor } from "../../vm/agent/vm-agent-area.js";
+import { JOB_RUNNER_IMAGE, JobBridge } from "./job-bridge.js";
+import { buildRunnerBundle } from "./runner-bundle.js";
+
+export const jobAgentArea: AgentArea = {
+  name: "job",
+  async start(ctx) {
+    const cp = controlPlaneFor(ctx.hostId);
+    if (!cp) {
+      ctx.logger.warn("no VM control plane on this agent: job VMs cannot run here");
+      return;
+    }
+    const bundle = await buildRunnerBundle(path.join(ctx.stateDir, "job-runner"));
+    const client = createClient(JobVmServiceService, ctx.serverAddress, { key: ctx.signingKey, certificate: ctx.hostCertificate, credentials: ctx.serverCredentials });
+    const bridge = new JobBridge({ hostId: ctx.hostId, signingKey: ctx.signingKey, hostCertificate: ctx.hostCertificate, client, bundle, logger: ctx.logger });
+    cp.provideGuest(JOB_RUNNER_IMAGE, bridge);
+    ctx.logger.info({ runner: path.basename(bundle.file) }, "job bridge ready");
+    return {
+      async stop() {
+        await bridge.stop();
+        client.close();
+      },
+    };
+  },
+};
