@@ -19,6 +19,8 @@ export interface RunJobOptions {
   onProgress?: (p: { state: string; progress: number; detail: string } | TransferProgress) => void;
   /** Reuse this OTK instead of issuing one (only to test the key holder's refusal). */
   otk?: Uint8Array;
+  /** Run in this job VM (from CreateJobVm) instead of one provisioned for the job. */
+  jobVmId?: string;
 }
 
 export interface JobResult {
@@ -44,6 +46,7 @@ export async function runJob(session: JobSession, code: Uint8Array, data: DataRe
     limits: { memoryBytes: opts.limits?.memoryBytes ?? 0, wallClockMs: opts.limits?.wallClockMs ?? 0 },
     dekId: data.dekId,
     resultName: opts.resultName ?? "",
+    jobVmId: opts.jobVmId ?? "",
   });
   const jobId = submitted.job!.jobId;
   const returned: Uint8Array[] = [];

@@ -320,7 +320,11 @@ export class JobManager {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const a of [...this.active.values()]) await this.fail(a, "SERVICE_STOPPING", "the job service is shutting down");
-    for (const r of this.jobVms.values()) clearTimeout(r.timer);
+    for (const r of this.jobVms.values()) {
+      clearTimeout(r.timer);
+      if (!r.jobId) this.terminateVm(r.jobVm.vmId);
+    }
+    this.jobVms.clear();
     await Promise.race([Promise.allSettled([...this.terminations]), new Promise((r) => setTimeout(r, 5000).unref())]);
   }
 

@@ -39,16 +39,28 @@ export class VmServiceJobVms implements JobVms {
 
   async create(input: { name: string; memoryBytes: number; requestId: string }): Promise<JobVmInfo> {
     const memoryMib = Math.ceil(input.memoryBytes / (1024 * 1024)) + RUNNER_OVERHEAD_MIB;
-    const { vm } = await this.client().createVm({
-      requestId: input.requestId,
-      name: input.name,
-      image: JOB_VM_IMAGE,
-      resources: { vcpus: 1, memoryMib, diskGib: 0 },
-      hypervisor: HypervisorType.HYPERVISOR_TYPE_SANDBOX,
-      // A job VM talks to nothing but its host channel: no network, no metadata endpoint.
-      network: { mode: "none", portForwards: [] },
-    });
-    return { vmId: vm!.vmId, hostId: vm!.hostId, state: vm!.state, failureReason: vm!.failureReason };
+    try {
+      const { vm } = await this.client().createVm({
+        requestId: input.requestId,
+        name: input.name,
+        image: JOB_VM_IMAGE,
+        resources: { vcpus: 1, memoryMib, diskGib: 0 },
+        hypervisor: HypervisorType.HYPERVISOR_TYPE_SANDBOX,
+        // A job VM talks to nothing but its host channel: no network, no metadata endpoint.
+        network: { mode: "none", portForwards: [] },
+      });
+      return { vmId: vm!.vmId, hostId: vm!.hostId, state: vm!.state, failureReason: vm!.failureReason };
+    } catch (e) {
+      // "No host" because none runs the sandbox driver (no bubblewrap) is a setup problem, not
+      // a full house: say so, instead of RESOURCE_EXHAUSTED.
+      if (e instanceof TrustplaneError && e.reason === "NO_VALID_HOST") {
+        const { hosts } = await this.client().getCapabilities({});
+        if (!hosts.some((h) => h.drivers.some((d) => d.hypervisor === HypervisorType.HYPERVISOR_TYPE_SANDBOX))) {
+          throw new TrustplaneError("FAILED_PRECONDITION", "NO_JOB_VM_DRIVER", "no host runs the sandbox driver that job VMs need: install bubblewrap on the agents (apt-get install bubblewrap); jobs never run unconfined");
+        }
+      }
+      throw e;
+    }
   }
 
   async get(vmId: string): Promise<JobVmInfo | undefined> {

@@ -9,6 +9,13 @@ import { controlPlaneFor } from "../../vm/agent/vm-agent-area.js";
 import { JOB_RUNNER_IMAGE, JobBridge } from "./job-bridge.js";
 import { buildRunnerBundle } from "./runner-bundle.js";
 
+const bridges = new Map<string, JobBridge>();
+
+/** The job bridge of the agent for `hostId` (tests put it back after standing in for it). */
+export function jobAgentAreaBridgeFor(hostId: string): JobBridge | undefined {
+  return bridges.get(hostId);
+}
+
 export const jobAgentArea: AgentArea = {
   name: "job",
   async start(ctx) {
@@ -21,9 +28,11 @@ export const jobAgentArea: AgentArea = {
     const client = createClient(JobVmServiceService, ctx.serverAddress, { key: ctx.signingKey, certificate: ctx.hostCertificate, credentials: ctx.serverCredentials });
     const bridge = new JobBridge({ hostId: ctx.hostId, signingKey: ctx.signingKey, hostCertificate: ctx.hostCertificate, client, bundle, logger: ctx.logger });
     cp.provideGuest(JOB_RUNNER_IMAGE, bridge);
+    bridges.set(ctx.hostId, bridge);
     ctx.logger.info({ runner: path.basename(bundle.file) }, "job bridge ready");
     return {
       async stop() {
+        bridges.delete(ctx.hostId);
         await bridge.stop();
         client.close();
       },
