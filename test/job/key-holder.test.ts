@@ -207,7 +207,7 @@ describe("KeyHolder: the job VM's key must be attested by its host under a pinne
     const cases: [string, (otk: Uint8Array, vm: Uint8Array) => KeyRequest][] = [
       ["ATTESTATION_INVALID", (otk, vm) => request(otk, vm, "job_1", 1, { key: rogueHost, certificate: certificateFor(rogueHost, rogueCa) })],
       ["ATTESTATION_INVALID", (otk, vm) => request(otk, vm, "job_1", 1, { key: rogueHost })],
-      ["ATTESTATION_INVALID", (otk, vm) => request(otk, vm, "job_1", 1, { key: rogueHost, certificate: certificateFor(rogueHost, ca, "alice", "") })],
+      ["ATTESTATION_INVALID", (otk, vm) => request(otk, vm, "job_1", 1, { key: rogueHost, certificate: certificateFor(rogueHost, ca, "user:h1", "h1") })],
       ["ATTESTATION_MISSING", (otk, vm) => ({ ...request(otk, vm), hostAttestation: undefined })],
       ["ATTESTATION_MISMATCH", (otk, vm) => ({ ...request(otk, vm, "job_other"), jobId: "job_1" })],
     ];
