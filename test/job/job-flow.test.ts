@@ -70,4 +70,23 @@ describe("secure job flow", () => {
     expect(col(1)).toEqual([3, 29.75, -3.5, 19]);
     expect(col(2)).toEqual([4, 22, 0, 12]);
   }, 60_000);
+
+  it("streams a large input straight to the job VM (past the inline cap), storing nothing", async () => {
+    const session = await alice.session("sign");
+    // 8 MiB of plaintext: more than SubmitJob's 3 MiB inline cap.
+    const plain = Buffer.alloc(8 * 1024 * 1024);
+    for (let i = 0; i < plain.length; i++) plain[i] = (i * 31) & 0xff;
+    const want = plain.reduce((a, b) => a + BigInt(b), 0n);
+    const blobsBefore = filesUnder(path.join(t.env.config.dataDir, "blobs")).length;
+    const uploaded: number[] = [];
+    const { job, output } = await runJob(session, await buildJobModule("byte-sum"), { streamed: { plaintext: [plain], size: plain.length }, dekId: alice.dekId }, {
+      resultMode: "returned",
+      onProgress: (p) => "phase" in p && p.phase === "upload" && uploaded.push(p.bytes),
+    });
+    expect(Buffer.from(output).readBigUInt64LE(0)).toBe(want);
+    expect(job.data).toBeUndefined();
+    expect(uploaded.at(-1)).toBeGreaterThan(plain.length);
+    // Relayed, never stored: no blob appeared.
+    expect(filesUnder(path.join(t.env.config.dataDir, "blobs")).length).toBe(blobsBefore);
+  }, 60_000);
 });
