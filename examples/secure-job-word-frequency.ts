@@ -10,6 +10,7 @@ import type { SecurityEvent } from "../sdk/src/gen/trustplane/job/v1/job.js";
 import { encryptToStorage, KeyHolder, openSession, runJob } from "../sdk/src/job/index.js";
 import { TrustplaneError } from "../sdk/src/errors.js";
 import { buildJobModule } from "../scripts/build-wasm-jobs.js";
+import { demoCaKeys } from "./secure-job-support.js";
 import { standaloneContext, type ExampleFlow, type TourContext } from "./tour-context.js";
 
 const TEXT = `It was the best of times, it was the worst of times, it was the age of wisdom,
@@ -23,7 +24,8 @@ export const secureJobWordFrequencyFlow: ExampleFlow = {
   title: "Secure job: encrypted upload, proven session, one-time key, word frequency in a job VM",
   async run(ctx: TourContext) {
     const clientDir = mkdtempSync(path.join(os.tmpdir(), "tp-demo-client-"));
-    const keyHolder = await KeyHolder.open({ ledgerPath: path.join(clientDir, "otk-ledger.jsonl") });
+    const caKeys = await demoCaKeys(ctx, clientDir);
+    const keyHolder = await KeyHolder.open({ ledgerPath: path.join(clientDir, "otk-ledger.jsonl"), caKeys });
     const dek = randomBytes(32);
     keyHolder.addDek("demo-dek", dek);
     const session = await openSession(ctx.server, ctx.admin, { keyHolder, variant: "sign" });
