@@ -25,7 +25,14 @@ export const jobAgentArea: AgentArea = {
       return;
     }
     const bundle = await buildRunnerBundle(path.join(ctx.stateDir, "job-runner"));
-    const client = createClient(JobVmServiceService, ctx.serverAddress, { key: ctx.signingKey, certificate: ctx.hostCertificate, credentials: ctx.serverCredentials });
+    // Job input arrives as a server stream: a 16 MiB receive window instead of HTTP/2's 64 KiB
+    // default keeps it flowing while this agent's event loop is busy.
+    const client = createClient(JobVmServiceService, ctx.serverAddress, {
+      key: ctx.signingKey,
+      certificate: ctx.hostCertificate,
+      credentials: ctx.serverCredentials,
+      channelOptions: { "grpc-node.flow_control_window": 16 * 1024 * 1024 },
+    });
     const bridge = new JobBridge({ hostId: ctx.hostId, signingKey: ctx.signingKey, hostCertificate: ctx.hostCertificate, client, bundle, logger: ctx.logger });
     cp.provideGuest(JOB_RUNNER_IMAGE, bridge);
     bridges.set(ctx.hostId, bridge);

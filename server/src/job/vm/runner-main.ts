@@ -30,6 +30,9 @@ import {
 } from "./runner-frames.js";
 import { wasmWorkerSource } from "./wasm-worker.js";
 
+/** Plaintext segments handed to the module's worker before the first is acknowledged. */
+const IN_FLIGHT = 3;
+
 class JobFailure extends Error {
   constructor(
     readonly reason: string,
@@ -79,11 +82,19 @@ async function runModule(code: Uint8Array, memoryBytes: number, wallClockMs: num
     stderr: true,
   });
   let waiting: { resolve: (m: any) => void; reject: (e: Error) => void } | undefined;
+  // Chunk acknowledgements, in the order the chunks were posted.
+  const ackWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   let failure: JobFailure | undefined;
   const failWith = (f: JobFailure) => {
     failure ??= f;
     waiting?.reject(failure);
     waiting = undefined;
+    for (const w of ackWaiters.splice(0)) w.reject(failure);
+  };
+  const nextAck = (): Promise<void> => {
+    const p = new Promise<void>((resolve, reject) => (failure ? reject(failure) : ackWaiters.push({ resolve, reject })));
+    p.catch(() => undefined);
+    return p;
   };
   const timer = setTimeout(() => {
     failWith(new JobFailure("WALL_CLOCK_EXCEEDED", `the module ran longer than its wall-clock limit of ${wallClockMs} ms and was terminated`));
@@ -91,6 +102,7 @@ async function runModule(code: Uint8Array, memoryBytes: number, wallClockMs: num
   }, wallClockMs);
   worker.on("message", (m: { t: string; reason?: string; detail?: string }) => {
     if (m.t === "error") failWith(new JobFailure(m.reason!, m.detail!));
+    else if (m.t === "ack") ackWaiters.shift()?.resolve();
     else {
       const w = waiting;
       waiting = undefined;
@@ -114,9 +126,13 @@ async function runModule(code: Uint8Array, memoryBytes: number, wallClockMs: num
     await reply<{ t: "ready" }>();
     let bytes = 0;
     let reported = 0;
+    // Several chunks in flight: the next segment decrypts here while the module runs on the
+    // last one in its thread. Acks come back in order; at most IN_FLIGHT wait unacknowledged.
+    const acks: Promise<unknown>[] = [];
     for await (const piece of plaintext) {
-      const ack = reply<{ t: "ack" }>();
+      if (failure) throw failure;
       const length = piece.length;
+      acks.push(nextAck());
       if (piece.byteOffset === 0 && piece.byteLength === piece.buffer.byteLength && piece.buffer instanceof ArrayBuffer) {
         // The piece owns its memory: move it (the worker wipes it after copying it in).
         worker.postMessage({ t: "chunk", data: piece }, [piece.buffer]);
@@ -124,13 +140,14 @@ async function runModule(code: Uint8Array, memoryBytes: number, wallClockMs: num
         worker.postMessage({ t: "chunk", data: piece });
         piece.fill(0);
       }
-      await ack;
+      if (acks.length >= IN_FLIGHT) await acks.shift();
       bytes += length;
       if (bytes - reported >= 16 * 1024 * 1024) {
         reported = bytes;
         await send({ t: "progress", state: "RUNNING", bytes });
       }
     }
+    await Promise.all(acks);
     const result = reply<{ t: "result"; data: Uint8Array }>();
     worker.postMessage({ t: "finish" });
     return (await result).data;
