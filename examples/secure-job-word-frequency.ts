@@ -1,7 +1,8 @@
 // Example flow (seed 003): a client encrypts a text with its own DEK, uploads the ciphertext,
 // opens a session proven by its signing key, and runs a word-frequency WebAssembly job in a
-// job VM (a VM from the scheduler) that gets the DEK only sealed to its host-attested ephemeral key; the encrypted result is stored,
-// then fetched and opened locally. Replaying the job's one-time key is refused and surfaced.
+// job VM (a VM from the scheduler) that gets the DEK only sealed to its host-attested
+// ephemeral key; the encrypted result is stored, then fetched and opened locally. Replaying
+// the job's one-time key is refused and surfaced.
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
