@@ -32,24 +32,20 @@ export interface HpkeSealed {
 const EMPTY = new Uint8Array(0);
 
 export function seal(recipientPublicKey: Uint8Array, plaintext: Uint8Array, binding: HpkeBinding = {}): HpkeSealed {
-  const { enc, context, sharedSecret } = setupBaseSender(recipientPublicKey, binding.info ?? EMPTY);
-  sharedSecret.fill(0);
-  try {
-    return { enc, ciphertext: asUint8Array(context.seal(binding.aad ?? EMPTY, plaintext)) };
-  } finally {
-    context.destroy();
-  }
+  const { enc, ciphertext } = sealAndExport(recipientPublicKey, plaintext, binding, EMPTY, 0);
+  return { enc, ciphertext };
 }
 
 /**
- * seal() plus an exported secret (RFC 9180 §5.3) both sides can derive and nobody else: a key
- * for what follows, never sent on the wire (unlike the sealed plaintext once it is answered).
+ * seal() plus an exported secret (RFC 9180 §5.3; length 0: none) that both sides can derive
+ * and nobody else: a key for what follows, never sent on the wire (unlike the sealed
+ * plaintext, which a challenge's answer reveals).
  */
 export function sealAndExport(recipientPublicKey: Uint8Array, plaintext: Uint8Array, binding: HpkeBinding, exporterContext: Uint8Array, length: number): HpkeSealed & { exported: Buffer } {
   const { enc, context, sharedSecret } = setupBaseSender(recipientPublicKey, binding.info ?? EMPTY);
   sharedSecret.fill(0);
   try {
-    return { enc, ciphertext: asUint8Array(context.seal(binding.aad ?? EMPTY, plaintext)), exported: context.export(exporterContext, length) };
+    return { enc, ciphertext: asUint8Array(context.seal(binding.aad ?? EMPTY, plaintext)), exported: length > 0 ? context.export(exporterContext, length) : Buffer.alloc(0) };
   } finally {
     context.destroy();
   }
@@ -64,7 +60,7 @@ export function openAndExport(recipientPrivateKey: Uint8Array, enc: Uint8Array, 
   try {
     const plaintext = context.open(binding.aad ?? EMPTY, ciphertext);
     if (plaintext === undefined) throw openFailed();
-    return { plaintext: asUint8Array(plaintext), exported: context.export(exporterContext, length) };
+    return { plaintext: asUint8Array(plaintext), exported: length > 0 ? context.export(exporterContext, length) : Buffer.alloc(0) };
   } finally {
     context.destroy();
   }
@@ -85,17 +81,7 @@ export function open(
   ciphertext: Uint8Array,
   binding: HpkeBinding = {},
 ): Uint8Array {
-  checkRawKey(recipientPrivateKey, "recipientPrivateKey");
-  checkRawKey(enc, "enc");
-  const { context, sharedSecret } = setupBaseRecipient(enc, recipientPrivateKey, binding.info ?? EMPTY);
-  sharedSecret.fill(0);
-  try {
-    const plaintext = context.open(binding.aad ?? EMPTY, ciphertext);
-    if (plaintext === undefined) throw openFailed();
-    return asUint8Array(plaintext);
-  } finally {
-    context.destroy();
-  }
+  return openAndExport(recipientPrivateKey, enc, ciphertext, binding, EMPTY, 0).plaintext;
 }
 
 /** Callers get plain Uint8Arrays, whatever node:crypto allocated. */

@@ -4,7 +4,7 @@
 // opened result — fetched from hosted storage or gathered from the session — decrypted with the
 // client's DEK. A security event (e.g. OTK reuse) fails the call.
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, open, rm, stat } from "node:fs/promises";
+import { mkdtemp, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { TrustplaneError } from "../errors.js";
@@ -12,6 +12,7 @@ import { decryptStream } from "../envelope/decrypt-stream.js";
 import { JobState, ResultMode, type Job, type JobEvent, type JobLimits } from "../gen/trustplane/job/v1/job.js";
 import type { ObjectRef } from "../gen/trustplane/job/v1/storage.js";
 import { encryptToFile, type PlaintextSource, type TransferProgress } from "./encrypt-to-storage.js";
+import { fileChunks } from "./file-chunks.js";
 import type { JobSession } from "./job-session.js";
 
 /**
@@ -122,19 +123,8 @@ async function sendInput(session: JobSession, jobId: string, file: string, size:
     (async function* () {
       pass++;
       yield { header: { requestId, jobId } };
-      const h = await open(file, "r");
-      try {
-        for (let sent = 0; sent < size; ) {
-          const buf = Buffer.allocUnsafe(Math.min(STREAM_CHUNK, size - sent));
-          const { bytesRead } = await h.read(buf, 0, buf.length, sent);
-          if (bytesRead === 0) break;
-          sent += bytesRead;
-          if (pass > 1) onProgress?.({ phase: "upload", bytes: sent, total: size });
-          yield { chunk: bytesRead === buf.length ? buf : buf.subarray(0, bytesRead) };
-        }
-      } finally {
-        await h.close();
-      }
+      const progress = pass > 1 ? (bytes: number) => onProgress?.({ phase: "upload", bytes, total: size }) : undefined;
+      for await (const chunk of fileChunks(file, size, STREAM_CHUNK, progress)) yield { chunk };
     })(),
   );
 }

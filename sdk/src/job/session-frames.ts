@@ -26,28 +26,34 @@ export function frameRefused(detail: string): TrustplaneError {
   return new TrustplaneError("UNAUTHENTICATED", "SESSION_FRAME_INVALID", `the session message was refused: ${detail}; the session is closed, open a new one`);
 }
 
-/** Seals outgoing messages of one direction, numbering them 1, 2, 3, … */
-export class FrameSealer {
-  private seq = 0;
-  /** A private copy: the caller wipes the key schedule it came from. */
-  private readonly key: Buffer;
+/** One direction's key and sequence: a private copy of the key (the caller wipes its schedule). */
+abstract class FrameDirection {
+  protected seq = 0;
+  protected readonly key: Buffer;
 
   constructor(
     key: Uint8Array,
-    private readonly sessionId: string,
-    private readonly direction: SessionDirection,
+    protected readonly sessionId: string,
+    protected readonly direction: SessionDirection,
   ) {
     this.key = Buffer.from(key);
+  }
+
+  protected aad(seq: number): Buffer {
+    return aad(this.sessionId, this.direction, seq);
   }
 
   wipe(): void {
     this.key.fill(0);
   }
+}
 
+/** Seals outgoing messages of one direction, numbering them 1, 2, 3, … */
+export class FrameSealer extends FrameDirection {
   seal(body: Uint8Array): SessionFrame {
     const seq = ++this.seq;
     const c = createCipheriv("aes-256-gcm", this.key, nonce(seq));
-    c.setAAD(aad(this.sessionId, this.direction, seq));
+    c.setAAD(this.aad(seq));
     const head = c.update(body);
     const tail = c.final();
     return { seq, ciphertext: Buffer.concat([head, tail, c.getAuthTag()]) };
@@ -55,29 +61,14 @@ export class FrameSealer {
 }
 
 /** Opens incoming frames of one direction, strictly in sequence. */
-export class FrameOpener {
-  private seq = 0;
-  private readonly key: Buffer;
-
-  constructor(
-    key: Uint8Array,
-    private readonly sessionId: string,
-    private readonly direction: SessionDirection,
-  ) {
-    this.key = Buffer.from(key);
-  }
-
-  wipe(): void {
-    this.key.fill(0);
-  }
-
+export class FrameOpener extends FrameDirection {
   open(frame: SessionFrame | undefined): Buffer {
     if (!frame) throw frameRefused("after the handshake every message must be a sealed frame");
     const seq = Number(frame.seq);
     if (seq !== this.seq + 1) throw frameRefused(`expected frame ${this.seq + 1}, got ${seq} (dropped, reordered or replayed)`);
     if (frame.ciphertext.length < TAG) throw frameRefused("the frame is too short");
     const d = createDecipheriv("aes-256-gcm", this.key, nonce(seq));
-    d.setAAD(aad(this.sessionId, this.direction, seq));
+    d.setAAD(this.aad(seq));
     d.setAuthTag(frame.ciphertext.subarray(frame.ciphertext.length - TAG));
     const head = d.update(frame.ciphertext.subarray(0, frame.ciphertext.length - TAG));
     try {

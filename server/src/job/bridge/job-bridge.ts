@@ -14,6 +14,7 @@ import { TrustplaneError } from "../../../../sdk/src/errors.js";
 import { JobState, ResultMode } from "../../../../sdk/src/gen/trustplane/job/v1/job.js";
 import type { JobSpec, JobVmServiceService } from "../../../../sdk/src/gen/trustplane/job/v1/job_vm.js";
 import type { InstanceSpec } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import { fileChunks } from "../../../../sdk/src/job/file-chunks.js";
 import { attestJobVm } from "../../../../sdk/src/job/job-vm-attestation.js";
 import type { Logger } from "../../runtime/logger.js";
 import { GUEST_CHANNEL_DIR, type GuestSupport, type GuestSupportProvider } from "../../vm/agent/driver.js";
@@ -202,18 +203,7 @@ export class JobBridge implements GuestSupportProvider {
         (async function* () {
           yield { header };
           if (!ok) return;
-          const h = await open(spoolFile, "r");
-          try {
-            for (let sent = 0; sent < size; ) {
-              const buf = Buffer.allocUnsafe(Math.min(CHUNK, size - sent));
-              const { bytesRead } = await h.read(buf, 0, buf.length, sent);
-              if (bytesRead === 0) break;
-              sent += bytesRead;
-              yield { chunk: bytesRead === buf.length ? buf : buf.subarray(0, bytesRead) };
-            }
-          } finally {
-            await h.close();
-          }
+          for await (const chunk of fileChunks(spoolFile, size, CHUNK)) yield { chunk };
         })(),
       );
     } finally {
