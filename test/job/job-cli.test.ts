@@ -2,13 +2,14 @@
 // (child processes of the real CLI): the client's DEK, OTK ledger and pinned CA keys live in
 // the client directory (0700, files 0600), nothing of them in the server's data directory.
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, chmodSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
+import { filesUnder } from "./job-test-env.js";
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL("../../server/src/cli/main.ts", import.meta.url));
@@ -38,12 +39,6 @@ async function cli(...args: string[]): Promise<{ code: number; stdout: string; s
   }
 }
 
-function filesUnder(dir: string): string[] {
-  return readdirSync(dir).flatMap((n) => {
-    const p = path.join(dir, n);
-    return statSync(p).isDirectory() ? filesUnder(p) : [p];
-  });
-}
 
 describe("trustplane job", () => {
   it("encrypts, uploads, runs (stored and direct) and fetches results, keeping the DEK in the client directory", async () => {

@@ -1,14 +1,14 @@
 // End to end (seed 003): encrypt + upload, a proof-of-possession session, a WebAssembly job in
 // a job VM that receives the DEK sealed to its ephemeral key, and the opened result — stored
 // and returned variants, inline data, and the "never on the server" scan of disk, DB and logs.
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encryptToStorage } from "../../sdk/src/job/encrypt-to-storage.js";
 import { encryptBytes } from "../../sdk/src/envelope/envelope-bytes.js";
 import { runJob } from "../../sdk/src/job/run-job.js";
 import { buildJobModule } from "../../scripts/build-wasm-jobs.js";
-import { startJobTestEnv, type JobTestEnv, type JobUser } from "./job-test-env.js";
+import { filesUnder, startJobTestEnv, type JobTestEnv, type JobUser } from "./job-test-env.js";
 
 let t: JobTestEnv;
 let alice: JobUser;
@@ -20,12 +20,6 @@ beforeAll(async () => {
 }, 30_000);
 afterAll(async () => t?.stop());
 
-function filesUnder(dir: string): string[] {
-  return readdirSync(dir).flatMap((n) => {
-    const p = path.join(dir, n);
-    return statSync(p).isDirectory() ? filesUnder(p) : [p];
-  });
-}
 
 describe("secure job flow", () => {
   it("runs word frequency over stored ciphertext and stores the encrypted result; no DEK or plaintext reaches the server", async () => {

@@ -2,7 +2,7 @@
 // after a stored job only, but after returned, failed, tampered and streamed jobs too, and not
 // in the OS temp dir or the agent's VM directories either (job VMs are gone after their job).
 import { randomBytes } from "node:crypto";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -12,7 +12,7 @@ import { encryptToStorage } from "../../sdk/src/job/encrypt-to-storage.js";
 import { runJob } from "../../sdk/src/job/run-job.js";
 import { buildJobModule, compileWat } from "../../scripts/build-wasm-jobs.js";
 import { DEV_HOST_ID } from "../../server/src/processes/dev-process.js";
-import { startJobTestEnv, type JobTestEnv, type JobUser } from "./job-test-env.js";
+import { filesUnder, startJobTestEnv, type JobTestEnv, type JobUser } from "./job-test-env.js";
 
 let t: JobTestEnv;
 let alice: JobUser;
@@ -24,26 +24,6 @@ beforeAll(async () => {
   alice = await t.user("alice");
 }, 30_000);
 afterAll(async () => t?.stop());
-
-function filesUnder(dir: string, filter: (f: string, size: number, mtimeMs: number) => boolean = () => true): string[] {
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return [];
-  }
-  return names.flatMap((n) => {
-    const p = path.join(dir, n);
-    let st;
-    try {
-      st = statSync(p);
-    } catch {
-      return [];
-    }
-    if (st.isDirectory()) return filesUnder(p, filter);
-    return st.isFile() && filter(p, st.size, st.mtimeMs) ? [p] : [];
-  });
-}
 
 describe("no DEK or plaintext anywhere on the service side", () => {
   it("after returned, failed, tampered and streamed jobs: data dir (DB, blobs, agent + VM dirs), logs and temp files", async () => {
