@@ -71,6 +71,8 @@ describe("no DEK or plaintext anywhere on the service side", () => {
     });
     haystacks.push({ f: "logs", bytes: Buffer.from(t.env.logs()) });
     for (const { f, bytes } of haystacks) for (const n of needles) expect(bytes.includes(n), `${f} holds a secret`).toBe(false);
+    // Not even the DEK sealed to a job VM's key is kept (no idempotent-replay row for it).
+    for (const f of serverFiles) expect(readFileSync(f).includes(Buffer.from("JobVmService/RequestDataKey")), `${f} keeps a key release`).toBe(false);
     // The scan saw real activity: the logs name the jobs' VMs.
     expect(t.env.logs()).toContain("job VM reported its result");
   }, 120_000);

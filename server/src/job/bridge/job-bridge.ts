@@ -149,7 +149,9 @@ export class JobBridge implements GuestSupportProvider {
             issuedAtMs: Date.now(),
           });
           try {
-            const r = await client.requestDataKey({ requestId: `key-${jobId}`, jobId, ephemeralPublicKey: publicKey, codeSha256: spec.codeSha256, hostAttestation: attestation }, { deadlineMs: 5 * 60_000 });
+            // No request_id: the answer (a DEK sealed to this VM's key) must not be kept in the
+            // server's idempotency table; a job VM asks once, and a second ask fails the job.
+            const r = await client.requestDataKey({ requestId: "", jobId, ephemeralPublicKey: publicKey, codeSha256: spec.codeSha256, hostAttestation: attestation }, { deadlineMs: 5 * 60_000 });
             await send({ t: "keyRelease", enc: Buffer.from(r.enc).toString("base64"), sealedDek: Buffer.from(r.sealedDek).toString("base64") });
           } catch (e) {
             await send({ t: "keyDenied", reason: (e as TrustplaneError).reason ?? "KEY_DENIED" });

@@ -110,6 +110,10 @@ export interface GetJobSpecResponse {
 }
 
 export interface RequestDataKeyRequest {
+  /**
+   * Left empty by the bridge: the answer (the DEK sealed to the VM's key) is not kept for
+   * idempotent replay; a job VM asks once, and a second request fails the job.
+   */
   requestId: string;
   jobId: string;
   /** Unused by the bridge (it never sees the OTK; the service holds it for the key request). */
