@@ -1,7 +1,8 @@
 // The job VM's side of the service is gated per job (seed 003, "a job reading outside its own
 // data"): a runner — here a stand-in bridge on the job VM's own host, with that host's real key —
 // that asks for another tenant's object is refused (PERMISSION_DENIED DATA_REFUSED) and its job
-// fails; another host cannot act for the job at all; a user key cannot call JobVmService.
+// fails; another host cannot act for the job at all; a user key cannot call JobVmService; a
+// job VM that goes silent after the key release is failed and terminated at its wall clock.
 import { generateKeyPairSync, type JsonWebKey } from "node:crypto";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,6 +16,9 @@ import { JobVmServiceService, type JobSpec } from "../../sdk/src/gen/trustplane/
 import { encryptToStorage } from "../../sdk/src/job/encrypt-to-storage.js";
 import { runJob } from "../../sdk/src/job/run-job.js";
 import { buildJobModule } from "../../scripts/build-wasm-jobs.js";
+import { attestJobVm } from "../../sdk/src/job/job-vm-attestation.js";
+import { generateX25519KeyPair } from "../../sdk/src/envelope/x25519-keys.js";
+import { VmServiceService, VmState } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { JOB_RUNNER_IMAGE } from "../../server/src/job/bridge/job-bridge.js";
 import { DEV_HOST_ID } from "../../server/src/processes/dev-process.js";
 import { readJsonSecretFile } from "../../server/src/runtime/key-file.js";
@@ -33,11 +37,20 @@ beforeAll(async () => {
 }, 30_000);
 afterAll(async () => t?.stop());
 
-function hostClient() {
+function hostIdentity() {
   const stateDir = path.join(t.env.config.dataDir, "agent", DEV_HOST_ID);
   const key = importSigningKey(readJsonSecretFile<JsonWebKey>(path.join(stateDir, "host-signing.jwk.json")));
   const identity = readJsonSecretFile<{ hostCertificate: string }>(path.join(stateDir, "identity.json"));
-  return createClient(JobVmServiceService, t.address, { key, certificate: Buffer.from(identity.hostCertificate, "base64") });
+  return { key, certificate: Buffer.from(identity.hostCertificate, "base64") };
+}
+
+function hostClient() {
+  return createClient(JobVmServiceService, t.address, hostIdentity());
+}
+
+async function restoreBridge(): Promise<void> {
+  const { jobAgentAreaBridgeFor } = await import("../../server/src/job/bridge/job-bridge-area.js");
+  controlPlaneFor(DEV_HOST_ID)!.provideGuest(JOB_RUNNER_IMAGE, jobAgentAreaBridgeFor(DEV_HOST_ID)!);
 }
 
 describe("JobVmService serves a job only to its VM's host, and only the job's own input", () => {
@@ -77,8 +90,7 @@ describe("JobVmService serves a job only to its VM's host, and only the job's ow
       expect(t.env.logs()).toContain(spec!.jobId);
     } finally {
       // Put the real bridge back (the agent area registered it at start).
-      const { jobAgentAreaBridgeFor } = await import("../../server/src/job/bridge/job-bridge-area.js");
-      cp.provideGuest(JOB_RUNNER_IMAGE, jobAgentAreaBridgeFor(DEV_HOST_ID)!);
+      await restoreBridge();
       host.close();
     }
   }, 60_000);
@@ -114,5 +126,41 @@ describe("JobVmService serves a job only to its VM's host, and only the job's ow
     asUser.close();
     // The job itself is unharmed.
     expect(Buffer.from((await running).output).readBigUInt64LE(0)).toBe(BigInt(97 + 98 + 99));
+  }, 60_000);
+
+  it("a job VM that goes silent after the key release is failed and terminated at its wall clock + grace", async () => {
+    const session = await alice.session();
+    const host = hostClient();
+    const { key, certificate } = hostIdentity();
+    let vmId = "";
+    const silent: GuestSupportProvider = {
+      async prepare(vmSpec) {
+        vmId = vmSpec.vmId;
+        void (async () => {
+          const spec = (await host.getJobSpec({ vmId }, { deadlineMs: 30_000 })).spec!;
+          const eph = generateX25519KeyPair();
+          const hostAttestation = attestJobVm(key, certificate, { jobId: spec.jobId, vmId, hostId: DEV_HOST_ID, codeSha256: spec.codeSha256, data: spec.stored, ephemeralPublicKey: eph.publicKey, otkSha256: spec.otkSha256, issuedAtMs: Date.now() });
+          await host.requestDataKey({ jobId: spec.jobId, ephemeralPublicKey: eph.publicKey, codeSha256: spec.codeSha256, hostAttestation });
+          // ...and then nothing: no progress, no result.
+        })().catch(() => undefined);
+        return { command: ["/bin/sh", "-c", "sleep 120"], memoryCgroup: true };
+      },
+      async released() {},
+    };
+    controlPlaneFor(DEV_HOST_ID)!.provideGuest(JOB_RUNNER_IMAGE, silent);
+    const vms = createClient(VmServiceService, t.address, { key: t.env.admin });
+    try {
+      const started = Date.now();
+      await expect(
+        runJob(session, await buildJobModule("byte-sum"), { inline: await encryptBytes(Buffer.from("x"), { dek: alice.dek, dekId: alice.dekId }), dekId: alice.dekId }, { limits: { wallClockMs: 1000 }, resultMode: "returned" }),
+      ).rejects.toMatchObject({ reason: "WALL_CLOCK_EXCEEDED" });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(11_000);
+      for (let i = 0; i < 100 && (await vms.getVm({ vmId })).vm!.state !== VmState.VM_STATE_TERMINATED; i++) await new Promise((r) => setTimeout(r, 100));
+      expect((await vms.getVm({ vmId })).vm!.state).toBe(VmState.VM_STATE_TERMINATED);
+    } finally {
+      await restoreBridge();
+      host.close();
+      vms.close();
+    }
   }, 60_000);
 });
