@@ -101,6 +101,14 @@ describe("a job VM is a VM from the VM area", () => {
     await expectGone(job.vmId);
   }, 60_000);
 
+  it("an unused job VM is terminated when its session closes", async () => {
+    const session = await alice.session();
+    const { jobVm } = await session.jobs.createJobVm({ requestId: `jvm-close-${Date.now()}`, sessionId: session.id, limits: { memoryBytes: 16 * 1024 * 1024, wallClockMs: 0 } });
+    for (let i = 0; i < 100 && (await vms.getVm({ vmId: jobVm!.vmId })).vm!.state !== VmState.VM_STATE_RUNNING; i++) await new Promise((r) => setTimeout(r, 100));
+    session.close();
+    await expectGone(jobVm!.vmId);
+  }, 60_000);
+
   it("a job asking for the QEMU driver is UNIMPLEMENTED naming the driver (it has no host channel)", async () => {
     const session = await alice.session();
     const code = byteSum;

@@ -26,6 +26,7 @@ export const jobServerArea: ServerArea = {
     let vmClient: SignedClient<typeof VmServiceService> | undefined;
     const vms = new VmServiceJobVms(() => (vmClient ??= createClient(VmServiceService, ctx.address(), { key: ctx.serviceKey })));
     const jobs = new JobManager({ storage: ctx.storage, blobs: ctx.blobs, objects, jobs: new JobRepository(ctx.storage.db), sessions, vms, logger: ctx.logger });
+    sessions.onClosed((sessionId) => jobs.sessionClosed(sessionId));
     ctx.bind(StorageServiceService, createStorageHandlers({ storage: ctx.storage, blobs: ctx.blobs, objects }));
     ctx.bind(JobServiceService, createJobHandlers({ sessions, jobs }));
     ctx.bind(JobVmServiceService, createJobVmHandlers(jobs));

@@ -312,6 +312,16 @@ export class JobManager {
     return job;
   }
 
+  /** The session ended: its job VMs that never got a job hold no capacity any longer. */
+  sessionClosed(sessionId: string): void {
+    for (const [id, r] of this.jobVms) {
+      if (r.jobVm.sessionId !== sessionId || r.jobId) continue;
+      clearTimeout(r.timer);
+      this.jobVms.delete(id);
+      this.terminateVm(r.jobVm.vmId);
+    }
+  }
+
   /** Resolves once the job's VM is terminated (tests and shutdown wait on it). */
   async vmTerminated(jobId: string): Promise<void> {
     await this.active.get(jobId)?.vmGone;

@@ -96,12 +96,23 @@ function proofFailed(detail: string): TrustplaneError {
 
 export class SessionManager {
   private readonly sessions = new Map<string, JobSession>();
+  private readonly closedListeners: ((sessionId: string) => void)[] = [];
+
+  /** Called once per session when it ends (stream closed or expired). */
+  onClosed(listener: (sessionId: string) => void): void {
+    this.closedListeners.push(listener);
+  }
+
+  private ended(id: string): void {
+    this.sessions.delete(id);
+    for (const l of this.closedListeners) l(id);
+  }
 
   get(id: string): JobSession | undefined {
     const s = this.sessions.get(id);
     if (s && !s.live) {
       s.close();
-      this.sessions.delete(id);
+      this.ended(id);
       return undefined;
     }
     return s;
@@ -234,7 +245,7 @@ export class SessionManager {
         opener.wipe();
         ctx.signal.removeEventListener("abort", onAbort);
         session.close();
-        this.sessions.delete(sessionId);
+        this.ended(sessionId);
       }
     })().catch((e: unknown) => channel.fail(e));
     return channel;
