@@ -208,6 +208,10 @@ export class JobBridge implements GuestSupportProvider {
           for await (const chunk of fileChunks(spoolFile, size, CHUNK)) yield { chunk };
         })(),
       );
+    } catch (e) {
+      // The service already ended the job (its key refused, a timeout, a cancel): nothing to report.
+      if ((e as TrustplaneError).reason !== "JOB_NOT_ON_HOST") throw e;
+      log.info({ jobId }, "the job had already ended on the service side");
     } finally {
       await rm(spoolFile, { force: true });
       socket.end();
