@@ -84,6 +84,22 @@ describe.skipIf(!bwrapAvailable() || process.getuid?.() !== 0)("sandbox guest su
     expect(existsSync(`/sys/fs/cgroup/memory/trustplane-vms/${vmId}`) || existsSync(`/sys/fs/cgroup/trustplane-vms/${vmId}`)).toBe(false);
   }, 30_000);
 
+  it("a guest with noDiskWrites cannot write to its root, and its console reaches no file", async () => {
+    const vmsDir = path.join(base, "vms-nowrite");
+    const p = provider("(printf data > /vm/leak); echo console-line; sleep 30", false);
+    const noWrites: GuestSupportProvider = { prepare: async (s, d) => ({ ...(await p.prepare(s, d)), noDiskWrites: true }), released: p.released };
+    const cp = new ControlPlane("h1", [new SandboxDriver()], vmsDir, logger);
+    cp.provideGuest("job-runner", noWrites);
+    await cp.reconcile();
+    const vmId = `guest-nowrite-${run}`;
+    await cp.create(spec(vmId, 128), true, "test");
+    await new Promise((r) => setTimeout(r, 500));
+    expect(existsSync(path.join(vmsDir, vmId, "root", "leak"))).toBe(false);
+    const consoleFile = path.join(vmsDir, vmId, "console.log");
+    expect(existsSync(consoleFile) ? readFileSync(consoleFile, "utf8") : "").not.toContain("console-line");
+    await cp.terminate(vmId, "test");
+  }, 30_000);
+
   it("a guest that allocates past its memory cgroup is killed; the host is untouched", async () => {
     // 300 MiB of resident memory in a 64 MiB VM: the cgroup OOM-kills the guest, not the host.
     const script = `node -e "const a=[]; for(let i=0;i<30;i++){a.push(Buffer.alloc(10<<20,1));} require('fs').writeFileSync('/vm/survived','yes')"; echo exit=$? > /vm/exit; sleep 30`;

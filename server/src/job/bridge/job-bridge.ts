@@ -80,6 +80,9 @@ export class JobBridge implements GuestSupportProvider {
       readOnlyPaths: [this.deps.bundle.dir],
       command: [process.execPath, `--max-old-space-size=${RUNNER_HEAP_MIB}`, this.deps.bundle.file, `${GUEST_CHANNEL_DIR}/${SOCKET}`],
       memoryCgroup: true,
+      // The runner writes nothing to disk (read-only root, no console file): plaintext it
+      // holds can never reach the host's disk.
+      noDiskWrites: true,
     };
   }
 

@@ -30,6 +30,9 @@ export interface GuestSupport {
   /** Cap resident memory with a memory cgroup instead of an address-space rlimit (V8
    * reserves ~10 GiB of address space per WebAssembly memory, so RLIMIT_AS cannot cap it). */
   memoryCgroup?: boolean;
+  /** Nothing the guest holds may reach the host's disk: its root is read-only (only its
+   * in-memory /tmp is writable, charged to its memory) and its console goes nowhere. */
+  noDiskWrites?: boolean;
 }
 
 /** Where a guest finds its host channel. */

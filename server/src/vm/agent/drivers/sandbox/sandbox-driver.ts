@@ -12,7 +12,8 @@
 //
 // Host channel: for images another agent area supports (GuestSupport), the directory holding
 // that area's unix socket is bound read-only at /run/trustplane, the image's files read-only
-// at their own paths, and memory is capped by the VM's own memory cgroup where asked.
+// at their own paths, memory is capped by the VM's own memory cgroup where asked, and with
+// noDiskWrites the root is read-only and the console goes to /dev/null.
 import { execFile, spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
@@ -65,7 +66,7 @@ export function sandboxArgs(spec: InstanceSpec, root: string, shareNet = false, 
     "--dev", "/dev",
     "--tmpfs", "/tmp",
     ...guestBinds,
-    "--bind", root, "/vm",
+    guest.noDiskWrites ? "--ro-bind" : "--bind", root, "/vm",
     "--chdir", "/vm",
     "--hostname", spec.name || spec.vmId,
     "--setenv", "TRUSTPLANE_VM_ID", spec.vmId,
@@ -166,7 +167,7 @@ export class SandboxDriver implements Driver {
     const consolePath = path.join(dir, "console.log");
     rmSync(consolePath, { force: true });
     // The console is a file, not a pipe: the guest keeps running if the agent restarts.
-    const out = openSync(consolePath, "a", 0o600);
+    const out = openSync(ctx.guest?.noDiskWrites ? "/dev/null" : consolePath, "a", 0o600);
     const args = sandboxArgs(spec, root, !!extra.netns, ctx.guest);
     const launch = extra.netns ? ["ip", "netns", "exec", extra.netns, "prlimit", ...args] : ["prlimit", ...args];
     const [cmd, ...argv] = extra.memoryCgroup ? inMemoryCgroup(extra.memoryCgroup, launch) : launch;
