@@ -147,3 +147,25 @@ describe("admission: job VMs claim the host's capacity", () => {
     for (const vmId of made) await expectGone(vmId);
   }, 120_000);
 });
+
+describe("job VMs do not outlive their agent's job bridge", () => {
+  it("stopping the dev server and agent leaves no job VM process, cgroup or directory", async () => {
+    const own = await startJobTestEnv();
+    try {
+      const bob = await own.user("bob");
+      const session = await bob.session();
+      const { jobVm } = await session.jobs.createJobVm({ requestId: `jvm-stop-${Date.now()}`, sessionId: session.id, limits: { memoryBytes: 16 * 1024 * 1024, wallClockMs: 0 } });
+      const vmId = jobVm!.vmId;
+      const admin = createClient(VmServiceService, own.address, { key: own.env.admin });
+      for (let i = 0; i < 100 && (await admin.getVm({ vmId })).vm!.state !== VmState.VM_STATE_RUNNING; i++) await new Promise((r) => setTimeout(r, 100));
+      admin.close();
+      expect(processesOf(vmId).length).toBeGreaterThan(0);
+      await own.env.dev.shutdown();
+      expect(processesOf(vmId)).toEqual([]);
+      expect(existsSync(`/sys/fs/cgroup/memory/trustplane-vms/${vmId}`)).toBe(false);
+      expect(existsSync(path.join(own.env.config.dataDir, "agent", DEV_HOST_ID, "vms", vmId))).toBe(false);
+    } finally {
+      await own.stop().catch(() => undefined);
+    }
+  }, 60_000);
+});

@@ -100,6 +100,25 @@ describe.skipIf(!bwrapAvailable() || process.getuid?.() !== 0)("sandbox guest su
     await cp.terminate(vmId, "test");
   }, 30_000);
 
+  it("a guest's task count is capped: a fork bomb stays inside its cgroup", async () => {
+    // Starts 400 sleepers; the pids cgroup lets at most 256 tasks exist (counted with shell
+    // builtins only: at the cap, nothing more can be forked).
+    const script = `n=0; for i in $(seq 1 400); do (sleep 20 &) 2>/dev/null && n=$((n+1)); done; c=0; for p in /proc/[0-9]*; do c=$((c+1)); done; echo $c > /vm/count; sleep 30`;
+    const vmsDir = path.join(base, "vms-pids");
+    const cp = new ControlPlane("h1", [new SandboxDriver()], vmsDir, logger);
+    cp.provideGuest("job-runner", provider(script, true));
+    await cp.reconcile();
+    const vmId = `guest-pids-${run}`;
+    await cp.create(spec(vmId, 128), true, "test");
+    const count = path.join(vmsDir, vmId, "root", "count");
+    await waitFor(() => existsSync(count) && readFileSync(count, "utf8").trim() !== "", 20_000);
+    const tasks = Number(readFileSync(count, "utf8").trim());
+    expect(tasks).toBeGreaterThan(10);
+    expect(tasks).toBeLessThanOrEqual(256);
+    await cp.terminate(vmId, "test");
+    expect(existsSync(`/sys/fs/cgroup/pids/trustplane-vms/${vmId}`)).toBe(false);
+  }, 40_000);
+
   it("a guest that allocates past its memory cgroup is killed; the host is untouched", async () => {
     // 300 MiB of resident memory in a 64 MiB VM: the cgroup OOM-kills the guest, not the host.
     const script = `node -e "const a=[]; for(let i=0;i<30;i++){a.push(Buffer.alloc(10<<20,1));} require('fs').writeFileSync('/vm/survived','yes')"; echo exit=$? > /vm/exit; sleep 30`;

@@ -33,7 +33,15 @@ export const jobAgentArea: AgentArea = {
       credentials: ctx.serverCredentials,
       channelOptions: { "grpc-node.flow_control_window": 16 * 1024 * 1024 },
     });
-    const bridge = new JobBridge({ hostId: ctx.hostId, signingKey: ctx.signingKey, hostCertificate: ctx.hostCertificate, client, bundle, logger: ctx.logger });
+    const bridge = new JobBridge({
+      hostId: ctx.hostId,
+      signingKey: ctx.signingKey,
+      hostCertificate: ctx.hostCertificate,
+      client,
+      bundle,
+      logger: ctx.logger,
+      terminate: async (vmId) => void (await cp.terminate(vmId, "agent:job-bridge-stopping")),
+    });
     cp.provideGuest(JOB_RUNNER_IMAGE, bridge);
     bridges.set(ctx.hostId, bridge);
     ctx.logger.info({ runner: path.basename(bundle.file) }, "job bridge ready");

@@ -44,6 +44,8 @@ export interface JobBridgeDeps {
   client: SignedClient<typeof JobVmServiceService>;
   bundle: RunnerBundle;
   logger: Logger;
+  /** Terminates a job VM through the control plane (its channel is gone with the bridge). */
+  terminate(vmId: string): Promise<void>;
 }
 
 export class JobBridge implements GuestSupportProvider {
@@ -97,8 +99,13 @@ export class JobBridge implements GuestSupportProvider {
     await rm(path.join(c.dir, "bridge"), { recursive: true, force: true });
   }
 
+  /** The agent stops: a job VM cannot outlive its channel, so each is terminated (no process,
+   * cgroup or file left behind); the service fails their jobs. */
   async stop(): Promise<void> {
-    for (const vmId of [...this.channels.keys()]) await this.released(vmId);
+    for (const vmId of [...this.channels.keys()]) {
+      await this.deps.terminate(vmId).catch((e: Error) => this.deps.logger.warn({ vmId, err: e.message }, "could not terminate a job VM at shutdown"));
+      await this.released(vmId);
+    }
   }
 
   /** The bridge's side of one runner: every step is a signed call made as this host. */

@@ -1,13 +1,17 @@
 // A memory cgroup per sandbox VM (seed 004's sandbox driver, used for guests whose memory an
 // address-space rlimit cannot cap: V8 reserves ~10 GiB of address space per WebAssembly
-// memory). Resident memory above the limit is reclaimed or OOM-killed inside the cgroup only.
-// cgroup v1 (a `memory` hierarchy) and v2 (the unified tree with the memory controller).
+// memory). Resident memory above the limit is reclaimed or OOM-killed inside the cgroup only,
+// and where the pids controller exists the guest's task count is capped too (no fork bomb
+// reaches the host). cgroup v1 (`memory` and `pids` hierarchies) and v2 (the unified tree).
 import { existsSync, readFileSync } from "node:fs";
 import { mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { TrustplaneError } from "../../../../../../sdk/src/errors.js";
 
 const V1_ROOT = "/sys/fs/cgroup/memory";
+const V1_PIDS_ROOT = "/sys/fs/cgroup/pids";
+/** Tasks (processes and threads) a guest may have: Node and its worker use a few dozen. */
+export const GUEST_PIDS_MAX = 256;
 const V2_ROOT = "/sys/fs/cgroup";
 /** The parent under which each VM's cgroup lives. */
 const PARENT = "trustplane-vms";
@@ -15,6 +19,8 @@ const PARENT = "trustplane-vms";
 export interface MemoryCgroup {
   version: 1 | 2;
   dir: string;
+  /** cgroup v1: the VM's group in the pids hierarchy, when there is one. */
+  pidsDir?: string;
 }
 
 function hierarchy(): { version: 1 | 2; root: string } | undefined {
@@ -47,16 +53,30 @@ export async function createMemoryCgroup(vmId: string, limitBytes: number): Prom
     } else {
       await writeFile(path.join(dir, "memory.max"), String(limitBytes));
       if (existsSync(path.join(dir, "memory.swap.max"))) await writeFile(path.join(dir, "memory.swap.max"), "0");
+      if (existsSync(path.join(dir, "pids.max"))) await writeFile(path.join(dir, "pids.max"), String(GUEST_PIDS_MAX));
     }
   } catch (e) {
     await rmdir(dir).catch(() => undefined);
     throw unavailable(`${dir} could not be set up (${(e as Error).message})`);
   }
-  return { version: h.version, dir };
+  const cg: MemoryCgroup = { version: h.version, dir };
+  if (h.version === 1 && existsSync(path.join(V1_PIDS_ROOT, "cgroup.procs"))) {
+    const pidsDir = path.join(V1_PIDS_ROOT, PARENT, vmId);
+    try {
+      await mkdir(pidsDir, { recursive: true });
+      await writeFile(path.join(pidsDir, "pids.max"), String(GUEST_PIDS_MAX));
+      cg.pidsDir = pidsDir;
+    } catch {
+      // No writable pids hierarchy: memory stays capped; the wall clock bounds the rest.
+      await rmdir(pidsDir).catch(() => undefined);
+    }
+  }
+  return cg;
 }
 
 /** argv that joins the cgroup before exec'ing `argv`, so nothing it forks escapes the limit. */
 export function inMemoryCgroup(cg: MemoryCgroup, argv: string[]): string[] {
+  if (cg.pidsDir) return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && echo $$ > "$1/cgroup.procs" && shift && exec "$@"', cg.dir, cg.pidsDir, ...argv];
   return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg.dir, ...argv];
 }
 
@@ -66,11 +86,15 @@ export async function memoryCgroupPeak(cg: MemoryCgroup): Promise<number> {
   return Number((await readFile(path.join(cg.dir, file), "utf8").catch(() => "0")).trim()) || 0;
 }
 
-/** Removes the cgroup once its processes are gone (they may take a moment to leave). */
+/** Removes the cgroup(s) once its processes are gone (they may take a moment to leave). */
 export async function removeMemoryCgroup(cg: MemoryCgroup): Promise<void> {
+  for (const dir of [cg.dir, ...(cg.pidsDir ? [cg.pidsDir] : [])]) await removeGroup(dir);
+}
+
+async function removeGroup(dir: string): Promise<void> {
   for (let i = 0; i < 50; i++) {
     try {
-      await rmdir(cg.dir);
+      await rmdir(dir);
       return;
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
@@ -79,5 +103,5 @@ export async function removeMemoryCgroup(cg: MemoryCgroup): Promise<void> {
       await new Promise((r) => setTimeout(r, 20));
     }
   }
-  throw new TrustplaneError("INTERNAL", "STOP_FAILED", `memory cgroup ${cg.dir} still has processes`);
+  throw new TrustplaneError("INTERNAL", "STOP_FAILED", `cgroup ${dir} still has processes`);
 }
