@@ -150,6 +150,8 @@ export class JobManager {
     const limits = this.limitsOf(req.limits);
     let data: ObjectRef | undefined;
     let input: Input;
+    const given = [req.stored !== undefined, (req.inlineCiphertext?.length ?? 0) > 0, req.streamed !== undefined].filter(Boolean).length;
+    if (given > 1) throw new TrustplaneError("INVALID_ARGUMENT", "DATA_AMBIGUOUS", "data: give exactly one of stored, inline_ciphertext and streamed", "data");
     if (req.stored) {
       // A job reads only data its submitter may read, pinned to the digest seen now.
       checkTenantAccess(caller, req.stored.tenant);

@@ -387,11 +387,7 @@ export interface SubmitJobRequest {
     | ObjectRef
     | undefined;
   /** Ciphertext sent straight to the job VM (envelope format). */
-  inlineCiphertext?:
-    | Uint8Array
-    | undefined;
-  /** Ciphertext streamed straight to the job VM with SendJobInput after this call. */
-  streamed?: StreamedInput | undefined;
+  inlineCiphertext?: Uint8Array | undefined;
   resultMode: ResultMode;
   limits:
     | JobLimits
@@ -405,6 +401,13 @@ export interface SubmitJobRequest {
   /** Instead of `code`: a module already in hosted storage (set exactly one of the two). */
   codeObject:
     | ObjectRef
+    | undefined;
+  /**
+   * Instead of `data`: ciphertext streamed straight to the job VM with SendJobInput after this
+   * call (set exactly one of stored, inline_ciphertext and streamed).
+   */
+  streamed:
+    | StreamedInput
     | undefined;
   /** Hypervisor of a job VM provisioned for this job; unspecified: the sandbox driver. */
   hypervisor: HypervisorType;
@@ -2373,13 +2376,13 @@ function createBaseSubmitJobRequest(): SubmitJobRequest {
     otk: new Uint8Array(0),
     stored: undefined,
     inlineCiphertext: undefined,
-    streamed: undefined,
     resultMode: 0,
     limits: undefined,
     dekId: "",
     resultName: "",
     jobVmId: "",
     codeObject: undefined,
+    streamed: undefined,
     hypervisor: 0,
   };
 }
@@ -2407,9 +2410,6 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     if (message.inlineCiphertext !== undefined) {
       writer.uint32(58).bytes(message.inlineCiphertext);
     }
-    if (message.streamed !== undefined) {
-      StreamedInput.encode(message.streamed, writer.uint32(114).fork()).join();
-    }
     if (message.resultMode !== 0) {
       writer.uint32(64).int32(message.resultMode);
     }
@@ -2427,6 +2427,9 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     }
     if (message.codeObject !== undefined) {
       ObjectRef.encode(message.codeObject, writer.uint32(106).fork()).join();
+    }
+    if (message.streamed !== undefined) {
+      StreamedInput.encode(message.streamed, writer.uint32(114).fork()).join();
     }
     if (message.hypervisor !== 0) {
       writer.uint32(120).int32(message.hypervisor);
@@ -2503,14 +2506,6 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
             message.inlineCiphertext = reader.bytes();
             continue;
           }
-          case 14: {
-            if (tag !== 114) {
-              break;
-            }
-
-            message.streamed = StreamedInput.decode(reader, reader.uint32());
-            continue;
-          }
           case 8: {
             if (tag !== 64) {
               break;
@@ -2559,6 +2554,14 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
             message.codeObject = ObjectRef.decode(reader, reader.uint32());
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.streamed = StreamedInput.decode(reader, reader.uint32());
+            continue;
+          }
           case 15: {
             if (tag !== 120) {
               break;
@@ -2604,7 +2607,6 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
         : isSet(object.inline_ciphertext)
         ? bytesFromBase64(object.inline_ciphertext)
         : undefined,
-      streamed: isSet(object.streamed) ? StreamedInput.fromJSON(object.streamed) : undefined,
       resultMode: isSet(object.resultMode)
         ? resultModeFromJSON(object.resultMode)
         : isSet(object.result_mode)
@@ -2631,6 +2633,7 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
         : isSet(object.code_object)
         ? ObjectRef.fromJSON(object.code_object)
         : undefined,
+      streamed: isSet(object.streamed) ? StreamedInput.fromJSON(object.streamed) : undefined,
       hypervisor: isSet(object.hypervisor) ? hypervisorTypeFromJSON(object.hypervisor) : 0,
     };
   },
@@ -2658,9 +2661,6 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     if (message.inlineCiphertext !== undefined) {
       obj.inlineCiphertext = base64FromBytes(message.inlineCiphertext);
     }
-    if (message.streamed !== undefined) {
-      obj.streamed = StreamedInput.toJSON(message.streamed);
-    }
     if (message.resultMode !== 0) {
       obj.resultMode = resultModeToJSON(message.resultMode);
     }
@@ -2678,6 +2678,9 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     }
     if (message.codeObject !== undefined) {
       obj.codeObject = ObjectRef.toJSON(message.codeObject);
+    }
+    if (message.streamed !== undefined) {
+      obj.streamed = StreamedInput.toJSON(message.streamed);
     }
     if (message.hypervisor !== 0) {
       obj.hypervisor = hypervisorTypeToJSON(message.hypervisor);
@@ -2699,9 +2702,6 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
       ? ObjectRef.fromPartial(object.stored)
       : undefined;
     message.inlineCiphertext = object.inlineCiphertext ?? undefined;
-    message.streamed = (object.streamed !== undefined && object.streamed !== null)
-      ? StreamedInput.fromPartial(object.streamed)
-      : undefined;
     message.resultMode = object.resultMode ?? 0;
     message.limits = (object.limits !== undefined && object.limits !== null)
       ? JobLimits.fromPartial(object.limits)
@@ -2711,6 +2711,9 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     message.jobVmId = object.jobVmId ?? "";
     message.codeObject = (object.codeObject !== undefined && object.codeObject !== null)
       ? ObjectRef.fromPartial(object.codeObject)
+      : undefined;
+    message.streamed = (object.streamed !== undefined && object.streamed !== null)
+      ? StreamedInput.fromPartial(object.streamed)
       : undefined;
     message.hypervisor = object.hypervisor ?? 0;
     return message;
