@@ -169,3 +169,23 @@ describe("job VMs do not outlive their agent's job bridge", () => {
     }
   }, 60_000);
 });
+
+describe("no host with the sandbox driver (no bubblewrap)", () => {
+  it("a job is refused with FAILED_PRECONDITION naming what to install, never run unconfined", async () => {
+    const saved = process.env.TRUSTPLANE_VM_DRIVERS;
+    // The agent's drivers are read at its start: this one offers none (as without bubblewrap).
+    process.env.TRUSTPLANE_VM_DRIVERS = "none";
+    const own = await startJobTestEnv().finally(() => (saved === undefined ? delete process.env.TRUSTPLANE_VM_DRIVERS : (process.env.TRUSTPLANE_VM_DRIVERS = saved)));
+    try {
+      const carol = await own.user("carol");
+      const session = await carol.session();
+      // The host registers (without drivers) shortly after the agent starts.
+      const admin = createClient(VmServiceService, own.address, { key: own.env.admin });
+      for (let i = 0; i < 100 && (await admin.getCapabilities({})).hosts.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      admin.close();
+      await expect(runJob(session, byteSum, { inline: await inline(carol), dekId: carol.dekId })).rejects.toMatchObject({ status: "FAILED_PRECONDITION", reason: "NO_JOB_VM_DRIVER", message: expect.stringContaining("bubblewrap") });
+    } finally {
+      await own.stop();
+    }
+  }, 60_000);
+});
