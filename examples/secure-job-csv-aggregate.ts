@@ -10,6 +10,7 @@ import { encryptBytes } from "../sdk/src/envelope/envelope-bytes.js";
 import { TrustplaneError } from "../sdk/src/errors.js";
 import { KeyHolder, openSession, runJob } from "../sdk/src/job/index.js";
 import { buildJobModule } from "../scripts/build-wasm-jobs.js";
+import { demoCaKeys } from "./secure-job-support.js";
 import { standaloneContext, type ExampleFlow, type TourContext } from "./tour-context.js";
 
 const CSV = `station,temp_c,rain_mm,wind_kmh
@@ -26,7 +27,8 @@ export const secureJobCsvAggregateFlow: ExampleFlow = {
     const clientDir = mkdtempSync(path.join(os.tmpdir(), "tp-demo-client-"));
     const code = await buildJobModule("csv-aggregate");
     const approved = createHash("sha256").update(code).digest("hex");
-    const keyHolder = await KeyHolder.open({ ledgerPath: path.join(clientDir, "otk-ledger.jsonl"), policy: (r) => r.codeSha256 === approved });
+    const caKeys = await demoCaKeys(ctx, clientDir);
+    const keyHolder = await KeyHolder.open({ ledgerPath: path.join(clientDir, "otk-ledger.jsonl"), policy: (r) => r.codeSha256 === approved, caKeys });
     const dek = randomBytes(32);
     keyHolder.addDek("weather-dek", dek);
     const session = await openSession(ctx.server, ctx.admin, { keyHolder, variant: "encrypt" });

@@ -1,7 +1,8 @@
 // Example flow (seed 003): a client encrypts a text with its own DEK, uploads the ciphertext,
 // opens a session proven by its signing key, and runs a word-frequency WebAssembly job in a
-// job VM that gets the DEK only sealed to its ephemeral key; the encrypted result is stored,
-// then fetched and opened locally. Replaying the job's one-time key is refused and surfaced.
+// job VM (a VM from the scheduler) that gets the DEK only sealed to its host-attested
+// ephemeral key; the encrypted result is stored, then fetched and opened locally. Replaying
+// the job's one-time key is refused and surfaced.
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
@@ -10,6 +11,7 @@ import type { SecurityEvent } from "../sdk/src/gen/trustplane/job/v1/job.js";
 import { encryptToStorage, KeyHolder, openSession, runJob } from "../sdk/src/job/index.js";
 import { TrustplaneError } from "../sdk/src/errors.js";
 import { buildJobModule } from "../scripts/build-wasm-jobs.js";
+import { demoCaKeys } from "./secure-job-support.js";
 import { standaloneContext, type ExampleFlow, type TourContext } from "./tour-context.js";
 
 const TEXT = `It was the best of times, it was the worst of times, it was the age of wisdom,
@@ -23,7 +25,8 @@ export const secureJobWordFrequencyFlow: ExampleFlow = {
   title: "Secure job: encrypted upload, proven session, one-time key, word frequency in a job VM",
   async run(ctx: TourContext) {
     const clientDir = mkdtempSync(path.join(os.tmpdir(), "tp-demo-client-"));
-    const keyHolder = await KeyHolder.open({ ledgerPath: path.join(clientDir, "otk-ledger.jsonl") });
+    const caKeys = await demoCaKeys(ctx, clientDir);
+    const keyHolder = await KeyHolder.open({ ledgerPath: path.join(clientDir, "otk-ledger.jsonl"), caKeys });
     const dek = randomBytes(32);
     keyHolder.addDek("demo-dek", dek);
     const session = await openSession(ctx.server, ctx.admin, { keyHolder, variant: "sign" });
@@ -32,7 +35,9 @@ export const secureJobWordFrequencyFlow: ExampleFlow = {
       const name = `demo/tale-${Date.now().toString(36)}.txt`;
       const ref = await encryptToStorage(session.storage, [Buffer.from(TEXT.repeat(20))], { dek, dekId: "demo-dek", tenant: "admin", name });
       ctx.say(`uploaded ${ref.size} bytes of envelope ciphertext as admin/${name} (the service never sees the DEK)`);
-      keyHolder.on("keyRequest", (r: { jobId: string; codeSha256: string }) => ctx.say(`key holder: job VM of ${r.jobId.slice(0, 12)}… asks for the DEK for code ${r.codeSha256.slice(0, 12)}…; released once, sealed to its ephemeral key`));
+      keyHolder.on("keyRequest", (r: { jobId: string; codeSha256: string; hostId: string; vmId: string }) =>
+        ctx.say(`key holder: job VM ${r.vmId} of ${r.jobId.slice(0, 12)}… asks for the DEK for code ${r.codeSha256.slice(0, 12)}…; host ${r.hostId} attested its key (CA-certified); released once, sealed to that key`),
+      );
       const code = await buildJobModule("word-frequency");
       const { job, output } = await runJob(session, code, { stored: { tenant: "admin", name }, dekId: "demo-dek" });
       const top = Buffer.from(output)

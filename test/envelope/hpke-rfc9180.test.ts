@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from "@hpke/core";
 import vector from "../vectors/hpke-x25519-sha256-aes256gcm.json" with { type: "json" };
 import { setupBaseRecipient, setupBaseSender } from "../../sdk/src/envelope/hpke-context.js";
-import { open, seal } from "../../sdk/src/envelope/hpke.js";
+import { open, openAndExport, seal, sealAndExport } from "../../sdk/src/envelope/hpke.js";
 import { generateX25519KeyPair, x25519PublicKeyFromPrivate } from "../../sdk/src/envelope/x25519-keys.js";
 
 const hex = (s: string): Buffer => Buffer.from(s, "hex");
@@ -82,5 +82,26 @@ describe("HPKE interop with @hpke/core (an independent implementation)", () => {
     const recipientPublicKey = await suite.kem.importKey("jwk", { kty: "OKP", crv: "X25519", x: Buffer.from(publicKey).toString("base64url") }, true);
     const sealed = await suite.seal({ recipientPublicKey, info: arrayBuffer(info) }, arrayBuffer(plaintext), arrayBuffer(aad));
     expect(open(privateKey, new Uint8Array(sealed.enc), new Uint8Array(sealed.ct), { info, aad })).toEqual(plaintext);
+  });
+
+  it("the exported secret (RFC 9180 §5.3) is @hpke/core's, on both sides", async () => {
+    const { publicKey, privateKey } = generateX25519KeyPair();
+    const exporterContext = new TextEncoder().encode("trustplane job session secret v1");
+    // Sender here, recipient in @hpke/core.
+    const sealed = sealAndExport(publicKey, plaintext, { info, aad }, exporterContext, 32);
+    const recipientKey = await suite.kem.importKey(
+      "jwk",
+      { kty: "OKP", crv: "X25519", x: Buffer.from(publicKey).toString("base64url"), d: Buffer.from(privateKey).toString("base64url") },
+      false,
+    );
+    const rctx = await suite.createRecipientContext({ recipientKey, enc: arrayBuffer(sealed.enc), info: arrayBuffer(info) });
+    expect(Buffer.from(await rctx.export(arrayBuffer(exporterContext), 32))).toEqual(sealed.exported);
+    // Sender in @hpke/core, recipient here.
+    const recipientPublicKey = await suite.kem.importKey("jwk", { kty: "OKP", crv: "X25519", x: Buffer.from(publicKey).toString("base64url") }, true);
+    const sctx = await suite.createSenderContext({ recipientPublicKey, info: arrayBuffer(info) });
+    const ct = await sctx.seal(arrayBuffer(plaintext), arrayBuffer(aad));
+    const opened = openAndExport(privateKey, new Uint8Array(sctx.enc), new Uint8Array(ct), { info, aad }, exporterContext, 32);
+    expect(opened.plaintext).toEqual(plaintext);
+    expect(opened.exported).toEqual(Buffer.from(await sctx.export(arrayBuffer(exporterContext), 32)));
   });
 });

@@ -1,14 +1,14 @@
 // End to end (seed 003): encrypt + upload, a proof-of-possession session, a WebAssembly job in
 // a job VM that receives the DEK sealed to its ephemeral key, and the opened result — stored
 // and returned variants, inline data, and the "never on the server" scan of disk, DB and logs.
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encryptToStorage } from "../../sdk/src/job/encrypt-to-storage.js";
 import { encryptBytes } from "../../sdk/src/envelope/envelope-bytes.js";
 import { runJob } from "../../sdk/src/job/run-job.js";
 import { buildJobModule } from "../../scripts/build-wasm-jobs.js";
-import { startJobTestEnv, type JobTestEnv, type JobUser } from "./job-test-env.js";
+import { filesUnder, startJobTestEnv, type JobTestEnv, type JobUser } from "./job-test-env.js";
 
 let t: JobTestEnv;
 let alice: JobUser;
@@ -20,12 +20,6 @@ beforeAll(async () => {
 }, 30_000);
 afterAll(async () => t?.stop());
 
-function filesUnder(dir: string): string[] {
-  return readdirSync(dir).flatMap((n) => {
-    const p = path.join(dir, n);
-    return statSync(p).isDirectory() ? filesUnder(p) : [p];
-  });
-}
 
 describe("secure job flow", () => {
   it("runs word frequency over stored ciphertext and stores the encrypted result; no DEK or plaintext reaches the server", async () => {
@@ -69,5 +63,24 @@ describe("secure job flow", () => {
     expect(col(0)).toEqual([0, 0, 0, 0]);
     expect(col(1)).toEqual([3, 29.75, -3.5, 19]);
     expect(col(2)).toEqual([4, 22, 0, 12]);
+  }, 60_000);
+
+  it("streams a large input straight to the job VM (past the inline cap), storing nothing", async () => {
+    const session = await alice.session("sign");
+    // 8 MiB of plaintext: more than SubmitJob's 3 MiB inline cap.
+    const plain = Buffer.alloc(8 * 1024 * 1024);
+    for (let i = 0; i < plain.length; i++) plain[i] = (i * 31) & 0xff;
+    const want = plain.reduce((a, b) => a + BigInt(b), 0n);
+    const blobsBefore = filesUnder(path.join(t.env.config.dataDir, "blobs")).length;
+    const uploaded: number[] = [];
+    const { job, output } = await runJob(session, await buildJobModule("byte-sum"), { streamed: { plaintext: [plain], size: plain.length }, dekId: alice.dekId }, {
+      resultMode: "returned",
+      onProgress: (p) => "phase" in p && p.phase === "upload" && uploaded.push(p.bytes),
+    });
+    expect(Buffer.from(output).readBigUInt64LE(0)).toBe(want);
+    expect(job.data).toBeUndefined();
+    expect(uploaded.at(-1)).toBeGreaterThan(plain.length);
+    // Relayed, never stored: no blob appeared.
+    expect(filesUnder(path.join(t.env.config.dataDir, "blobs")).length).toBe(blobsBefore);
   }, 60_000);
 });

@@ -4,14 +4,10 @@
 // down the host, and tampered ciphertext opening inside the job VM.
 import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClient } from "../../sdk/src/client/create-client.js";
-import { generateSigningKey } from "../../sdk/src/auth/index.js";
 import { encryptBytes } from "../../sdk/src/envelope/envelope-bytes.js";
 import { readEnvelopeHeader } from "../../sdk/src/envelope/read-envelope-header.js";
-import { generateX25519KeyPair } from "../../sdk/src/envelope/x25519-keys.js";
-import { ChallengeVariant, JobServiceService, type SecurityEvent } from "../../sdk/src/gen/trustplane/job/v1/job.js";
+import type { SecurityEvent } from "../../sdk/src/gen/trustplane/job/v1/job.js";
 import { encryptToStorage } from "../../sdk/src/job/encrypt-to-storage.js";
-import { sessionProofMessage } from "../../sdk/src/job/job-bindings.js";
 import { runJob } from "../../sdk/src/job/run-job.js";
 import { buildJobModule, compileWat } from "../../scripts/build-wasm-jobs.js";
 import { startJobTestEnv, type JobTestEnv, type JobUser } from "./job-test-env.js";
@@ -29,40 +25,7 @@ beforeAll(async () => {
 }, 30_000);
 afterAll(async () => t?.stop());
 
-async function rawHello(variant: ChallengeVariant, hello: { clientSealingKey?: Uint8Array; clientSigningJwk?: string }, prove: (c: { sessionId: string; nonce: Uint8Array }) => Uint8Array) {
-  const client = createClient(JobServiceService, t.address, { key: alice.key });
-  const stream = client.openSession({ hello: { variant, clientSealingKey: hello.clientSealingKey ?? new Uint8Array(0), clientSigningJwk: hello.clientSigningJwk ?? "" } });
-  const it = stream[Symbol.asyncIterator]();
-  try {
-    const first = await it.next();
-    const challenge = first.value.challenge;
-    stream.send({ challengeResponse: { proof: prove(challenge) } });
-    return await it.next();
-  } finally {
-    stream.cancel();
-    client.close();
-  }
-}
-
-describe("sessions need proof of possession", () => {
-  it("refuses a sign-variant session signed by another key, and an encrypt-variant session with a guessed secret", async () => {
-    const other = generateSigningKey("Ed25519");
-    await expect(
-      rawHello(ChallengeVariant.CHALLENGE_VARIANT_SIGN_BY_CLIENT_KEY, { clientSigningJwk: JSON.stringify(alice.key.publicJwk) }, (c) => other.sign(sessionProofMessage(c.sessionId, c.nonce))),
-    ).rejects.toMatchObject({ status: "UNAUTHENTICATED", reason: "SESSION_PROOF_INVALID" });
-    // A signature over another session's nonce binding does not count either.
-    await expect(
-      rawHello(ChallengeVariant.CHALLENGE_VARIANT_SIGN_BY_CLIENT_KEY, { clientSigningJwk: JSON.stringify(alice.key.publicJwk) }, (c) => alice.key.sign(sessionProofMessage("ses_other", c.nonce))),
-    ).rejects.toMatchObject({ reason: "SESSION_PROOF_INVALID" });
-    const pair = generateX25519KeyPair();
-    await expect(
-      rawHello(ChallengeVariant.CHALLENGE_VARIANT_ENCRYPT_TO_CLIENT_KEY, { clientSealingKey: pair.publicKey }, () => new Uint8Array(32)),
-    ).rejects.toMatchObject({ status: "UNAUTHENTICATED", reason: "SESSION_PROOF_INVALID" });
-    // The right signature does establish one (the check is not refusing everything).
-    const ok = await rawHello(ChallengeVariant.CHALLENGE_VARIANT_SIGN_BY_CLIENT_KEY, { clientSigningJwk: JSON.stringify(alice.key.publicJwk) }, (c) => alice.key.sign(sessionProofMessage(c.sessionId, c.nonce)));
-    expect(ok.value.established?.sessionId).toMatch(/^ses_/);
-  }, 30_000);
-
+describe("sessions need proof of possession (the handshake itself: job-session-channel.test.ts)", () => {
   it("refuses jobs on a session id that was never established, or that belongs to someone else", async () => {
     const aliceSession = await alice.session();
     const bobSession = await bob.session();

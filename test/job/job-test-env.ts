@@ -1,7 +1,7 @@
 // Test support for the secure-jobs area: a real dev server (startDevEnv) plus tenant users
 // with their own keys, key holders on temp ledgers, and the example modules built from .wat.
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { generateSigningKey, type SigningKey } from "../../sdk/src/auth/index.js";
@@ -51,7 +51,8 @@ export async function startJobTestEnv(): Promise<JobTestEnv> {
       });
       await auth.addKey({ requestId: `k-${name}-${randomBytes(4).toString("hex")}`, principal: name, jwk: JSON.stringify(key.publicJwk) });
       const ledgerPath = path.join(tmp, `${name}.otk-ledger.jsonl`);
-      const keyHolder = await KeyHolder.open({ ledgerPath });
+      // The CA key is pinned from the server process itself, never from a response.
+      const keyHolder = await KeyHolder.open({ ledgerPath, caKeys: [env.dev.server.keys.ca.publicJwk] });
       holders.push(keyHolder);
       const dek = randomBytes(32);
       const dekId = `${name}-dek-1`;
@@ -78,4 +79,25 @@ export async function startJobTestEnv(): Promise<JobTestEnv> {
       rmSync(tmp, { recursive: true, force: true });
     },
   };
+}
+
+/** Every file below `dir` (for the "never on the service side" scans), optionally filtered. */
+export function filesUnder(dir: string, filter: (file: string, size: number, mtimeMs: number) => boolean = () => true): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names.flatMap((n) => {
+    const p = path.join(dir, n);
+    let st;
+    try {
+      st = statSync(p);
+    } catch {
+      return [];
+    }
+    if (st.isDirectory()) return filesUnder(p, filter);
+    return st.isFile() && filter(p, st.size, st.mtimeMs) ? [p] : [];
+  });
 }

@@ -155,14 +155,13 @@ describe("trustplane dev", () => {
   });
 });
 
-describe("areas that have not landed", () => {
-  it("answer a signed call with UNIMPLEMENTED naming the area", async () => {
+describe("areas that have not landed (the UNIMPLEMENTED answer itself: test/auth/signed-calls.test.ts)", () => {
+  it("JobVmService has landed: a signed call reaches the job area, which serves only job VMs' hosts", async () => {
     const { JobVmServiceService } = await import("../../sdk/src/gen/trustplane/job/v1/job_vm.js");
     const jobVm = createClient(JobVmServiceService, env.dev.server.address, { key: env.admin });
     try {
       const err = await refused(jobVm.getJobSpec({ jobId: "job-1" } as never));
-      expect([err.status, err.reason]).toEqual(["UNIMPLEMENTED", "AREA_NOT_IMPLEMENTED"]);
-      expect(err.message).toContain("the job area is not implemented yet");
+      expect([err.status, err.reason]).toEqual(["PERMISSION_DENIED", "JOB_VM_NOT_ON_HOST"]);
     } finally {
       jobVm.close();
     }

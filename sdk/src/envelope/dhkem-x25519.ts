@@ -70,3 +70,8 @@ function extractAndExpand(dh: Buffer, kemContext: Uint8Array): Buffer {
   eaePrk.fill(0);
   return sharedSecret;
 }
+
+/** Raw X25519 agreement with the same low-order checks, for key exchanges outside HPKE. */
+export function x25519Agree(privateKey: Uint8Array, publicKey: Uint8Array, field = "publicKey"): Buffer {
+  return x25519(privateKeyObject(privateKey, "privateKey"), publicKeyObject(publicKey, field), field);
+}

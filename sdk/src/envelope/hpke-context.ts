@@ -77,6 +77,11 @@ export class HpkeContext {
     }
   }
 
+  /** RFC 9180 §5.3 secret export: LabeledExpand(exporter_secret, "sec", exporter_context, L). */
+  export(exporterContext: Uint8Array, length: number): Buffer {
+    return labeledExpand(HPKE_SUITE_ID, this.schedule.exporterSecret, "sec", exporterContext, length);
+  }
+
   /** Wipes the context's keys; the context is unusable afterwards. */
   destroy(): void {
     this.schedule.key.fill(0);

@@ -32,13 +32,47 @@ export interface HpkeSealed {
 const EMPTY = new Uint8Array(0);
 
 export function seal(recipientPublicKey: Uint8Array, plaintext: Uint8Array, binding: HpkeBinding = {}): HpkeSealed {
+  const { enc, ciphertext } = sealAndExport(recipientPublicKey, plaintext, binding, EMPTY, 0);
+  return { enc, ciphertext };
+}
+
+/**
+ * seal() plus an exported secret (RFC 9180 §5.3; length 0: none) that both sides can derive
+ * and nobody else: a key for what follows, never sent on the wire (unlike the sealed
+ * plaintext, which a challenge's answer reveals).
+ */
+export function sealAndExport(recipientPublicKey: Uint8Array, plaintext: Uint8Array, binding: HpkeBinding, exporterContext: Uint8Array, length: number): HpkeSealed & { exported: Buffer } {
   const { enc, context, sharedSecret } = setupBaseSender(recipientPublicKey, binding.info ?? EMPTY);
   sharedSecret.fill(0);
   try {
-    return { enc, ciphertext: asUint8Array(context.seal(binding.aad ?? EMPTY, plaintext)) };
+    return { enc, ciphertext: asUint8Array(context.seal(binding.aad ?? EMPTY, plaintext)), exported: length > 0 ? context.export(exporterContext, length) : Buffer.alloc(0) };
   } finally {
     context.destroy();
   }
+}
+
+/** open() plus the same exported secret as sealAndExport. */
+export function openAndExport(recipientPrivateKey: Uint8Array, enc: Uint8Array, ciphertext: Uint8Array, binding: HpkeBinding, exporterContext: Uint8Array, length: number): { plaintext: Uint8Array; exported: Buffer } {
+  checkRawKey(recipientPrivateKey, "recipientPrivateKey");
+  checkRawKey(enc, "enc");
+  const { context, sharedSecret } = setupBaseRecipient(enc, recipientPrivateKey, binding.info ?? EMPTY);
+  sharedSecret.fill(0);
+  try {
+    const plaintext = context.open(binding.aad ?? EMPTY, ciphertext);
+    if (plaintext === undefined) throw openFailed();
+    return { plaintext: asUint8Array(plaintext), exported: length > 0 ? context.export(exporterContext, length) : Buffer.alloc(0) };
+  } finally {
+    context.destroy();
+  }
+}
+
+function openFailed(): TrustplaneError {
+  return new TrustplaneError(
+    "DATA_LOSS",
+    "HPKE_OPEN_FAILED",
+    "sealed data did not open: it was sealed to another key or with other info/aad, or it was altered; " +
+      "check that you use the private key matching the request's recipient key",
+  );
 }
 
 export function open(
@@ -47,24 +81,7 @@ export function open(
   ciphertext: Uint8Array,
   binding: HpkeBinding = {},
 ): Uint8Array {
-  checkRawKey(recipientPrivateKey, "recipientPrivateKey");
-  checkRawKey(enc, "enc");
-  const { context, sharedSecret } = setupBaseRecipient(enc, recipientPrivateKey, binding.info ?? EMPTY);
-  sharedSecret.fill(0);
-  try {
-    const plaintext = context.open(binding.aad ?? EMPTY, ciphertext);
-    if (plaintext === undefined) {
-      throw new TrustplaneError(
-        "DATA_LOSS",
-        "HPKE_OPEN_FAILED",
-        "sealed data did not open: it was sealed to another key or with other info/aad, or it was altered; " +
-          "check that you use the private key matching the request's recipient key",
-      );
-    }
-    return asUint8Array(plaintext);
-  } finally {
-    context.destroy();
-  }
+  return openAndExport(recipientPrivateKey, enc, ciphertext, binding, EMPTY, 0).plaintext;
 }
 
 /** Callers get plain Uint8Arrays, whatever node:crypto allocated. */

@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import type { SignedClient } from "../client/create-client.js";
 import { TrustplaneError } from "../errors.js";
+import { fileChunks } from "./file-chunks.js";
 import { DEFAULT_SEGMENT_SIZE, encryptStream } from "../envelope/encrypt-stream.js";
 import { TAG_LENGTH } from "../envelope/segment-cipher.js";
 import type { ObjectRef, StorageServiceService } from "../gen/trustplane/job/v1/storage.js";
@@ -93,21 +94,9 @@ export async function uploadFile(
     (async function* () {
       pass++;
       yield { header: { requestId, tenant: opts.tenant, name: opts.name ?? "", size } };
-      const h = await open(file, "r");
-      try {
-        let sent = 0;
-        for (;;) {
-          const buf = Buffer.allocUnsafe(CHUNK);
-          const { bytesRead } = await h.read(buf, 0, CHUNK, sent);
-          if (bytesRead === 0) break;
-          sent += bytesRead;
-          // Pass 1 only digests the stream for the call signature; pass 2 sends it.
-          if (pass > 1) opts.onProgress?.({ phase: "upload", bytes: sent, total: size });
-          yield { chunk: bytesRead === CHUNK ? buf : buf.subarray(0, bytesRead) };
-        }
-      } finally {
-        await h.close();
-      }
+      // Pass 1 only digests the stream for the call signature; pass 2 sends it.
+      const progress = pass > 1 ? (bytes: number) => opts.onProgress?.({ phase: "upload", bytes, total: size }) : undefined;
+      for await (const chunk of fileChunks(file, size, CHUNK, progress)) yield { chunk };
     })(),
   );
   return res.object!;
@@ -183,19 +172,7 @@ async function encryptAndUpload(storage: SignedClient<typeof StorageServiceServi
           await out.close();
         }
       } else {
-        const h = await open(file, "r");
-        try {
-          for (let sent = 0; ; ) {
-            const buf = Buffer.allocUnsafe(CHUNK);
-            const { bytesRead } = await h.read(buf, 0, CHUNK, sent);
-            if (bytesRead === 0) break;
-            sent += bytesRead;
-            opts.onProgress?.({ phase: "upload", bytes: sent, total: size });
-            yield { chunk: bytesRead === CHUNK ? buf : buf.subarray(0, bytesRead) };
-          }
-        } finally {
-          await h.close();
-        }
+        for await (const chunk of fileChunks(file, size, CHUNK, (bytes) => opts.onProgress?.({ phase: "upload", bytes, total: size }))) yield { chunk };
       }
     })(),
   );

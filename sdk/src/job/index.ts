@@ -7,3 +7,7 @@ export { runJob, downloadObject, type DataRef, type JobResult, type RunJobOption
 export { KeyHolder, type IssueOtkInput, type KeyAnswer, type KeyHolderOptions, type KeyPolicy, type KeyRequestInfo } from "./key-holder.js";
 export { FileOtkLedger, MemoryOtkLedger, type OtkBinding, type OtkEntry, type OtkLedger, type OtkUse } from "./otk-ledger.js";
 export { dekReleaseInfo, sessionChallengeInfo, sessionProofMessage } from "./job-bindings.js";
+export { attestJobVm, verifyJobVmAttestation, JOB_VM_ATTESTATION_TYPE, JobVmAttestation } from "./job-vm-attestation.js";
+export { pinnedCaKeys } from "./pinned-ca-keys.js";
+export { FrameOpener, FrameSealer, type SessionDirection } from "./session-frames.js";
+export { deriveSessionKeys, type HandshakeTranscript, type SessionKeys } from "./session-keys.js";

@@ -20,9 +20,13 @@ export function lengthPrefixed(parts: (Uint8Array | string)[]): Buffer {
   return Buffer.concat(out);
 }
 
-/** SIGN_BY_CLIENT_KEY: the client signs PAE(type, session id ‖ nonce) — the nonce only counts for this session. */
-export function sessionProofMessage(sessionId: string, nonce: Uint8Array): Buffer {
-  return pae(SESSION_PROOF_TYPE, lengthPrefixed([sessionId, nonce]));
+/**
+ * SIGN_BY_CLIENT_KEY: the client signs PAE(type, session id ‖ nonce ‖ service ephemeral key ‖
+ * client ephemeral key) — the nonce only counts for this session, and the signature vouches
+ * for both halves of the ECDH the session keys come from (no one can swap either in transit).
+ */
+export function sessionProofMessage(sessionId: string, nonce: Uint8Array, serviceEphemeralKey: Uint8Array, clientEphemeralKey: Uint8Array): Buffer {
+  return pae(SESSION_PROOF_TYPE, lengthPrefixed([sessionId, nonce, serviceEphemeralKey, clientEphemeralKey]));
 }
 
 /** ENCRYPT_TO_CLIENT_KEY: HPKE info binding the sealed secret to the session id. */

@@ -1,24 +1,28 @@
 // The client end of a job session (seed 003): opens JobService.OpenSession, proves possession
-// of its key (either challenge variant), then serves forwarded key requests through the
-// KeyHolder and routes job events, security events and returned results to waiting jobs.
+// of its key (either challenge variant), derives the session keys (session-keys.ts), then —
+// every message sealed in both directions (session-frames.ts) — serves forwarded key requests
+// through the KeyHolder and routes job events, security events and returned results to jobs.
 import { EventEmitter } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
 import type { SigningKey } from "../auth/signing-key.js";
 import { createClient, type BidiStream, type SignedClient } from "../client/create-client.js";
 import { TrustplaneError } from "../errors.js";
-import { open as hpkeOpen } from "../envelope/hpke.js";
+import { x25519Agree } from "../envelope/dhkem-x25519.js";
+import { openAndExport } from "../envelope/hpke.js";
 import { generateX25519KeyPair, type X25519KeyPair } from "../envelope/x25519-keys.js";
 import {
   ChallengeVariant,
   JobServiceService,
+  OpenSessionRequest,
+  OpenSessionResponse,
   type JobEvent,
-  type OpenSessionRequest,
-  type OpenSessionResponse,
   type SecurityEvent,
 } from "../gen/trustplane/job/v1/job.js";
 import { StorageServiceService } from "../gen/trustplane/job/v1/storage.js";
 import { sessionChallengeInfo, sessionProofMessage } from "./job-bindings.js";
 import type { KeyHolder } from "./key-holder.js";
+import { FrameOpener, FrameSealer } from "./session-frames.js";
+import { SESSION_EXPORTER_CONTEXT, confirmationMac, deriveSessionKeys, wipeSessionKeys, type HandshakeTranscript } from "./session-keys.js";
 
 export interface OpenSessionOptions {
   keyHolder: KeyHolder;
@@ -44,23 +48,32 @@ export class JobSession extends EventEmitter {
     readonly storage: SignedClient<typeof StorageServiceService>,
     readonly keyHolder: KeyHolder,
     private readonly stream: BidiStream<OpenSessionRequest, OpenSessionResponse>,
+    private readonly sealer: FrameSealer,
+    private readonly opener: FrameOpener,
   ) {
     super();
+  }
+
+  /** Sends one message sealed under the session key (the only way anything is sent after the handshake). */
+  private send(m: Partial<OpenSessionRequest>): void {
+    this.stream.send({ sealed: this.sealer.seal(OpenSessionRequest.encode(OpenSessionRequest.fromPartial(m)).finish()) });
   }
 
   /** Runs until the stream ends: answers key requests, dispatches events. */
   async serve(iterator: AsyncIterator<OpenSessionResponse>): Promise<void> {
     try {
       for (let n = await iterator.next(); !n.done; n = await iterator.next()) {
-        const m = n.value;
+        // A frame that does not open (altered, replayed, reordered, not from the service that
+        // proved the handshake) ends the session: nothing unauthenticated is ever acted on.
+        const m = OpenSessionResponse.decode(this.opener.open(n.value.sealed));
         if (m.keyRequest) {
           const req = m.keyRequest;
           this.emit("keyRequestReceived", req.jobId);
           void this.keyHolder.handleKeyRequest(req).then(
-            (a) => this.stream.send(a.release ? { keyRelease: a.release } : { keyDenied: a.denied }),
+            (a) => this.send(a.release ? { keyRelease: a.release } : { keyDenied: a.denied }),
             (e: Error) => {
               this.emit("keyHolderError", e);
-              this.stream.send({ keyDenied: { jobId: req.jobId, requestSeq: req.requestSeq, reason: "KEY_HOLDER_ERROR" } });
+              this.send({ keyDenied: { jobId: req.jobId, requestSeq: req.requestSeq, reason: "KEY_HOLDER_ERROR" } });
             },
           );
         } else if (m.jobEvent) {
@@ -76,6 +89,7 @@ export class JobSession extends EventEmitter {
       this.closedError = new TrustplaneError("UNAVAILABLE", "SESSION_CLOSED", "the job session ended");
     } catch (e) {
       this.closedError = e as Error;
+      this.stream.cancel();
     }
     for (const l of this.jobListeners.values()) l({});
   }
@@ -136,15 +150,45 @@ export async function openSession(address: string, key: SigningKey, opts: OpenSe
     const first = await iterator.next();
     const challenge = first.done ? undefined : first.value.challenge;
     if (!challenge) throw new TrustplaneError("UNAVAILABLE", "SESSION_NO_CHALLENGE", "the service did not send a session challenge");
-    const proof =
-      variant === "encrypt"
-        ? hpkeOpen(sealing!.privateKey, challenge.enc, challenge.ciphertext, { info: sessionChallengeInfo(challenge.sessionId) })
-        : key.sign(sessionProofMessage(challenge.sessionId, challenge.nonce));
-    stream.send({ challengeResponse: { proof } });
+    const transcript: HandshakeTranscript = {
+      sessionId: challenge.sessionId,
+      variant: variant === "encrypt" ? ChallengeVariant.CHALLENGE_VARIANT_ENCRYPT_TO_CLIENT_KEY : ChallengeVariant.CHALLENGE_VARIANT_SIGN_BY_CLIENT_KEY,
+      callKeyId: key.keyId,
+      clientSealingKey: sealing?.publicKey ?? new Uint8Array(0),
+      clientSigningJwk: variant === "encrypt" ? "" : JSON.stringify(key.publicJwk),
+      enc: challenge.enc,
+      ciphertext: challenge.ciphertext,
+      nonce: challenge.nonce,
+      serviceEphemeralKey: challenge.serviceEphemeralKey,
+      clientEphemeralKey: new Uint8Array(0),
+    };
+    let proof: Uint8Array;
+    let secret: Uint8Array;
+    if (variant === "encrypt") {
+      const opened = openAndExport(sealing!.privateKey, challenge.enc, challenge.ciphertext, { info: sessionChallengeInfo(challenge.sessionId) }, SESSION_EXPORTER_CONTEXT, 32);
+      proof = opened.plaintext;
+      secret = opened.exported;
+    } else {
+      const eph = generateX25519KeyPair();
+      transcript.clientEphemeralKey = eph.publicKey;
+      proof = key.sign(sessionProofMessage(challenge.sessionId, challenge.nonce, challenge.serviceEphemeralKey, eph.publicKey));
+      try {
+        secret = x25519Agree(eph.privateKey, challenge.serviceEphemeralKey, "challenge.service_ephemeral_key");
+      } finally {
+        eph.privateKey.fill(0);
+      }
+    }
+    const keys = deriveSessionKeys(secret, transcript);
+    secret.fill(0);
+    stream.send({ challengeResponse: { proof, clientEphemeralKey: transcript.clientEphemeralKey, confirmation: confirmationMac(keys) } });
+    const sealer = new FrameSealer(keys.clientToService, challenge.sessionId, "client-to-service");
+    const opener = new FrameOpener(keys.serviceToClient, challenge.sessionId, "service-to-client");
+    wipeSessionKeys(keys);
     const second = await iterator.next();
-    const established = second.done ? undefined : second.value.established;
-    if (!established) throw new TrustplaneError("UNAUTHENTICATED", "SESSION_NOT_ESTABLISHED", "the service did not establish the session");
-    const session = new JobSession(established.sessionId, established.expiresAtMs, jobs, storage, opts.keyHolder, stream);
+    // The first sealed frame is the service's confirmation that it derived the same keys.
+    const established = second.done ? undefined : OpenSessionResponse.decode(opener.open(second.value.sealed)).established;
+    if (!established || established.sessionId !== challenge.sessionId) throw new TrustplaneError("UNAUTHENTICATED", "SESSION_NOT_ESTABLISHED", "the service did not establish the session");
+    const session = new JobSession(established.sessionId, established.expiresAtMs, jobs, storage, opts.keyHolder, stream, sealer, opener);
     void session.serve(iterator);
     return session;
   } catch (e) {

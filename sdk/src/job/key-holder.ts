@@ -1,14 +1,17 @@
 // The client's key holder (seed 003): issues one-time job keys bound to a job's code, DEK and
 // data, and answers key requests forwarded from job VMs. It releases a DEK only for an OTK it
-// issued, with a matching binding, never used before, after its approval policy (and any
-// "keyRequest" listener) agreed — recording the use durably first — sealed with HPKE to the
-// VM's ephemeral key, with info binding job id, OTK digest and code digest.
+// issued, with a matching binding, never used before, for an ephemeral key the job VM's host
+// attested (checked against CA keys pinned here), after its approval policy and every
+// "keyRequest" listener (sync or async) agreed — recording the use durably first — sealed with
+// HPKE to that key, with info binding job id, OTK digest and code digest.
 import { EventEmitter } from "node:events";
-import { randomBytes } from "node:crypto";
-import { invalidArgument } from "../errors.js";
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import { importVerificationKey, type VerificationKey } from "../auth/verification-key.js";
+import { TrustplaneError, invalidArgument } from "../errors.js";
 import { seal } from "../envelope/hpke.js";
 import type { KeyDenied, KeyRelease, KeyRequest } from "../gen/trustplane/job/v1/job.js";
 import { dekReleaseInfo, sha256 } from "./job-bindings.js";
+import { verifyJobVmAttestation } from "./job-vm-attestation.js";
 import { FileOtkLedger, type OtkBinding, type OtkLedger } from "./otk-ledger.js";
 
 /** What an application sees (and may veto) before a DEK leaves. */
@@ -20,7 +23,14 @@ export interface KeyRequestInfo {
   data: { tenant: string; name: string; digest: string } | { inline: true };
   /** The job VM's ephemeral X25519 public key the DEK would be sealed to. */
   vmPublicKey: Uint8Array;
-  /** Call from a "keyRequest" listener to refuse the release. */
+  /** The host that attested the key (its CA certificate verified) and the VM on it. */
+  hostId: string;
+  vmId: string;
+  /**
+   * Call from a "keyRequest" listener to refuse the release. A listener may be async: the
+   * key holder awaits every listener's returned promise, so deny() counts until it settles
+   * (resolving to `false` denies too).
+   */
   deny(reason?: string): void;
 }
 
@@ -32,6 +42,12 @@ export interface KeyHolderOptions {
   ledgerPath?: string;
   /** Approval policy, consulted after the OTK checks; false denies (POLICY_DENIED). */
   policy?: KeyPolicy;
+  /**
+   * CA public keys (JWK objects or JSON) this client trusts to certify hosts. Pin them out of
+   * band (a file, your deployment): a key request's attestation is checked against these only,
+   * never against keys that arrived with it. Without any, every release is refused.
+   */
+  caKeys?: (string | object | VerificationKey)[];
 }
 
 export type KeyAnswer = { release: KeyRelease; denied?: undefined } | { denied: KeyDenied; release?: undefined };
@@ -48,6 +64,7 @@ export class KeyHolder extends EventEmitter {
 
   private constructor(
     readonly ledger: OtkLedger,
+    private readonly caKeys: VerificationKey[],
     private readonly policy?: KeyPolicy,
   ) {
     super();
@@ -55,8 +72,9 @@ export class KeyHolder extends EventEmitter {
 
   static async open(opts: KeyHolderOptions): Promise<KeyHolder> {
     if (!opts.ledger && !opts.ledgerPath) throw invalidArgument("ledgerPath", "give a ledger file path (or a ledger) so OTK uses survive restarts");
+    const caKeys = (opts.caKeys ?? []).map((k) => (typeof k === "object" && "verify" in k ? (k as VerificationKey) : importVerificationKey(k as string)));
     const ledger = opts.ledger ?? (await FileOtkLedger.open(opts.ledgerPath!));
-    return new KeyHolder(ledger, opts.policy);
+    return new KeyHolder(ledger, caKeys, opts.policy);
   }
 
   /** Makes a DEK available for release (a private copy is kept). */
@@ -116,19 +134,45 @@ export class KeyHolder extends EventEmitter {
     if (!dek) return deny("DEK_UNKNOWN");
     if (req.vmEphemeralPublicKey.length !== 32) return burn("VM_KEY_INVALID");
 
+    // The key the DEK would be sealed to must be the one the job VM's host attested, for
+    // this job, code, data and OTK: neither the service nor the network can swap in its own.
+    let attested: { hostId: string; vmId: string };
+    try {
+      if (this.caKeys.length === 0) throw new TrustplaneError("PERMISSION_DENIED", "ATTESTATION_UNVERIFIABLE", "no CA keys are pinned in this key holder (KeyHolderOptions.caKeys)");
+      const { statement } = verifyJobVmAttestation(req.hostAttestation, { caKeys: this.caKeys, nowMs: Date.now() });
+      const same = (a: Uint8Array, b: Uint8Array) => a.length === b.length && timingSafeEqual(a, b);
+      const sameData = "inline" in data ? !statement.data || statement.data.tenant === "" : statement.data?.tenant === data.tenant && statement.data.name === data.name && statement.data.digest === data.digest;
+      if (statement.jobId !== req.jobId || !same(statement.ephemeralPublicKey, req.vmEphemeralPublicKey) || !same(statement.codeSha256, req.codeSha256) || !same(statement.otkSha256, otkDigest) || !sameData) {
+        throw new TrustplaneError("PERMISSION_DENIED", "ATTESTATION_MISMATCH", "the host attested another key, job, code, data or OTK than this request names");
+      }
+      attested = { hostId: statement.hostId, vmId: statement.vmId };
+    } catch (e) {
+      const reason = e instanceof TrustplaneError ? e.reason : "ATTESTATION_INVALID";
+      this.emit("attestationRefused", { jobId: req.jobId, reason, detail: (e as Error).message });
+      return burn(reason);
+    }
+
     let vetoed: string | undefined;
+    let settled = false;
     const info: KeyRequestInfo = {
       jobId: req.jobId,
       codeSha256: b.codeSha256,
       dekId: req.dekId,
       data,
       vmPublicKey: req.vmEphemeralPublicKey,
+      ...attested,
       deny: (reason = "POLICY_DENIED") => {
-        vetoed ??= reason;
+        if (!settled) vetoed ??= reason;
       },
     };
-    this.emit("keyRequest", info);
+    // Listeners are called as emit would, but their answers (sync or a promise) are awaited.
+    const answers = await Promise.allSettled(this.listeners("keyRequest").map((l) => Promise.resolve().then(() => (l as (i: KeyRequestInfo) => unknown)(info))));
+    for (const a of answers) {
+      if (a.status === "rejected") vetoed ??= "POLICY_ERROR";
+      else if (a.value === false) vetoed ??= "POLICY_DENIED";
+    }
     if (vetoed === undefined && this.policy && !(await this.policy(info))) vetoed = "POLICY_DENIED";
+    settled = true;
     if (vetoed !== undefined) return burn(vetoed);
 
     // The use is on disk before anything leaves; a concurrent request for the same OTK

@@ -378,6 +378,8 @@ export const HOST_POLICY: PrincipalRecord["policy"] = {
     { methods: ["/trustplane.vm.v1.HostService/RegisterHost", "/trustplane.vm.v1.HostService/Heartbeat"], effect: "allow" },
     // The privileged executor: forward its own audit; the handler checks host_id is the caller's own.
     { methods: ["/trustplane.privileged.v1.PrivilegedAuditService/RecordHostAudit"], effect: "allow" },
+    // The job bridge speaks for the job VMs on this host; the handlers check each job's VM runs here.
+    { methods: ["/trustplane.job.v1.JobVmService/*"], effect: "allow" },
   ],
 };
 

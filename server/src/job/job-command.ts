@@ -1,24 +1,31 @@
 // `trustplane job encrypt|upload|run|result` (seed 003 from the command line): encrypt a file
 // under a local DEK into the envelope format, upload the ciphertext, run a WebAssembly job on
 // it through a proven session with the local key holder, and fetch and open a stored result.
-// Progress bars for encryption, upload, run and download. The DEK stays in a local 0600 file.
+// Progress bars for encryption, upload, run and download. The client's DEK, OTK ledger and
+// pinned CA keys live in a client directory of its own (0700, files 0600), never in the
+// server's data directory: the server side must never hold what opens the client's data.
 import { randomBytes } from "node:crypto";
 import { createWriteStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Readable } from "node:stream";
 import { TrustplaneError } from "../../../sdk/src/errors.js";
 import { decryptStream } from "../../../sdk/src/envelope/decrypt-stream.js";
 import { StorageServiceService } from "../../../sdk/src/gen/trustplane/job/v1/storage.js";
-import { downloadObject, encryptToFile, KeyHolder, openSession, runJob, uploadFile } from "../../../sdk/src/job/index.js";
+import { AuthServiceService } from "../../../sdk/src/gen/trustplane/auth/v1/service.js";
+import { downloadObject, encryptToFile, KeyHolder, openSession, pinnedCaKeys, runJob, uploadFile } from "../../../sdk/src/job/index.js";
 import { compileWat } from "../../../scripts/build-wasm-jobs.js";
 import { callerKey, CLIENT_OPTIONS, client, configFrom, parse, print, requirePositional, type Command } from "../cli/cli-context.js";
 import { ProgressBar } from "../cli/progress-bar.js";
 
 const OPTIONS = {
   ...CLIENT_OPTIONS,
+  "client-dir": { type: "string" },
   "dek-file": { type: "string" },
   ledger: { type: "string" },
+  "ca-file": { type: "string" },
+  direct: { type: "string" },
   tenant: { type: "string" },
   name: { type: "string" },
   data: { type: "string" },
@@ -34,10 +41,30 @@ interface DekFile {
   dek: string;
 }
 
-function clientDir(values: Record<string, unknown>): string {
-  const dir = path.join(configFrom(values).dataDir, "client");
+/** --client-dir, else TRUSTPLANE_CLIENT_DIR, else ~/.trustplane-client; created 0700, refused if others can read it. */
+export function clientDir(values: Record<string, unknown>): string {
+  const dir = path.resolve((values["client-dir"] as string | undefined) ?? process.env.TRUSTPLANE_CLIENT_DIR ?? path.join(os.homedir(), ".trustplane-client"));
   mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const mode = statSync(dir).mode & 0o777;
+  if ((mode & 0o077) !== 0) {
+    throw new TrustplaneError("FAILED_PRECONDITION", "CLIENT_DIR_INSECURE", `client directory ${dir} is accessible to others (mode ${mode.toString(8)}); it holds your DEK: chmod 700 ${dir}`);
+  }
   return dir;
+}
+
+/** The CA keys host attestations are checked against: --ca-file, else pinned in the client dir on first use. */
+async function caKeys(values: Record<string, unknown>): Promise<string[]> {
+  const file = (values["ca-file"] as string | undefined) ?? path.join(clientDir(values), "ca.json");
+  return pinnedCaKeys(file, async () => {
+    const auth = client(AuthServiceService, values);
+    try {
+      const keys = (await auth.getCaKeys({})).caJwks;
+      process.stderr.write(`pinned the server's CA keys in ${file} (first use); job VM attestations are checked against them from now on\n`);
+      return keys;
+    } finally {
+      auth.close();
+    }
+  });
 }
 
 /** Loads the DEK file, creating a fresh DEK (0600) when it does not exist and `create` is set. */
@@ -74,8 +101,10 @@ export const jobCommand: Command = {
   usage: [
     "trustplane job encrypt <plaintext-file> <out.tpev> [--dek-file F]",
     "       trustplane job upload <file.tpev> --tenant T [--name N]",
-    "       trustplane job run <module.wasm|.wat> (--data tenant/name | --inline file.tpev) [--returned] [--out F] [--memory-mib N] [--timeout-s N] [--ledger F]",
+    "       trustplane job run <module.wasm|.wat> (--data tenant/name | --direct file.tpev) [--returned] [--out F] [--memory-mib N] [--timeout-s N] [--ledger F] [--ca-file F]",
     "       trustplane job result <tenant/name> [--out F]",
+    "  The DEK, OTK ledger and pinned CA keys live in --client-dir (default ~/.trustplane-client, mode 0700).",
+    "  --direct streams the envelope file straight to the job VM (never stored); --inline is the same.",
   ].join("\n"),
   async run(argv) {
     const { values, positionals } = parse(this, argv, OPTIONS);
@@ -107,17 +136,18 @@ export const jobCommand: Command = {
       const moduleFile = requirePositional(this, positionals, 1, "the module (.wasm or .wat)");
       const code = await loadModule(moduleFile);
       const key = loadDek(values, false);
-      const keyHolder = await KeyHolder.open({ ledgerPath: values.ledger ?? path.join(clientDir(values), "otk-ledger.jsonl") });
+      const keyHolder = await KeyHolder.open({ ledgerPath: values.ledger ?? path.join(clientDir(values), "otk-ledger.jsonl"), caKeys: await caKeys(values) });
       keyHolder.addDek(key.dekId, key.dek);
       const config = configFrom(values);
       const session = await openSession(serverAddress(values), callerKey(values, config), { keyHolder });
       try {
+        const direct = values.direct ?? values.inline;
         const data = values.data
           ? { stored: objectArg(values.data), dekId: key.dekId }
-          : values.inline
-            ? { inline: new Uint8Array(readFileSync(values.inline)), dekId: key.dekId }
+          : direct
+            ? { streamed: { envelopeFile: direct }, dekId: key.dekId }
             : (() => {
-                throw new TrustplaneError("INVALID_ARGUMENT", "CLI_USAGE", "give --data tenant/name or --inline file.tpev");
+                throw new TrustplaneError("INVALID_ARGUMENT", "CLI_USAGE", "give --data tenant/name or --direct file.tpev");
               })();
         const run = new ProgressBar("run", 100, process.stderr, "percent");
         const download = new ProgressBar("download");

@@ -4,6 +4,7 @@ import type { AgentArea, ServerArea } from "./area.js";
 import { tokenAgentArea } from "../token/agent/token-agent-area.js";
 import { tokenServerArea } from "../token/authority/token-server-area.js";
 import { jobServerArea } from "../job/job-area.js";
+import { jobAgentArea } from "../job/bridge/job-bridge-area.js";
 import { vmAgentArea } from "../vm/agent/vm-agent-area.js";
 import { vmServerArea } from "../vm/manager/vm-server-area.js";
 import { privilegedAgentArea } from "../privileged/privileged-agent-area.js";
@@ -13,4 +14,4 @@ import { deployServerArea } from "../deploy/server/deploy-server-area.js";
 
 export const SERVER_AREAS: ServerArea[] = [tokenServerArea, vmServerArea, hostKeysServerArea, privilegedAuditServerArea, deployServerArea, jobServerArea];
 
-export const AGENT_AREAS: AgentArea[] = [tokenAgentArea, vmAgentArea, privilegedAgentArea];
+export const AGENT_AREAS: AgentArea[] = [tokenAgentArea, vmAgentArea, privilegedAgentArea, jobAgentArea];

@@ -2,12 +2,9 @@
 // UNIMPLEMENTED naming its area (after the call verified), so clients get a clear answer
 // instead of a transport error. An area moves its service out of here when it lands.
 import type * as grpc from "@grpc/grpc-js";
-import { JobVmServiceService } from "../../../sdk/src/gen/trustplane/job/v1/job_vm.js";
 
 /** Server-side services whose areas have not landed yet. */
-export const UNIMPLEMENTED_SERVER_SERVICES: grpc.ServiceDefinition[] = [
-  JobVmServiceService,
-];
+export const UNIMPLEMENTED_SERVER_SERVICES: grpc.ServiceDefinition[] = [];
 
 /** Agent-side services whose areas have not landed yet. */
 export const UNIMPLEMENTED_AGENT_SERVICES: grpc.ServiceDefinition[] = [];

@@ -1,9 +1,12 @@
-// The untrusted job runner — the "job VM" of seed 003, one process per job. It speaks only the
-// framed pipe protocol (runner-frames.ts) with the job service: makes an ephemeral X25519 key,
+// The untrusted job runner — the guest program of seed 003's job VM (a sandbox VM from the VM
+// area), one VM per job. It speaks only the framed protocol (runner-frames.ts) over the VM's
+// host channel (a unix socket the agent's job bridge serves): makes an ephemeral X25519 key,
 // asks for the DEK (which arrives HPKE-sealed to that key), reads its own input ciphertext,
 // decrypts as it streams into the WebAssembly worker (memory cap, wall clock), encrypts the
 // output under the DEK with a fresh stream key, sends it back, and wipes keys and plaintext.
+// Bundled by the bridge (esbuild) into one file the VM sees read-only.
 import { createHash } from "node:crypto";
+import { connect } from "node:net";
 import { Worker } from "node:worker_threads";
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
 import { decryptStream } from "../../../../sdk/src/envelope/decrypt-stream.js";
@@ -27,6 +30,9 @@ import {
 } from "./runner-frames.js";
 import { wasmWorkerSource } from "./wasm-worker.js";
 
+/** Plaintext segments handed to the module's worker before the first is acknowledged. */
+const IN_FLIGHT = 3;
+
 class JobFailure extends Error {
   constructor(
     readonly reason: string,
@@ -36,8 +42,11 @@ class JobFailure extends Error {
   }
 }
 
-const frames = readFrames(process.stdin);
-const send = (m: RunnerMessage) => writeFrame(process.stdout, controlFrame(m));
+// The host channel, bound read-only into the VM by the sandbox driver.
+const channel = connect(process.argv[2] ?? "/run/trustplane/job.sock");
+channel.on("error", () => process.exit(3));
+const frames = readFrames(channel);
+const send = (m: RunnerMessage) => writeFrame(channel, controlFrame(m));
 
 async function next(): Promise<Frame> {
   const r = await frames.next();
@@ -73,11 +82,19 @@ async function runModule(code: Uint8Array, memoryBytes: number, wallClockMs: num
     stderr: true,
   });
   let waiting: { resolve: (m: any) => void; reject: (e: Error) => void } | undefined;
+  // Chunk acknowledgements, in the order the chunks were posted.
+  const ackWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   let failure: JobFailure | undefined;
   const failWith = (f: JobFailure) => {
     failure ??= f;
     waiting?.reject(failure);
     waiting = undefined;
+    for (const w of ackWaiters.splice(0)) w.reject(failure);
+  };
+  const nextAck = (): Promise<void> => {
+    const p = new Promise<void>((resolve, reject) => (failure ? reject(failure) : ackWaiters.push({ resolve, reject })));
+    p.catch(() => undefined);
+    return p;
   };
   const timer = setTimeout(() => {
     failWith(new JobFailure("WALL_CLOCK_EXCEEDED", `the module ran longer than its wall-clock limit of ${wallClockMs} ms and was terminated`));
@@ -85,6 +102,7 @@ async function runModule(code: Uint8Array, memoryBytes: number, wallClockMs: num
   }, wallClockMs);
   worker.on("message", (m: { t: string; reason?: string; detail?: string }) => {
     if (m.t === "error") failWith(new JobFailure(m.reason!, m.detail!));
+    else if (m.t === "ack") ackWaiters.shift()?.resolve();
     else {
       const w = waiting;
       waiting = undefined;
@@ -108,9 +126,13 @@ async function runModule(code: Uint8Array, memoryBytes: number, wallClockMs: num
     await reply<{ t: "ready" }>();
     let bytes = 0;
     let reported = 0;
+    // Several chunks in flight: the next segment decrypts here while the module runs on the
+    // last one in its thread. Acks come back in order; at most IN_FLIGHT wait unacknowledged.
+    const acks: Promise<unknown>[] = [];
     for await (const piece of plaintext) {
-      const ack = reply<{ t: "ack" }>();
+      if (failure) throw failure;
       const length = piece.length;
+      acks.push(nextAck());
       if (piece.byteOffset === 0 && piece.byteLength === piece.buffer.byteLength && piece.buffer instanceof ArrayBuffer) {
         // The piece owns its memory: move it (the worker wipes it after copying it in).
         worker.postMessage({ t: "chunk", data: piece }, [piece.buffer]);
@@ -118,13 +140,14 @@ async function runModule(code: Uint8Array, memoryBytes: number, wallClockMs: num
         worker.postMessage({ t: "chunk", data: piece });
         piece.fill(0);
       }
-      await ack;
+      if (acks.length >= IN_FLIGHT) await acks.shift();
       bytes += length;
       if (bytes - reported >= 16 * 1024 * 1024) {
         reported = bytes;
         await send({ t: "progress", state: "RUNNING", bytes });
       }
     }
+    await Promise.all(acks);
     const result = reply<{ t: "result"; data: Uint8Array }>();
     worker.postMessage({ t: "finish" });
     return (await result).data;
@@ -180,7 +203,7 @@ async function main(): Promise<void> {
     let resultBytes = 0;
     for await (const piece of encryptStream([output], { dek, dekId: start.dekId })) {
       resultBytes += piece.length;
-      await writeFrame(process.stdout, encodeFrame(FRAME_RESULT, piece));
+      await writeFrame(channel, encodeFrame(FRAME_RESULT, piece));
     }
     output.fill(0);
     await send({ t: "done", resultBytes, maxRssKiB: process.resourceUsage().maxRSS });
@@ -190,11 +213,11 @@ async function main(): Promise<void> {
 }
 
 main().then(
-  () => process.stdout.end(() => process.exit(0)),
+  () => channel.end(() => process.exit(0)),
   async (e: unknown) => {
     const reason = e instanceof JobFailure ? e.reason : e instanceof TrustplaneError ? e.reason : "RUNNER_ERROR";
     const detail = e instanceof Error ? e.message : String(e);
     await send({ t: "failed", reason, detail }).catch(() => undefined);
-    process.stdout.end(() => process.exit(1));
+    channel.end(() => process.exit(1));
   },
 );

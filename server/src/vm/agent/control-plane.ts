@@ -21,7 +21,7 @@ import {
   type VolumeSpec,
 } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import type { Logger } from "../../runtime/logger.js";
-import { driverOperations, type Driver, type DriverEvents, type DriverInstance } from "./driver.js";
+import { driverOperations, type Driver, type DriverEvents, type DriverInstance, type GuestSupportProvider } from "./driver.js";
 import { PROCESS_STATES, assertTransition, type InstanceCommand } from "./instance-state-machine.js";
 import { processAlive } from "./process-liveness.js";
 
@@ -47,6 +47,7 @@ export class ControlPlane {
   private seq = 0;
   private writes = 0;
   private liveness?: NodeJS.Timeout;
+  private readonly guestProviders = new Map<string, GuestSupportProvider>();
 
   constructor(
     private readonly hostId: string,
@@ -56,6 +57,11 @@ export class ControlPlane {
     private readonly options: ControlPlaneOptions = {},
   ) {
     this.emitter.setMaxListeners(0);
+  }
+
+  /** Another agent area supports guests of `image` (a host channel, files, a command). */
+  provideGuest(image: string, provider: GuestSupportProvider): void {
+    this.guestProviders.set(image, provider);
   }
 
   capabilities(): HostCapabilities {
@@ -259,7 +265,11 @@ export class ControlPlane {
     this.setState(r, VmState.VM_STATE_STARTING, VmEventType.VM_EVENT_TYPE_DEFINED, `booting (${d.name})`, initiator);
     try {
       r.metadataEndpoint ??= await this.options.metadataEndpoint?.(r.spec);
-      r.handle = await d.start(r.spec, this.vmDir(vmId), this.events(r), { metadataEndpoint: r.metadataEndpoint });
+      const guest = await this.guestProviders.get(r.spec.image)?.prepare(r.spec, this.vmDir(vmId));
+      if (guest?.channelDir && !d.hostChannel) {
+        throw new TrustplaneError("UNIMPLEMENTED", "DRIVER_UNSUPPORTED", `the ${d.name} driver has no host channel, which image ${r.spec.image} needs`, "hypervisor");
+      }
+      r.handle = await d.start(r.spec, this.vmDir(vmId), this.events(r), { metadataEndpoint: r.metadataEndpoint, guest });
       r.startedAtMs = Date.now();
       r.failureReason = "";
       this.setState(r, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_STARTED, `running (pid ${r.handle.pid}, ${r.handle.accelerator})`, initiator);
@@ -303,6 +313,7 @@ export class ControlPlane {
     r.handle = undefined;
     // Nothing of the instance survives it: no process, no socket, no file.
     this.instances.delete(vmId);
+    await this.guestProviders.get(r.spec.image)?.released(vmId).catch((e: Error) => this.logger.warn({ vmId, err: e.message }, "guest support cleanup failed"));
     // maxRetries: a straggling writer (a late driver event) may add a file while rm runs.
     await rm(this.vmDir(vmId), { recursive: true, force: true, maxRetries: 5, retryDelay: 20 });
     this.setState(r, VmState.VM_STATE_TERMINATED, VmEventType.VM_EVENT_TYPE_UNDEFINED, "terminated", initiator);

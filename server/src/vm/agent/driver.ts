@@ -15,10 +15,42 @@ export interface DriverInstance {
   extra?: { [key: string]: unknown };
 }
 
+/**
+ * What another agent area provides for guests of one image (e.g. the job bridge for
+ * `job-runner`): a host channel, the image's own read-only files and its command.
+ */
+export interface GuestSupport {
+  /** Host directory holding the host channel (a unix socket an agent area serves), bound
+   * read-only at GUEST_CHANNEL_DIR in the guest, like a virtio-serial/vsock port. */
+  channelDir?: string;
+  /** Host files or directories bound read-only into the guest at the same path. */
+  readOnlyPaths?: string[];
+  /** The guest's command when the spec gives none. */
+  command?: string[];
+  /** Cap resident memory with a memory cgroup instead of an address-space rlimit (V8
+   * reserves ~10 GiB of address space per WebAssembly memory, so RLIMIT_AS cannot cap it). */
+  memoryCgroup?: boolean;
+  /** Nothing the guest holds may reach the host's disk: its root is read-only (only its
+   * in-memory /tmp is writable, charged to its memory) and its console goes nowhere. */
+  noDiskWrites?: boolean;
+}
+
+/** Where a guest finds its host channel. */
+export const GUEST_CHANNEL_DIR = "/run/trustplane";
+
+/** An agent area's support for guests of one image, asked at each start of such a VM. */
+export interface GuestSupportProvider {
+  prepare(spec: InstanceSpec, dir: string): Promise<GuestSupport>;
+  /** The VM is gone (terminated): close its channel. */
+  released(vmId: string): Promise<void>;
+}
+
 /** What the control plane hands a driver at start beside the spec. */
 export interface StartContext {
   /** This VM's own metadata endpoint on the host; the guest reaches it at 169.254.169.254:80. */
   metadataEndpoint?: { host: string; port: number };
+  /** Present for images another agent area supports. */
+  guest?: GuestSupport;
 }
 
 export interface DriverEvents {
@@ -33,6 +65,8 @@ export interface Driver {
   readonly hypervisor: HypervisorType;
   readonly features: readonly Feature[];
   readonly cost: number;
+  /** The driver can give a guest a host channel (GuestSupport.channelDir). */
+  readonly hostChannel?: boolean;
   accelerator(): string;
   /** Prepares and boots the instance; resolves once it is running (its ready signal seen). */
   start(spec: InstanceSpec, dir: string, events: DriverEvents, ctx?: StartContext): Promise<DriverInstance>;

@@ -13,6 +13,7 @@ export interface ImageInfo {
 export const IMAGES: readonly ImageInfo[] = [
   { name: "tiny-linux", os: "linux", description: "Debian kernel + busybox initramfs (QEMU guest)", hypervisors: [HypervisorType.HYPERVISOR_TYPE_QEMU] },
   { name: "process", os: "process", description: "a process VM: one command in its own namespaces", hypervisors: [HypervisorType.HYPERVISOR_TYPE_SANDBOX] },
+  { name: "job-runner", os: "process", description: "a secure-job VM: the job runner, with a host channel to the agent's job bridge", hypervisors: [HypervisorType.HYPERVISOR_TYPE_SANDBOX] },
 ];
 
 export function imageInfo(name: string): ImageInfo {

@@ -14,7 +14,9 @@ import {
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type ClientWritableStream,
   type handleBidiStreamingCall,
+  type handleClientStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -22,6 +24,8 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { SignedEnvelope } from "../../auth/v1/auth.js";
+import { HypervisorType, hypervisorTypeFromJSON, hypervisorTypeToJSON } from "../../vm/v1/vm.js";
 import { ObjectRef } from "./storage.js";
 
 export const protobufPackage = "trustplane.job.v1";
@@ -217,14 +221,38 @@ export interface Challenge {
   /** Sign variant: the nonce to sign. */
   nonce: Uint8Array;
   sessionId: string;
+  /**
+   * Sign variant: the service's ephemeral X25519 public key; the session keys come from its
+   * ECDH with the client's ephemeral key (ChallengeResponse.client_ephemeral_key).
+   */
+  serviceEphemeralKey: Uint8Array;
 }
 
 export interface ChallengeResponse {
   /**
    * Encrypt variant: the decrypted secret. Sign variant: the signature over the PAE of
-   * (session id ‖ nonce).
+   * (session id ‖ nonce ‖ service ephemeral key ‖ client ephemeral key).
    */
   proof: Uint8Array;
+  /** Sign variant: the client's ephemeral X25519 public key (raw 32 bytes). */
+  clientEphemeralKey: Uint8Array;
+  /**
+   * HMAC-SHA256 under the derived session confirmation key over the handshake transcript:
+   * proves the client derived the same session keys, bound to its call-signing key.
+   */
+  confirmation: Uint8Array;
+}
+
+/**
+ * Every session message after the handshake, in both directions: an OpenSessionRequest
+ * (client → service) or OpenSessionResponse (service → client) encoded, then sealed with
+ * AES-256-GCM under that direction's session key. The nonce is the sequence number, which
+ * must be exactly one more than the previous frame's, so a dropped, reordered, replayed or
+ * altered frame does not open and ends the session.
+ */
+export interface SessionFrame {
+  seq: number;
+  ciphertext: Uint8Array;
 }
 
 /** The challenge was answered; the session is bound to the client's key. */
@@ -251,6 +279,13 @@ export interface KeyRequest {
   dekId: string;
   /** Correlates KeyRelease/KeyDenied with this request within the session. */
   requestSeq: number;
+  /**
+   * The host's statement that vm_ephemeral_public_key was made inside this job's VM:
+   * a SignedEnvelope (payload type application/vnd.trustplane.job-vm-attestation+proto,
+   * payload a JobVmAttestation) signed by the host key, carrying the host's CA certificate.
+   * The key holder verifies it against its own pinned CA keys before releasing the DEK.
+   */
+  hostAttestation: SignedEnvelope | undefined;
 }
 
 /**
@@ -297,7 +332,11 @@ export interface OpenSessionRequest {
   hello?: Hello | undefined;
   challengeResponse?: ChallengeResponse | undefined;
   keyRelease?: KeyRelease | undefined;
-  keyDenied?: KeyDenied | undefined;
+  keyDenied?:
+    | KeyDenied
+    | undefined;
+  /** After the handshake every client message travels only as a sealed frame. */
+  sealed?: SessionFrame | undefined;
 }
 
 export interface OpenSessionResponse {
@@ -313,7 +352,11 @@ export interface OpenSessionResponse {
     | Uint8Array
     | undefined;
   /** The same, naming the job (several jobs may share a session); `last` ends the result. */
-  result?: ResultChunk | undefined;
+  result?:
+    | ResultChunk
+    | undefined;
+  /** After the challenge every service message travels only as a sealed frame. */
+  sealed?: SessionFrame | undefined;
 }
 
 export interface ResultChunk {
@@ -356,7 +399,39 @@ export interface SubmitJobRequest {
   /** A job VM from CreateJobVm; empty: provision one for this job. */
   jobVmId: string;
   /** Instead of `code`: a module already in hosted storage (set exactly one of the two). */
-  codeObject: ObjectRef | undefined;
+  codeObject:
+    | ObjectRef
+    | undefined;
+  /**
+   * Instead of `data`: ciphertext streamed straight to the job VM with SendJobInput after this
+   * call (set exactly one of stored, inline_ciphertext and streamed).
+   */
+  streamed:
+    | StreamedInput
+    | undefined;
+  /** Hypervisor of a job VM provisioned for this job; unspecified: the sandbox driver. */
+  hypervisor: HypervisorType;
+}
+
+/** Data for a job that SendJobInput streams straight to the job VM. */
+export interface StreamedInput {
+  /** Size of the envelope ciphertext that will be sent; the stream must match it. */
+  size: number;
+}
+
+export interface SendJobInputHeader {
+  requestId: string;
+  jobId: string;
+}
+
+export interface SendJobInputRequest {
+  header?: SendJobInputHeader | undefined;
+  chunk?: Uint8Array | undefined;
+}
+
+export interface SendJobInputResponse {
+  /** Bytes relayed to the job VM. */
+  size: number;
 }
 
 export interface Job {
@@ -413,7 +488,7 @@ export interface CancelJobResponse {
   job: Job | undefined;
 }
 
-/** A VM that runs jobs for one session only. */
+/** A VM that runs one job for one session: the job VM is terminated when its job ends. */
 export interface JobVm {
   jobVmId: string;
   sessionId: string;
@@ -428,7 +503,11 @@ export interface CreateJobVmRequest {
   requestId: string;
   sessionId: string;
   /** Upper bounds for jobs in this VM. */
-  limits: JobLimits | undefined;
+  limits:
+    | JobLimits
+    | undefined;
+  /** Unspecified: the sandbox driver (the only one with a host channel today). */
+  hypervisor: HypervisorType;
 }
 
 export interface CreateJobVmResponse {
@@ -545,7 +624,14 @@ export const Hello: MessageFns<Hello> = {
 };
 
 function createBaseChallenge(): Challenge {
-  return { variant: 0, enc: new Uint8Array(0), ciphertext: new Uint8Array(0), nonce: new Uint8Array(0), sessionId: "" };
+  return {
+    variant: 0,
+    enc: new Uint8Array(0),
+    ciphertext: new Uint8Array(0),
+    nonce: new Uint8Array(0),
+    sessionId: "",
+    serviceEphemeralKey: new Uint8Array(0),
+  };
 }
 
 export const Challenge: MessageFns<Challenge> = {
@@ -564,6 +650,9 @@ export const Challenge: MessageFns<Challenge> = {
     }
     if (message.sessionId !== "") {
       writer.uint32(42).string(message.sessionId);
+    }
+    if (message.serviceEphemeralKey.length !== 0) {
+      writer.uint32(50).bytes(message.serviceEphemeralKey);
     }
     return writer;
   },
@@ -621,6 +710,14 @@ export const Challenge: MessageFns<Challenge> = {
             message.sessionId = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.serviceEphemeralKey = reader.bytes();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -644,6 +741,11 @@ export const Challenge: MessageFns<Challenge> = {
         : isSet(object.session_id)
         ? globalThis.String(object.session_id)
         : "",
+      serviceEphemeralKey: isSet(object.serviceEphemeralKey)
+        ? bytesFromBase64(object.serviceEphemeralKey)
+        : isSet(object.service_ephemeral_key)
+        ? bytesFromBase64(object.service_ephemeral_key)
+        : new Uint8Array(0),
     };
   },
 
@@ -664,6 +766,9 @@ export const Challenge: MessageFns<Challenge> = {
     if (message.sessionId !== "") {
       obj.sessionId = message.sessionId;
     }
+    if (message.serviceEphemeralKey.length !== 0) {
+      obj.serviceEphemeralKey = base64FromBytes(message.serviceEphemeralKey);
+    }
     return obj;
   },
 
@@ -677,18 +782,25 @@ export const Challenge: MessageFns<Challenge> = {
     message.ciphertext = object.ciphertext ?? new Uint8Array(0);
     message.nonce = object.nonce ?? new Uint8Array(0);
     message.sessionId = object.sessionId ?? "";
+    message.serviceEphemeralKey = object.serviceEphemeralKey ?? new Uint8Array(0);
     return message;
   },
 };
 
 function createBaseChallengeResponse(): ChallengeResponse {
-  return { proof: new Uint8Array(0) };
+  return { proof: new Uint8Array(0), clientEphemeralKey: new Uint8Array(0), confirmation: new Uint8Array(0) };
 }
 
 export const ChallengeResponse: MessageFns<ChallengeResponse> = {
   encode(message: ChallengeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.proof.length !== 0) {
       writer.uint32(10).bytes(message.proof);
+    }
+    if (message.clientEphemeralKey.length !== 0) {
+      writer.uint32(18).bytes(message.clientEphemeralKey);
+    }
+    if (message.confirmation.length !== 0) {
+      writer.uint32(26).bytes(message.confirmation);
     }
     return writer;
   },
@@ -714,6 +826,22 @@ export const ChallengeResponse: MessageFns<ChallengeResponse> = {
             message.proof = reader.bytes();
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.clientEphemeralKey = reader.bytes();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.confirmation = reader.bytes();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -727,13 +855,27 @@ export const ChallengeResponse: MessageFns<ChallengeResponse> = {
   },
 
   fromJSON(object: any): ChallengeResponse {
-    return { proof: isSet(object.proof) ? bytesFromBase64(object.proof) : new Uint8Array(0) };
+    return {
+      proof: isSet(object.proof) ? bytesFromBase64(object.proof) : new Uint8Array(0),
+      clientEphemeralKey: isSet(object.clientEphemeralKey)
+        ? bytesFromBase64(object.clientEphemeralKey)
+        : isSet(object.client_ephemeral_key)
+        ? bytesFromBase64(object.client_ephemeral_key)
+        : new Uint8Array(0),
+      confirmation: isSet(object.confirmation) ? bytesFromBase64(object.confirmation) : new Uint8Array(0),
+    };
   },
 
   toJSON(message: ChallengeResponse): unknown {
     const obj: any = {};
     if (message.proof.length !== 0) {
       obj.proof = base64FromBytes(message.proof);
+    }
+    if (message.clientEphemeralKey.length !== 0) {
+      obj.clientEphemeralKey = base64FromBytes(message.clientEphemeralKey);
+    }
+    if (message.confirmation.length !== 0) {
+      obj.confirmation = base64FromBytes(message.confirmation);
     }
     return obj;
   },
@@ -744,6 +886,93 @@ export const ChallengeResponse: MessageFns<ChallengeResponse> = {
   fromPartial<I extends Exact<DeepPartial<ChallengeResponse>, I>>(object: I): ChallengeResponse {
     const message = createBaseChallengeResponse();
     message.proof = object.proof ?? new Uint8Array(0);
+    message.clientEphemeralKey = object.clientEphemeralKey ?? new Uint8Array(0);
+    message.confirmation = object.confirmation ?? new Uint8Array(0);
+    return message;
+  },
+};
+
+function createBaseSessionFrame(): SessionFrame {
+  return { seq: 0, ciphertext: new Uint8Array(0) };
+}
+
+export const SessionFrame: MessageFns<SessionFrame> = {
+  encode(message: SessionFrame, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seq !== 0) {
+      writer.uint32(8).uint64(message.seq);
+    }
+    if (message.ciphertext.length !== 0) {
+      writer.uint32(18).bytes(message.ciphertext);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionFrame {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionFrame();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ciphertext = reader.bytes();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionFrame {
+    return {
+      seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0,
+      ciphertext: isSet(object.ciphertext) ? bytesFromBase64(object.ciphertext) : new Uint8Array(0),
+    };
+  },
+
+  toJSON(message: SessionFrame): unknown {
+    const obj: any = {};
+    if (message.seq !== 0) {
+      obj.seq = Math.round(message.seq);
+    }
+    if (message.ciphertext.length !== 0) {
+      obj.ciphertext = base64FromBytes(message.ciphertext);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionFrame>, I>>(base?: I): SessionFrame {
+    return SessionFrame.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionFrame>, I>>(object: I): SessionFrame {
+    const message = createBaseSessionFrame();
+    message.seq = object.seq ?? 0;
+    message.ciphertext = object.ciphertext ?? new Uint8Array(0);
     return message;
   },
 };
@@ -850,6 +1079,7 @@ function createBaseKeyRequest(): KeyRequest {
     data: undefined,
     dekId: "",
     requestSeq: 0,
+    hostAttestation: undefined,
   };
 }
 
@@ -875,6 +1105,9 @@ export const KeyRequest: MessageFns<KeyRequest> = {
     }
     if (message.requestSeq !== 0) {
       writer.uint32(56).uint64(message.requestSeq);
+    }
+    if (message.hostAttestation !== undefined) {
+      SignedEnvelope.encode(message.hostAttestation, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -948,6 +1181,14 @@ export const KeyRequest: MessageFns<KeyRequest> = {
             message.requestSeq = longToNumber(reader.uint64());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.hostAttestation = SignedEnvelope.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -989,6 +1230,11 @@ export const KeyRequest: MessageFns<KeyRequest> = {
         : isSet(object.request_seq)
         ? globalThis.Number(object.request_seq)
         : 0,
+      hostAttestation: isSet(object.hostAttestation)
+        ? SignedEnvelope.fromJSON(object.hostAttestation)
+        : isSet(object.host_attestation)
+        ? SignedEnvelope.fromJSON(object.host_attestation)
+        : undefined,
     };
   },
 
@@ -1015,6 +1261,9 @@ export const KeyRequest: MessageFns<KeyRequest> = {
     if (message.requestSeq !== 0) {
       obj.requestSeq = Math.round(message.requestSeq);
     }
+    if (message.hostAttestation !== undefined) {
+      obj.hostAttestation = SignedEnvelope.toJSON(message.hostAttestation);
+    }
     return obj;
   },
 
@@ -1030,6 +1279,9 @@ export const KeyRequest: MessageFns<KeyRequest> = {
     message.data = (object.data !== undefined && object.data !== null) ? ObjectRef.fromPartial(object.data) : undefined;
     message.dekId = object.dekId ?? "";
     message.requestSeq = object.requestSeq ?? 0;
+    message.hostAttestation = (object.hostAttestation !== undefined && object.hostAttestation !== null)
+      ? SignedEnvelope.fromPartial(object.hostAttestation)
+      : undefined;
     return message;
   },
 };
@@ -1539,7 +1791,13 @@ export const SecurityEvent: MessageFns<SecurityEvent> = {
 };
 
 function createBaseOpenSessionRequest(): OpenSessionRequest {
-  return { hello: undefined, challengeResponse: undefined, keyRelease: undefined, keyDenied: undefined };
+  return {
+    hello: undefined,
+    challengeResponse: undefined,
+    keyRelease: undefined,
+    keyDenied: undefined,
+    sealed: undefined,
+  };
 }
 
 export const OpenSessionRequest: MessageFns<OpenSessionRequest> = {
@@ -1555,6 +1813,9 @@ export const OpenSessionRequest: MessageFns<OpenSessionRequest> = {
     }
     if (message.keyDenied !== undefined) {
       KeyDenied.encode(message.keyDenied, writer.uint32(34).fork()).join();
+    }
+    if (message.sealed !== undefined) {
+      SessionFrame.encode(message.sealed, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -1604,6 +1865,14 @@ export const OpenSessionRequest: MessageFns<OpenSessionRequest> = {
             message.keyDenied = KeyDenied.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.sealed = SessionFrame.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1634,6 +1903,7 @@ export const OpenSessionRequest: MessageFns<OpenSessionRequest> = {
         : isSet(object.key_denied)
         ? KeyDenied.fromJSON(object.key_denied)
         : undefined,
+      sealed: isSet(object.sealed) ? SessionFrame.fromJSON(object.sealed) : undefined,
     };
   },
 
@@ -1650,6 +1920,9 @@ export const OpenSessionRequest: MessageFns<OpenSessionRequest> = {
     }
     if (message.keyDenied !== undefined) {
       obj.keyDenied = KeyDenied.toJSON(message.keyDenied);
+    }
+    if (message.sealed !== undefined) {
+      obj.sealed = SessionFrame.toJSON(message.sealed);
     }
     return obj;
   },
@@ -1669,6 +1942,9 @@ export const OpenSessionRequest: MessageFns<OpenSessionRequest> = {
     message.keyDenied = (object.keyDenied !== undefined && object.keyDenied !== null)
       ? KeyDenied.fromPartial(object.keyDenied)
       : undefined;
+    message.sealed = (object.sealed !== undefined && object.sealed !== null)
+      ? SessionFrame.fromPartial(object.sealed)
+      : undefined;
     return message;
   },
 };
@@ -1682,6 +1958,7 @@ function createBaseOpenSessionResponse(): OpenSessionResponse {
     securityEvent: undefined,
     resultChunk: undefined,
     result: undefined,
+    sealed: undefined,
   };
 }
 
@@ -1707,6 +1984,9 @@ export const OpenSessionResponse: MessageFns<OpenSessionResponse> = {
     }
     if (message.result !== undefined) {
       ResultChunk.encode(message.result, writer.uint32(58).fork()).join();
+    }
+    if (message.sealed !== undefined) {
+      SessionFrame.encode(message.sealed, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -1780,6 +2060,14 @@ export const OpenSessionResponse: MessageFns<OpenSessionResponse> = {
             message.result = ResultChunk.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.sealed = SessionFrame.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1817,6 +2105,7 @@ export const OpenSessionResponse: MessageFns<OpenSessionResponse> = {
         ? bytesFromBase64(object.result_chunk)
         : undefined,
       result: isSet(object.result) ? ResultChunk.fromJSON(object.result) : undefined,
+      sealed: isSet(object.sealed) ? SessionFrame.fromJSON(object.sealed) : undefined,
     };
   },
 
@@ -1842,6 +2131,9 @@ export const OpenSessionResponse: MessageFns<OpenSessionResponse> = {
     }
     if (message.result !== undefined) {
       obj.result = ResultChunk.toJSON(message.result);
+    }
+    if (message.sealed !== undefined) {
+      obj.sealed = SessionFrame.toJSON(message.sealed);
     }
     return obj;
   },
@@ -1869,6 +2161,9 @@ export const OpenSessionResponse: MessageFns<OpenSessionResponse> = {
     message.resultChunk = object.resultChunk ?? undefined;
     message.result = (object.result !== undefined && object.result !== null)
       ? ResultChunk.fromPartial(object.result)
+      : undefined;
+    message.sealed = (object.sealed !== undefined && object.sealed !== null)
+      ? SessionFrame.fromPartial(object.sealed)
       : undefined;
     return message;
   },
@@ -2087,6 +2382,8 @@ function createBaseSubmitJobRequest(): SubmitJobRequest {
     resultName: "",
     jobVmId: "",
     codeObject: undefined,
+    streamed: undefined,
+    hypervisor: 0,
   };
 }
 
@@ -2130,6 +2427,12 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     }
     if (message.codeObject !== undefined) {
       ObjectRef.encode(message.codeObject, writer.uint32(106).fork()).join();
+    }
+    if (message.streamed !== undefined) {
+      StreamedInput.encode(message.streamed, writer.uint32(114).fork()).join();
+    }
+    if (message.hypervisor !== 0) {
+      writer.uint32(120).int32(message.hypervisor);
     }
     return writer;
   },
@@ -2251,6 +2554,22 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
             message.codeObject = ObjectRef.decode(reader, reader.uint32());
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.streamed = StreamedInput.decode(reader, reader.uint32());
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.hypervisor = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2314,6 +2633,8 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
         : isSet(object.code_object)
         ? ObjectRef.fromJSON(object.code_object)
         : undefined,
+      streamed: isSet(object.streamed) ? StreamedInput.fromJSON(object.streamed) : undefined,
+      hypervisor: isSet(object.hypervisor) ? hypervisorTypeFromJSON(object.hypervisor) : 0,
     };
   },
 
@@ -2358,6 +2679,12 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     if (message.codeObject !== undefined) {
       obj.codeObject = ObjectRef.toJSON(message.codeObject);
     }
+    if (message.streamed !== undefined) {
+      obj.streamed = StreamedInput.toJSON(message.streamed);
+    }
+    if (message.hypervisor !== 0) {
+      obj.hypervisor = hypervisorTypeToJSON(message.hypervisor);
+    }
     return obj;
   },
 
@@ -2385,6 +2712,324 @@ export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
     message.codeObject = (object.codeObject !== undefined && object.codeObject !== null)
       ? ObjectRef.fromPartial(object.codeObject)
       : undefined;
+    message.streamed = (object.streamed !== undefined && object.streamed !== null)
+      ? StreamedInput.fromPartial(object.streamed)
+      : undefined;
+    message.hypervisor = object.hypervisor ?? 0;
+    return message;
+  },
+};
+
+function createBaseStreamedInput(): StreamedInput {
+  return { size: 0 };
+}
+
+export const StreamedInput: MessageFns<StreamedInput> = {
+  encode(message: StreamedInput, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.size !== 0) {
+      writer.uint32(8).uint64(message.size);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StreamedInput {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStreamedInput();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.size = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StreamedInput {
+    return { size: isSet(object.size) ? globalThis.Number(object.size) : 0 };
+  },
+
+  toJSON(message: StreamedInput): unknown {
+    const obj: any = {};
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StreamedInput>, I>>(base?: I): StreamedInput {
+    return StreamedInput.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StreamedInput>, I>>(object: I): StreamedInput {
+    const message = createBaseStreamedInput();
+    message.size = object.size ?? 0;
+    return message;
+  },
+};
+
+function createBaseSendJobInputHeader(): SendJobInputHeader {
+  return { requestId: "", jobId: "" };
+}
+
+export const SendJobInputHeader: MessageFns<SendJobInputHeader> = {
+  encode(message: SendJobInputHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.jobId !== "") {
+      writer.uint32(18).string(message.jobId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SendJobInputHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSendJobInputHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SendJobInputHeader {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+    };
+  },
+
+  toJSON(message: SendJobInputHeader): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SendJobInputHeader>, I>>(base?: I): SendJobInputHeader {
+    return SendJobInputHeader.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SendJobInputHeader>, I>>(object: I): SendJobInputHeader {
+    const message = createBaseSendJobInputHeader();
+    message.requestId = object.requestId ?? "";
+    message.jobId = object.jobId ?? "";
+    return message;
+  },
+};
+
+function createBaseSendJobInputRequest(): SendJobInputRequest {
+  return { header: undefined, chunk: undefined };
+}
+
+export const SendJobInputRequest: MessageFns<SendJobInputRequest> = {
+  encode(message: SendJobInputRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.header !== undefined) {
+      SendJobInputHeader.encode(message.header, writer.uint32(10).fork()).join();
+    }
+    if (message.chunk !== undefined) {
+      writer.uint32(18).bytes(message.chunk);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SendJobInputRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSendJobInputRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.header = SendJobInputHeader.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.chunk = reader.bytes();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SendJobInputRequest {
+    return {
+      header: isSet(object.header) ? SendJobInputHeader.fromJSON(object.header) : undefined,
+      chunk: isSet(object.chunk) ? bytesFromBase64(object.chunk) : undefined,
+    };
+  },
+
+  toJSON(message: SendJobInputRequest): unknown {
+    const obj: any = {};
+    if (message.header !== undefined) {
+      obj.header = SendJobInputHeader.toJSON(message.header);
+    }
+    if (message.chunk !== undefined) {
+      obj.chunk = base64FromBytes(message.chunk);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SendJobInputRequest>, I>>(base?: I): SendJobInputRequest {
+    return SendJobInputRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SendJobInputRequest>, I>>(object: I): SendJobInputRequest {
+    const message = createBaseSendJobInputRequest();
+    message.header = (object.header !== undefined && object.header !== null)
+      ? SendJobInputHeader.fromPartial(object.header)
+      : undefined;
+    message.chunk = object.chunk ?? undefined;
+    return message;
+  },
+};
+
+function createBaseSendJobInputResponse(): SendJobInputResponse {
+  return { size: 0 };
+}
+
+export const SendJobInputResponse: MessageFns<SendJobInputResponse> = {
+  encode(message: SendJobInputResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.size !== 0) {
+      writer.uint32(8).uint64(message.size);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SendJobInputResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSendJobInputResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.size = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SendJobInputResponse {
+    return { size: isSet(object.size) ? globalThis.Number(object.size) : 0 };
+  },
+
+  toJSON(message: SendJobInputResponse): unknown {
+    const obj: any = {};
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SendJobInputResponse>, I>>(base?: I): SendJobInputResponse {
+    return SendJobInputResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SendJobInputResponse>, I>>(object: I): SendJobInputResponse {
+    const message = createBaseSendJobInputResponse();
+    message.size = object.size ?? 0;
     return message;
   },
 };
@@ -3419,7 +4064,7 @@ export const JobVm: MessageFns<JobVm> = {
 };
 
 function createBaseCreateJobVmRequest(): CreateJobVmRequest {
-  return { requestId: "", sessionId: "", limits: undefined };
+  return { requestId: "", sessionId: "", limits: undefined, hypervisor: 0 };
 }
 
 export const CreateJobVmRequest: MessageFns<CreateJobVmRequest> = {
@@ -3432,6 +4077,9 @@ export const CreateJobVmRequest: MessageFns<CreateJobVmRequest> = {
     }
     if (message.limits !== undefined) {
       JobLimits.encode(message.limits, writer.uint32(26).fork()).join();
+    }
+    if (message.hypervisor !== 0) {
+      writer.uint32(32).int32(message.hypervisor);
     }
     return writer;
   },
@@ -3473,6 +4121,14 @@ export const CreateJobVmRequest: MessageFns<CreateJobVmRequest> = {
             message.limits = JobLimits.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.hypervisor = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3498,6 +4154,7 @@ export const CreateJobVmRequest: MessageFns<CreateJobVmRequest> = {
         ? globalThis.String(object.session_id)
         : "",
       limits: isSet(object.limits) ? JobLimits.fromJSON(object.limits) : undefined,
+      hypervisor: isSet(object.hypervisor) ? hypervisorTypeFromJSON(object.hypervisor) : 0,
     };
   },
 
@@ -3512,6 +4169,9 @@ export const CreateJobVmRequest: MessageFns<CreateJobVmRequest> = {
     if (message.limits !== undefined) {
       obj.limits = JobLimits.toJSON(message.limits);
     }
+    if (message.hypervisor !== 0) {
+      obj.hypervisor = hypervisorTypeToJSON(message.hypervisor);
+    }
     return obj;
   },
 
@@ -3525,6 +4185,7 @@ export const CreateJobVmRequest: MessageFns<CreateJobVmRequest> = {
     message.limits = (object.limits !== undefined && object.limits !== null)
       ? JobLimits.fromPartial(object.limits)
       : undefined;
+    message.hypervisor = object.hypervisor ?? 0;
     return message;
   },
 };
@@ -3673,6 +4334,21 @@ export const JobServiceService = {
     responseSerialize: (value: CancelJobResponse): Buffer => Buffer.from(CancelJobResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CancelJobResponse => CancelJobResponse.decode(value),
   },
+  /**
+   * Client stream for a job submitted with `streamed` data: a SendJobInputHeader, then the
+   * envelope ciphertext in chunks, relayed to the job VM as it arrives (never stored). The
+   * job only succeeds once this stream's signed digest verified.
+   */
+  sendJobInput: {
+    path: "/trustplane.job.v1.JobService/SendJobInput" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: SendJobInputRequest): Buffer => Buffer.from(SendJobInputRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SendJobInputRequest => SendJobInputRequest.decode(value),
+    responseSerialize: (value: SendJobInputResponse): Buffer =>
+      Buffer.from(SendJobInputResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SendJobInputResponse => SendJobInputResponse.decode(value),
+  },
 } as const;
 
 export interface JobServiceServer extends UntypedServiceImplementation {
@@ -3696,6 +4372,12 @@ export interface JobServiceServer extends UntypedServiceImplementation {
   watchJob: handleServerStreamingCall<WatchJobRequest, WatchJobResponse>;
   /** Stops the job VM, wipes its plaintext and keys; the OTK stays spent. */
   cancelJob: handleUnaryCall<CancelJobRequest, CancelJobResponse>;
+  /**
+   * Client stream for a job submitted with `streamed` data: a SendJobInputHeader, then the
+   * envelope ciphertext in chunks, relayed to the job VM as it arrives (never stored). The
+   * job only succeeds once this stream's signed digest verified.
+   */
+  sendJobInput: handleClientStreamingCall<SendJobInputRequest, SendJobInputResponse>;
 }
 
 export interface JobServiceClient extends Client {
@@ -3785,6 +4467,27 @@ export interface JobServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CancelJobResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Client stream for a job submitted with `streamed` data: a SendJobInputHeader, then the
+   * envelope ciphertext in chunks, relayed to the job VM as it arrives (never stored). The
+   * job only succeeds once this stream's signed digest verified.
+   */
+  sendJobInput(
+    callback: (error: ServiceError | null, response: SendJobInputResponse) => void,
+  ): ClientWritableStream<SendJobInputRequest>;
+  sendJobInput(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SendJobInputResponse) => void,
+  ): ClientWritableStream<SendJobInputRequest>;
+  sendJobInput(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SendJobInputResponse) => void,
+  ): ClientWritableStream<SendJobInputRequest>;
+  sendJobInput(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SendJobInputResponse) => void,
+  ): ClientWritableStream<SendJobInputRequest>;
 }
 
 export const JobServiceClient = makeGenericClientConstructor(

@@ -11,15 +11,18 @@ import {
   type ChannelCredentials,
   Client,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
   type ClientWritableStream,
   type handleClientStreamingCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { SignedEnvelope } from "../../auth/v1/auth.js";
 import {
   Job,
   JobLimits,
@@ -37,12 +40,33 @@ export const protobufPackage = "trustplane.job.v1";
 export const protobufFileName = "trustplane/job/v1/job_vm.proto";
 
 /**
- * JobVmService on the server, called only by a job VM's runner (the untrusted guest side of
- * seed 003) when the job VM is a VM reached over the network: it fetches its spec, asks for
- * the data key with its ephemeral X25519 key and reports the outcome. The runner signs with a
- * key the server created for that job VM (principal job-vm:<id>). A runner the service spawns
- * itself may carry the same messages over its pipe instead.
+ * JobVmService on the server, called by the job bridge of the agent whose host runs the job VM
+ * (seed 003's "job VM" is a VM from the VM area with a host channel to that bridge). The
+ * bridge signs with the host key (principal host:<id>) and speaks for the runner inside the
+ * VM: it fetches the job spec, streams in the job's own ciphertext, asks for the data key with
+ * the VM's ephemeral X25519 key (attested by the host) and reports the outcome.
  */
+
+/**
+ * What a host attests about a job VM's key request (payload of a SignedEnvelope signed by the
+ * host key with its CA certificate): this ephemeral key was handed over this VM's own host
+ * channel, for this job, code, data and OTK.
+ */
+export interface JobVmAttestation {
+  jobId: string;
+  vmId: string;
+  hostId: string;
+  codeSha256: Uint8Array;
+  /** The stored input the job reads (empty for inline or streamed input). */
+  data:
+    | ObjectRef
+    | undefined;
+  /** Raw X25519 public key the runner generated for this job. */
+  ephemeralPublicKey: Uint8Array;
+  /** SHA-256 of the job's OTK (from the job spec). */
+  otkSha256: Uint8Array;
+  issuedAtMs: number;
+}
 
 export interface JobSpec {
   jobId: string;
@@ -66,10 +90,19 @@ export interface JobSpec {
   resultTenant: string;
   resultName: string;
   dekId: string;
+  /** SHA-256 of the job's OTK: bound into the DEK release (HPKE info) and the attestation. */
+  otkSha256: Uint8Array;
+  /** Ciphertext streamed by the client (SendJobInput); read it with ReadJobInput. */
+  streamed: boolean;
+  /** The VM the job was assigned to. */
+  vmId: string;
 }
 
 export interface GetJobSpecRequest {
+  /** Usually empty: the job is found by vm_id (the VM on the caller's host it was assigned to). */
   jobId: string;
+  /** The job VM asking; the call waits (up to its deadline) until a job is assigned to it. */
+  vmId: string;
 }
 
 export interface GetJobSpecResponse {
@@ -77,13 +110,19 @@ export interface GetJobSpecResponse {
 }
 
 export interface RequestDataKeyRequest {
+  /**
+   * Left empty by the bridge: the answer (the DEK sealed to the VM's key) is not kept for
+   * idempotent replay; a job VM asks once, and a second request fails the job.
+   */
   requestId: string;
   jobId: string;
-  /** The OTK the job was submitted with (the service checks it matches the job). */
+  /** Unused by the bridge (it never sees the OTK; the service holds it for the key request). */
   otk: Uint8Array;
   /** Fresh X25519 public key (raw 32 bytes) generated in the job VM for this job only. */
   ephemeralPublicKey: Uint8Array;
   codeSha256: Uint8Array;
+  /** The host's JobVmAttestation envelope for ephemeral_public_key; forwarded to the key holder. */
+  hostAttestation: SignedEnvelope | undefined;
 }
 
 export interface RequestDataKeyResponse {
@@ -129,6 +168,234 @@ export interface ReportResultResponse {
   job: Job | undefined;
 }
 
+export interface ReadJobInputRequest {
+  jobId: string;
+  /** The stored object the runner asked for (empty for inline or streamed input). */
+  asked: ObjectRef | undefined;
+}
+
+export interface ReadJobInputResponse {
+  chunk: Uint8Array;
+}
+
+function createBaseJobVmAttestation(): JobVmAttestation {
+  return {
+    jobId: "",
+    vmId: "",
+    hostId: "",
+    codeSha256: new Uint8Array(0),
+    data: undefined,
+    ephemeralPublicKey: new Uint8Array(0),
+    otkSha256: new Uint8Array(0),
+    issuedAtMs: 0,
+  };
+}
+
+export const JobVmAttestation: MessageFns<JobVmAttestation> = {
+  encode(message: JobVmAttestation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(18).string(message.vmId);
+    }
+    if (message.hostId !== "") {
+      writer.uint32(26).string(message.hostId);
+    }
+    if (message.codeSha256.length !== 0) {
+      writer.uint32(34).bytes(message.codeSha256);
+    }
+    if (message.data !== undefined) {
+      ObjectRef.encode(message.data, writer.uint32(42).fork()).join();
+    }
+    if (message.ephemeralPublicKey.length !== 0) {
+      writer.uint32(50).bytes(message.ephemeralPublicKey);
+    }
+    if (message.otkSha256.length !== 0) {
+      writer.uint32(58).bytes(message.otkSha256);
+    }
+    if (message.issuedAtMs !== 0) {
+      writer.uint32(64).int64(message.issuedAtMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobVmAttestation {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobVmAttestation();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.codeSha256 = reader.bytes();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.data = ObjectRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.ephemeralPublicKey = reader.bytes();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.otkSha256 = reader.bytes();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.issuedAtMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): JobVmAttestation {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      codeSha256: isSet(object.codeSha256)
+        ? bytesFromBase64(object.codeSha256)
+        : isSet(object.code_sha256)
+        ? bytesFromBase64(object.code_sha256)
+        : new Uint8Array(0),
+      data: isSet(object.data) ? ObjectRef.fromJSON(object.data) : undefined,
+      ephemeralPublicKey: isSet(object.ephemeralPublicKey)
+        ? bytesFromBase64(object.ephemeralPublicKey)
+        : isSet(object.ephemeral_public_key)
+        ? bytesFromBase64(object.ephemeral_public_key)
+        : new Uint8Array(0),
+      otkSha256: isSet(object.otkSha256)
+        ? bytesFromBase64(object.otkSha256)
+        : isSet(object.otk_sha256)
+        ? bytesFromBase64(object.otk_sha256)
+        : new Uint8Array(0),
+      issuedAtMs: isSet(object.issuedAtMs)
+        ? globalThis.Number(object.issuedAtMs)
+        : isSet(object.issued_at_ms)
+        ? globalThis.Number(object.issued_at_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: JobVmAttestation): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.codeSha256.length !== 0) {
+      obj.codeSha256 = base64FromBytes(message.codeSha256);
+    }
+    if (message.data !== undefined) {
+      obj.data = ObjectRef.toJSON(message.data);
+    }
+    if (message.ephemeralPublicKey.length !== 0) {
+      obj.ephemeralPublicKey = base64FromBytes(message.ephemeralPublicKey);
+    }
+    if (message.otkSha256.length !== 0) {
+      obj.otkSha256 = base64FromBytes(message.otkSha256);
+    }
+    if (message.issuedAtMs !== 0) {
+      obj.issuedAtMs = Math.round(message.issuedAtMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<JobVmAttestation>, I>>(base?: I): JobVmAttestation {
+    return JobVmAttestation.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<JobVmAttestation>, I>>(object: I): JobVmAttestation {
+    const message = createBaseJobVmAttestation();
+    message.jobId = object.jobId ?? "";
+    message.vmId = object.vmId ?? "";
+    message.hostId = object.hostId ?? "";
+    message.codeSha256 = object.codeSha256 ?? new Uint8Array(0);
+    message.data = (object.data !== undefined && object.data !== null) ? ObjectRef.fromPartial(object.data) : undefined;
+    message.ephemeralPublicKey = object.ephemeralPublicKey ?? new Uint8Array(0);
+    message.otkSha256 = object.otkSha256 ?? new Uint8Array(0);
+    message.issuedAtMs = object.issuedAtMs ?? 0;
+    return message;
+  },
+};
+
 function createBaseJobSpec(): JobSpec {
   return {
     jobId: "",
@@ -142,6 +409,9 @@ function createBaseJobSpec(): JobSpec {
     resultTenant: "",
     resultName: "",
     dekId: "",
+    otkSha256: new Uint8Array(0),
+    streamed: false,
+    vmId: "",
   };
 }
 
@@ -179,6 +449,15 @@ export const JobSpec: MessageFns<JobSpec> = {
     }
     if (message.dekId !== "") {
       writer.uint32(90).string(message.dekId);
+    }
+    if (message.otkSha256.length !== 0) {
+      writer.uint32(98).bytes(message.otkSha256);
+    }
+    if (message.streamed !== false) {
+      writer.uint32(104).bool(message.streamed);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(114).string(message.vmId);
     }
     return writer;
   },
@@ -284,6 +563,30 @@ export const JobSpec: MessageFns<JobSpec> = {
             message.dekId = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.otkSha256 = reader.bytes();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.streamed = reader.bool();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -341,6 +644,17 @@ export const JobSpec: MessageFns<JobSpec> = {
         : isSet(object.dek_id)
         ? globalThis.String(object.dek_id)
         : "",
+      otkSha256: isSet(object.otkSha256)
+        ? bytesFromBase64(object.otkSha256)
+        : isSet(object.otk_sha256)
+        ? bytesFromBase64(object.otk_sha256)
+        : new Uint8Array(0),
+      streamed: isSet(object.streamed) ? globalThis.Boolean(object.streamed) : false,
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
     };
   },
 
@@ -379,6 +693,15 @@ export const JobSpec: MessageFns<JobSpec> = {
     if (message.dekId !== "") {
       obj.dekId = message.dekId;
     }
+    if (message.otkSha256.length !== 0) {
+      obj.otkSha256 = base64FromBytes(message.otkSha256);
+    }
+    if (message.streamed !== false) {
+      obj.streamed = message.streamed;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
     return obj;
   },
 
@@ -404,18 +727,24 @@ export const JobSpec: MessageFns<JobSpec> = {
     message.resultTenant = object.resultTenant ?? "";
     message.resultName = object.resultName ?? "";
     message.dekId = object.dekId ?? "";
+    message.otkSha256 = object.otkSha256 ?? new Uint8Array(0);
+    message.streamed = object.streamed ?? false;
+    message.vmId = object.vmId ?? "";
     return message;
   },
 };
 
 function createBaseGetJobSpecRequest(): GetJobSpecRequest {
-  return { jobId: "" };
+  return { jobId: "", vmId: "" };
 }
 
 export const GetJobSpecRequest: MessageFns<GetJobSpecRequest> = {
   encode(message: GetJobSpecRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.jobId !== "") {
       writer.uint32(10).string(message.jobId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(18).string(message.vmId);
     }
     return writer;
   },
@@ -441,6 +770,14 @@ export const GetJobSpecRequest: MessageFns<GetJobSpecRequest> = {
             message.jobId = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -460,6 +797,11 @@ export const GetJobSpecRequest: MessageFns<GetJobSpecRequest> = {
         : isSet(object.job_id)
         ? globalThis.String(object.job_id)
         : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
     };
   },
 
@@ -467,6 +809,9 @@ export const GetJobSpecRequest: MessageFns<GetJobSpecRequest> = {
     const obj: any = {};
     if (message.jobId !== "") {
       obj.jobId = message.jobId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
     }
     return obj;
   },
@@ -477,6 +822,7 @@ export const GetJobSpecRequest: MessageFns<GetJobSpecRequest> = {
   fromPartial<I extends Exact<DeepPartial<GetJobSpecRequest>, I>>(object: I): GetJobSpecRequest {
     const message = createBaseGetJobSpecRequest();
     message.jobId = object.jobId ?? "";
+    message.vmId = object.vmId ?? "";
     return message;
   },
 };
@@ -555,6 +901,7 @@ function createBaseRequestDataKeyRequest(): RequestDataKeyRequest {
     otk: new Uint8Array(0),
     ephemeralPublicKey: new Uint8Array(0),
     codeSha256: new Uint8Array(0),
+    hostAttestation: undefined,
   };
 }
 
@@ -574,6 +921,9 @@ export const RequestDataKeyRequest: MessageFns<RequestDataKeyRequest> = {
     }
     if (message.codeSha256.length !== 0) {
       writer.uint32(42).bytes(message.codeSha256);
+    }
+    if (message.hostAttestation !== undefined) {
+      SignedEnvelope.encode(message.hostAttestation, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -631,6 +981,14 @@ export const RequestDataKeyRequest: MessageFns<RequestDataKeyRequest> = {
             message.codeSha256 = reader.bytes();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.hostAttestation = SignedEnvelope.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -666,6 +1024,11 @@ export const RequestDataKeyRequest: MessageFns<RequestDataKeyRequest> = {
         : isSet(object.code_sha256)
         ? bytesFromBase64(object.code_sha256)
         : new Uint8Array(0),
+      hostAttestation: isSet(object.hostAttestation)
+        ? SignedEnvelope.fromJSON(object.hostAttestation)
+        : isSet(object.host_attestation)
+        ? SignedEnvelope.fromJSON(object.host_attestation)
+        : undefined,
     };
   },
 
@@ -686,6 +1049,9 @@ export const RequestDataKeyRequest: MessageFns<RequestDataKeyRequest> = {
     if (message.codeSha256.length !== 0) {
       obj.codeSha256 = base64FromBytes(message.codeSha256);
     }
+    if (message.hostAttestation !== undefined) {
+      obj.hostAttestation = SignedEnvelope.toJSON(message.hostAttestation);
+    }
     return obj;
   },
 
@@ -699,6 +1065,9 @@ export const RequestDataKeyRequest: MessageFns<RequestDataKeyRequest> = {
     message.otk = object.otk ?? new Uint8Array(0);
     message.ephemeralPublicKey = object.ephemeralPublicKey ?? new Uint8Array(0);
     message.codeSha256 = object.codeSha256 ?? new Uint8Array(0);
+    message.hostAttestation = (object.hostAttestation !== undefined && object.hostAttestation !== null)
+      ? SignedEnvelope.fromPartial(object.hostAttestation)
+      : undefined;
     return message;
   },
 };
@@ -1301,6 +1670,164 @@ export const ReportResultResponse: MessageFns<ReportResultResponse> = {
   },
 };
 
+function createBaseReadJobInputRequest(): ReadJobInputRequest {
+  return { jobId: "", asked: undefined };
+}
+
+export const ReadJobInputRequest: MessageFns<ReadJobInputRequest> = {
+  encode(message: ReadJobInputRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    if (message.asked !== undefined) {
+      ObjectRef.encode(message.asked, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadJobInputRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadJobInputRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.asked = ObjectRef.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReadJobInputRequest {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      asked: isSet(object.asked) ? ObjectRef.fromJSON(object.asked) : undefined,
+    };
+  },
+
+  toJSON(message: ReadJobInputRequest): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.asked !== undefined) {
+      obj.asked = ObjectRef.toJSON(message.asked);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReadJobInputRequest>, I>>(base?: I): ReadJobInputRequest {
+    return ReadJobInputRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReadJobInputRequest>, I>>(object: I): ReadJobInputRequest {
+    const message = createBaseReadJobInputRequest();
+    message.jobId = object.jobId ?? "";
+    message.asked = (object.asked !== undefined && object.asked !== null)
+      ? ObjectRef.fromPartial(object.asked)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseReadJobInputResponse(): ReadJobInputResponse {
+  return { chunk: new Uint8Array(0) };
+}
+
+export const ReadJobInputResponse: MessageFns<ReadJobInputResponse> = {
+  encode(message: ReadJobInputResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.chunk.length !== 0) {
+      writer.uint32(10).bytes(message.chunk);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadJobInputResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadJobInputResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.chunk = reader.bytes();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReadJobInputResponse {
+    return { chunk: isSet(object.chunk) ? bytesFromBase64(object.chunk) : new Uint8Array(0) };
+  },
+
+  toJSON(message: ReadJobInputResponse): unknown {
+    const obj: any = {};
+    if (message.chunk.length !== 0) {
+      obj.chunk = base64FromBytes(message.chunk);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReadJobInputResponse>, I>>(base?: I): ReadJobInputResponse {
+    return ReadJobInputResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReadJobInputResponse>, I>>(object: I): ReadJobInputResponse {
+    const message = createBaseReadJobInputResponse();
+    message.chunk = object.chunk ?? new Uint8Array(0);
+    return message;
+  },
+};
+
 /** Served by the server; each call is limited to the caller's own job VM and job. */
 export type JobVmServiceService = typeof JobVmServiceService;
 export const JobVmServiceService = {
@@ -1343,8 +1870,8 @@ export const JobVmServiceService = {
     responseDeserialize: (value: Buffer): ReportProgressResponse => ReportProgressResponse.decode(value),
   },
   /**
-   * Client stream: a ReportResultHeader, then (RESULT_MODE_RETURNED only) the result's
-   * envelope-format ciphertext in chunks, which the service relays over the session.
+   * Client stream: a ReportResultHeader, then the result's envelope-format ciphertext in
+   * chunks, which the service stores (RESULT_MODE_STORED) or relays over the session.
    */
   reportResult: {
     path: "/trustplane.job.v1.JobVmService/ReportResult" as const,
@@ -1355,6 +1882,20 @@ export const JobVmServiceService = {
     responseSerialize: (value: ReportResultResponse): Buffer =>
       Buffer.from(ReportResultResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReportResultResponse => ReportResultResponse.decode(value),
+  },
+  /**
+   * The job's input ciphertext, as the runner asked for it: only the job's own data is
+   * served (PERMISSION_DENIED DATA_REFUSED otherwise), by the digest pinned at submission.
+   */
+  readJobInput: {
+    path: "/trustplane.job.v1.JobVmService/ReadJobInput" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ReadJobInputRequest): Buffer => Buffer.from(ReadJobInputRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReadJobInputRequest => ReadJobInputRequest.decode(value),
+    responseSerialize: (value: ReadJobInputResponse): Buffer =>
+      Buffer.from(ReadJobInputResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReadJobInputResponse => ReadJobInputResponse.decode(value),
   },
 } as const;
 
@@ -1370,10 +1911,15 @@ export interface JobVmServiceServer extends UntypedServiceImplementation {
   /** Progress of the running module; the service relays it as JobEvents. */
   reportProgress: handleUnaryCall<ReportProgressRequest, ReportProgressResponse>;
   /**
-   * Client stream: a ReportResultHeader, then (RESULT_MODE_RETURNED only) the result's
-   * envelope-format ciphertext in chunks, which the service relays over the session.
+   * Client stream: a ReportResultHeader, then the result's envelope-format ciphertext in
+   * chunks, which the service stores (RESULT_MODE_STORED) or relays over the session.
    */
   reportResult: handleClientStreamingCall<ReportResultRequest, ReportResultResponse>;
+  /**
+   * The job's input ciphertext, as the runner asked for it: only the job's own data is
+   * served (PERMISSION_DENIED DATA_REFUSED otherwise), by the digest pinned at submission.
+   */
+  readJobInput: handleServerStreamingCall<ReadJobInputRequest, ReadJobInputResponse>;
 }
 
 export interface JobVmServiceClient extends Client {
@@ -1430,8 +1976,8 @@ export interface JobVmServiceClient extends Client {
     callback: (error: ServiceError | null, response: ReportProgressResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Client stream: a ReportResultHeader, then (RESULT_MODE_RETURNED only) the result's
-   * envelope-format ciphertext in chunks, which the service relays over the session.
+   * Client stream: a ReportResultHeader, then the result's envelope-format ciphertext in
+   * chunks, which the service stores (RESULT_MODE_STORED) or relays over the session.
    */
   reportResult(
     callback: (error: ServiceError | null, response: ReportResultResponse) => void,
@@ -1449,6 +1995,19 @@ export interface JobVmServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReportResultResponse) => void,
   ): ClientWritableStream<ReportResultRequest>;
+  /**
+   * The job's input ciphertext, as the runner asked for it: only the job's own data is
+   * served (PERMISSION_DENIED DATA_REFUSED otherwise), by the digest pinned at submission.
+   */
+  readJobInput(
+    request: ReadJobInputRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ReadJobInputResponse>;
+  readJobInput(
+    request: ReadJobInputRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ReadJobInputResponse>;
 }
 
 export const JobVmServiceClient = makeGenericClientConstructor(

@@ -9,6 +9,11 @@
 // directory, where a second socat on the host relays to the VM's own authorization process.
 // Unix sockets cross network namespaces by path, and that path is in a 0700 directory no
 // other sandbox has mounted, so no other VM can reach this VM's endpoint.
+//
+// Host channel: for images another agent area supports (GuestSupport), the directory holding
+// that area's unix socket is bound read-only at /run/trustplane, the image's files read-only
+// at their own paths, memory is capped by the VM's own memory cgroup where asked, and with
+// noDiskWrites the root is read-only and the console goes to /dev/null.
 import { execFile, spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
@@ -17,8 +22,9 @@ import { promisify } from "node:util";
 import { TrustplaneError } from "../../../../../../sdk/src/errors.js";
 import { Feature, HypervisorType, type InstanceSpec } from "../../../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { ConsoleWatcher } from "../../console-watcher.js";
-import type { Driver, DriverEvents, DriverInstance, StartContext } from "../../driver.js";
+import { GUEST_CHANNEL_DIR, type Driver, type DriverEvents, type DriverInstance, type GuestSupport, type StartContext } from "../../driver.js";
 import { processAlive, waitForExit } from "../../process-liveness.js";
+import { createMemoryCgroup, inMemoryCgroup, removeMemoryCgroup, type MemoryCgroup } from "./memory-cgroup.js";
 
 const run = promisify(execFile);
 export const SANDBOX_READY_LINE = "TRUSTPLANE-SANDBOX-READY";
@@ -33,13 +39,20 @@ export function bwrapAvailable(): boolean {
   return existsSync("/usr/bin/bwrap") || existsSync("/bin/bwrap");
 }
 
+/** Memory the VM may use, from its spec. */
+export function sandboxMemoryBytes(spec: InstanceSpec): number {
+  return Math.max(16, spec.resources?.memoryMib ?? 256) * 1024 * 1024;
+}
+
 /** prlimit + bwrap arguments; `shareNet` keeps the (per-VM) network namespace it is started in. */
-export function sandboxArgs(spec: InstanceSpec, root: string, shareNet = false): string[] {
-  const memBytes = Math.max(16, spec.resources?.memoryMib ?? 256) * 1024 * 1024;
+export function sandboxArgs(spec: InstanceSpec, root: string, shareNet = false, guest: GuestSupport = {}): string[] {
+  const memBytes = sandboxMemoryBytes(spec);
   const binds = SYSTEM_DIRS.filter((d) => existsSync(d)).flatMap((d) => ["--ro-bind", d, d]);
-  const command = spec.command.length ? spec.command : DEFAULT_INIT;
+  const guestBinds = [...(guest.readOnlyPaths ?? []).flatMap((p) => ["--ro-bind", p, p]), ...(guest.channelDir ? ["--ro-bind", guest.channelDir, GUEST_CHANNEL_DIR] : [])];
+  const command = spec.command.length ? spec.command : (guest.command ?? DEFAULT_INIT);
   return [
-    `--as=${memBytes}`,
+    // A memory cgroup caps resident memory instead (the guest's own address space stays free).
+    ...(guest.memoryCgroup ? [] : [`--as=${memBytes}`]),
     "--nofile=1024",
     `--fsize=${1024 * 1024 * 1024}`,
     "--",
@@ -52,7 +65,8 @@ export function sandboxArgs(spec: InstanceSpec, root: string, shareNet = false):
     "--proc", "/proc",
     "--dev", "/dev",
     "--tmpfs", "/tmp",
-    "--bind", root, "/vm",
+    ...guestBinds,
+    guest.noDiskWrites ? "--ro-bind" : "--bind", root, "/vm",
     "--chdir", "/vm",
     "--hostname", spec.name || spec.vmId,
     "--setenv", "TRUSTPLANE_VM_ID", spec.vmId,
@@ -92,6 +106,7 @@ const netnsName = (vmId: string) => `tp-${vmId}`;
 interface SandboxExtra {
   netns?: string;
   relays?: { pid: number; marker: string }[];
+  memoryCgroup?: MemoryCgroup;
 }
 
 export class SandboxDriver implements Driver {
@@ -99,6 +114,7 @@ export class SandboxDriver implements Driver {
   readonly hypervisor = HypervisorType.HYPERVISOR_TYPE_SANDBOX;
   readonly features = [Feature.FEATURE_FAST_START] as const;
   readonly cost = 1;
+  readonly hostChannel = true;
 
   constructor(private readonly readyTimeoutMs = 10_000) {}
 
@@ -140,13 +156,22 @@ export class SandboxDriver implements Driver {
     const root = path.join(dir, "root");
     await mkdir(root, { recursive: true, mode: 0o700 });
     const extra: SandboxExtra = ctx.metadataEndpoint && spec.network?.mode !== "none" ? await this.metadataNamespace(spec, dir, ctx.metadataEndpoint) : {};
+    if (ctx.guest?.memoryCgroup) {
+      try {
+        extra.memoryCgroup = await createMemoryCgroup(spec.vmId, sandboxMemoryBytes(spec));
+      } catch (e) {
+        await this.stop({ vmId: spec.vmId, pid: 0, cmdlineMarker: spec.vmId, dir, accelerator: "none", extra: { ...extra } }, 0, true).catch(() => undefined);
+        throw e;
+      }
+    }
     const consolePath = path.join(dir, "console.log");
     rmSync(consolePath, { force: true });
     // The console is a file, not a pipe: the guest keeps running if the agent restarts.
-    const out = openSync(consolePath, "a", 0o600);
-    const args = sandboxArgs(spec, root, !!extra.netns);
-    const [cmd, argv] = extra.netns ? ["ip", ["netns", "exec", extra.netns, "prlimit", ...args]] : ["prlimit", args];
-    const child = spawn(cmd, argv, { stdio: ["ignore", out, out], detached: true });
+    const out = openSync(ctx.guest?.noDiskWrites ? "/dev/null" : consolePath, "a", 0o600);
+    const args = sandboxArgs(spec, root, !!extra.netns, ctx.guest);
+    const launch = extra.netns ? ["ip", "netns", "exec", extra.netns, "prlimit", ...args] : ["prlimit", ...args];
+    const [cmd, ...argv] = extra.memoryCgroup ? inMemoryCgroup(extra.memoryCgroup, launch) : launch;
+    const child = spawn(cmd!, argv, { stdio: ["ignore", out, out], detached: true });
     closeSync(out);
     const instance: DriverInstance = { vmId: spec.vmId, pid: child.pid ?? 0, cmdlineMarker: spec.vmId, dir, accelerator: "none", extra: { ...extra } };
     let exited = false;
@@ -154,7 +179,7 @@ export class SandboxDriver implements Driver {
     const spawnFailed = new Promise<never>((_, reject) => child.once("error", (e) => reject(new TrustplaneError("FAILED_PRECONDITION", "DRIVER_UNAVAILABLE", `cannot start the sandbox: ${e.message}`))));
     spawnFailed.catch(() => undefined);
     try {
-      if (spec.command.length === 0) {
+      if (spec.command.length === 0 && !ctx.guest?.command) {
         await Promise.race([new ConsoleWatcher(consolePath).waitFor(new RegExp(SANDBOX_READY_LINE), this.readyTimeoutMs, { intervalMs: 5, alive: () => !exited, what: `sandbox ${spec.vmId}` }), spawnFailed]);
       } else {
         // A custom command has no ready line: running for 100 ms without failing counts.
@@ -206,5 +231,6 @@ export class SandboxDriver implements Driver {
     }
     if (extra.netns) await run("ip", ["netns", "del", extra.netns]).catch(() => undefined);
     rmSync(path.join(instance.dir, "metadata.sock"), { force: true });
+    if (extra.memoryCgroup) await removeMemoryCgroup(extra.memoryCgroup);
   }
 }
