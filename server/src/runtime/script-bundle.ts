@@ -3,7 +3,7 @@
 // sandbox binds that one file instead of the repository (which may hold a data directory,
 // keys or other tenants' files) and needs no tsx loader.
 import { createHash } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, renameSync, statSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { buildSync } from "esbuild";
 
@@ -37,6 +37,9 @@ export function bundleScript(entry: string, outDir: string): string {
   });
   chmodSync(tmp, 0o444);
   renameSync(tmp, out);
+  // Earlier builds of the same entry are never run again.
+  const prefix = name.slice(0, name.lastIndexOf("-") + 1);
+  for (const f of readdirSync(outDir)) if (f !== name && f.startsWith(prefix) && f.endsWith(".mjs")) rmSync(path.join(outDir, f), { force: true });
   built.set(key, out);
   return out;
 }

@@ -3,10 +3,10 @@
 // driver binds read-only into each job VM. The VM then needs no repository, no loader and no
 // node_modules — so it is given none of them (they sit beside the agent's and server's data).
 import { createHash } from "node:crypto";
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { TrustplaneError } from "../../../../sdk/src/errors.js";
+import { bundleScript } from "../../runtime/script-bundle.js";
 
 const RUNNER_ENTRY = fileURLToPath(new URL("../vm/runner-main.ts", import.meta.url));
 
@@ -17,34 +17,9 @@ export interface RunnerBundle {
   sha256: string;
 }
 
-/** Builds (or reuses) the bundle in `<dir>/`; the file name carries its content digest. */
+/** Builds (or reuses) the bundle in `<dir>/`. */
 export async function buildRunnerBundle(dir: string): Promise<RunnerBundle> {
-  let esbuild: typeof import("esbuild");
-  try {
-    esbuild = await import("esbuild");
-  } catch (e) {
-    throw new TrustplaneError("FAILED_PRECONDITION", "RUNNER_UNAVAILABLE", `the job runner is bundled with esbuild, which is not installed (${(e as Error).message})`);
-  }
-  const out = await esbuild.build({
-    entryPoints: [RUNNER_ENTRY],
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    write: false,
-    minify: false,
-    legalComments: "none",
-    logLevel: "silent",
-  });
-  const code = out.outputFiles[0]!.contents;
-  const sha256 = createHash("sha256").update(code).digest("hex");
-  await mkdir(dir, { recursive: true, mode: 0o755 });
-  const file = path.join(dir, `job-runner-${sha256.slice(0, 16)}.mjs`);
-  const existing = await readFile(file).catch(() => undefined);
-  if (!existing || createHash("sha256").update(existing).digest("hex") !== sha256) {
-    const tmp = `${file}.${process.pid}.tmp`;
-    await writeFile(tmp, code, { mode: 0o444 });
-    await rename(tmp, file);
-  }
-  return { dir, file, sha256 };
+  const file = bundleScript(RUNNER_ENTRY, dir);
+  const sha256 = createHash("sha256").update(await readFile(file)).digest("hex");
+  return { dir: path.dirname(file), file, sha256 };
 }
