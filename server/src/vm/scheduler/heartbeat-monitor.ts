@@ -1,5 +1,6 @@
 // Marks hosts down when they miss heartbeats (issue 4 "Hosts"): every interval, any host whose
-// last heartbeat is older than `missed` intervals is marked down, so the ComputeFilter drops it.
+// last heartbeat is older than `missed` intervals is marked down, so the ComputeFilter drops it,
+// and `onDown` hears of it (the VM manager fails the host's VMs with HOST_DOWN).
 import type { Logger } from "../../runtime/logger.js";
 import type { HostInventory } from "../manager/host-inventory.js";
 
@@ -8,6 +9,8 @@ export interface HeartbeatMonitorOptions {
   /** Heartbeats a host may miss before it is marked down (the proto says three). */
   missed?: number;
   now?: () => number;
+  /** Called once per host this monitor marked down (after the inventory says so). */
+  onDown?(hostId: string): Promise<unknown>;
 }
 
 export class HeartbeatMonitor {
@@ -26,7 +29,10 @@ export class HeartbeatMonitor {
   /** One sweep; returns the hosts it marked down. */
   async sweep(): Promise<string[]> {
     const down = await this.inventory.markDownMissedHeartbeats((this.options.now ?? Date.now)(), this.graceMs);
-    for (const hostId of down) this.logger.warn({ hostId, graceMs: this.graceMs }, "host missed its heartbeats; marked down and excluded from scheduling");
+    for (const hostId of down) {
+      this.logger.warn({ hostId, graceMs: this.graceMs }, "host missed its heartbeats; marked down and excluded from scheduling");
+      await this.options.onDown?.(hostId).catch((e: Error) => this.logger.error({ hostId, err: e.message }, "host-down handling failed"));
+    }
     return down;
   }
 

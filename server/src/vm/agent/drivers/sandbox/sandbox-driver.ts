@@ -1,7 +1,9 @@
 // The `sandbox` driver: a process VM under bubblewrap — its own pid, net, mount, ipc and uts
-// namespaces (--unshare-all), a read-only system, its own writable root, a hostname, and
-// rlimits through prlimit (address space, open files, file size). Stop is SIGTERM to the
-// guest's processes, then SIGKILL after the timeout. No block devices, so no hotplug ops.
+// namespaces (--unshare-all), a read-only system, its own writable root, a hostname, rlimits
+// through prlimit (address space, open files, file size, core dumps) and, where a cgroup
+// hierarchy is writable, a cgroup of its own pacing it to its vCPUs with memory and pid caps
+// (sandbox-cgroup.ts). Stop is SIGTERM to the guest's processes, then SIGKILL after the
+// timeout. No block devices, so no hotplug ops.
 //
 // Metadata endpoint: when the control plane gives one, the VM runs in its own network
 // namespace (`ip netns add tp-<vm>`, only `lo`, carrying 169.254.169.254/32); a socat in that
@@ -17,8 +19,9 @@ import { promisify } from "node:util";
 import { TrustplaneError } from "../../../../../../sdk/src/errors.js";
 import { Feature, HypervisorType, type InstanceSpec } from "../../../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { ConsoleWatcher } from "../../console-watcher.js";
-import type { Driver, DriverEvents, DriverInstance, StartContext } from "../../driver.js";
+import type { Driver, DriverEvents, DriverInstance, StartContext, StopResult } from "../../driver.js";
 import { processAlive, waitForExit } from "../../process-liveness.js";
+import { cgroupPids, createSandboxCgroup, joinCommand, removeSandboxCgroup, type SandboxCgroup } from "./sandbox-cgroup.js";
 
 const run = promisify(execFile);
 export const SANDBOX_READY_LINE = "TRUSTPLANE-SANDBOX-READY";
@@ -42,6 +45,7 @@ export function sandboxArgs(spec: InstanceSpec, root: string, shareNet = false):
     `--as=${memBytes}`,
     "--nofile=1024",
     `--fsize=${1024 * 1024 * 1024}`,
+    "--core=0",
     "--",
     "bwrap",
     "--unshare-all",
@@ -92,7 +96,12 @@ const netnsName = (vmId: string) => `tp-${vmId}`;
 interface SandboxExtra {
   netns?: string;
   relays?: { pid: number; marker: string }[];
+  /** Absent where no cgroup hierarchy was writable: then only the rlimits apply. */
+  cgroup?: SandboxCgroup;
 }
+
+/** Processes and threads one process VM may have at once. */
+const PIDS_MAX = 512;
 
 export class SandboxDriver implements Driver {
   readonly name = "sandbox";
@@ -104,6 +113,11 @@ export class SandboxDriver implements Driver {
 
   accelerator(): string {
     return "none";
+  }
+
+  /** The per-VM network namespace the metadata relay lives in needs root (and iproute2, socat). */
+  routesMetadata(): boolean {
+    return process.getuid?.() === 0 && existsSync("/usr/bin/socat") && (existsSync("/usr/sbin/ip") || existsSync("/sbin/ip") || existsSync("/usr/bin/ip"));
   }
 
   /** The VM's own network namespace with 169.254.169.254:80 relayed to its endpoint. */
@@ -144,9 +158,15 @@ export class SandboxDriver implements Driver {
     rmSync(consolePath, { force: true });
     // The console is a file, not a pipe: the guest keeps running if the agent restarts.
     const out = openSync(consolePath, "a", 0o600);
-    const args = sandboxArgs(spec, root, !!extra.netns);
-    const [cmd, argv] = extra.netns ? ["ip", ["netns", "exec", extra.netns, "prlimit", ...args]] : ["prlimit", args];
-    const child = spawn(cmd, argv, { stdio: ["ignore", out, out], detached: true });
+    // One cgroup per boot: a late cleanup of the previous boot cannot remove this one.
+    const cgroup = createSandboxCgroup(`${spec.vmId}.${Date.now().toString(36)}`, { vcpus: spec.resources?.vcpus ?? 1, memoryMib: spec.resources?.memoryMib ?? 256, pids: PIDS_MAX });
+    // Without a writable hierarchy only the rlimits apply (the agent says so once at start).
+    if (cgroup) extra.cgroup = cgroup;
+    const limited = ["prlimit", ...sandboxArgs(spec, root, !!extra.netns)];
+    const inNetns = extra.netns ? ["ip", "netns", "exec", extra.netns, ...limited] : limited;
+    // Joined before `ip netns exec`, which mounts a sysfs of its own without the cgroup tree.
+    const full = cgroup ? joinCommand(cgroup, inNetns) : inNetns;
+    const child = spawn(full[0]!, full.slice(1), { stdio: ["ignore", out, out], detached: true });
     closeSync(out);
     const instance: DriverInstance = { vmId: spec.vmId, pid: child.pid ?? 0, cmdlineMarker: spec.vmId, dir, accelerator: "none", extra: { ...extra } };
     let exited = false;
@@ -170,7 +190,8 @@ export class SandboxDriver implements Driver {
     return instance;
   }
 
-  async stop(instance: DriverInstance, timeoutMs: number, force: boolean): Promise<void> {
+  async stop(instance: DriverInstance, timeoutMs: number, force: boolean): Promise<StopResult> {
+    let forced = force;
     if (processAlive(instance.pid, instance.cmdlineMarker)) {
       if (!force) {
         // SIGTERM to the guest's own processes (bwrap's pid-1 ignores it; it exits with them).
@@ -182,6 +203,7 @@ export class SandboxDriver implements Driver {
         await waitForExit(instance.pid, timeoutMs);
       }
       if (processAlive(instance.pid, instance.cmdlineMarker)) {
+        forced = true;
         for (const p of [instance.pid, ...descendants(instance.pid)]) {
           try {
             process.kill(p, "SIGKILL");
@@ -206,5 +228,16 @@ export class SandboxDriver implements Driver {
     }
     if (extra.netns) await run("ip", ["netns", "del", extra.netns]).catch(() => undefined);
     rmSync(path.join(instance.dir, "metadata.sock"), { force: true });
+    if (extra.cgroup) {
+      // Whatever escaped the process tree (a daemonised child) is still in the cgroup.
+      for (const p of cgroupPids(extra.cgroup)) {
+        try {
+          process.kill(p, "SIGKILL");
+        } catch {}
+      }
+      for (let i = 0; i < 100 && cgroupPids(extra.cgroup).length; i++) await new Promise((r) => setTimeout(r, 10));
+      removeSandboxCgroup(extra.cgroup);
+    }
+    return { forced };
   }
 }

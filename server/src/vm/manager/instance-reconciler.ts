@@ -1,0 +1,166 @@
+// The server following what happens on its hosts (seed 004: "events update state"): a guest
+// that powers itself off, a QEMU that dies, an agent restart that finds a VM stopped, a QMP
+// STOP/RESUME, a device the guest released late, and a host that stops heartbeating. Agents
+// push unsolicited events in a heartbeat sent at once, and every beat carries the instance list.
+// The host is asked for its current view of the VM (GetInstance) before anything changes, and
+// the change is written only over the record as read, so a stale report never undoes a command.
+import { TrustplaneError } from "../../../../sdk/src/errors.js";
+import { VmEventType, VmState, type Instance, type Vm, type VmEvent } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import type { Logger } from "../../runtime/logger.js";
+import type { Placement } from "./placement.js";
+import type { VmRecordChanges } from "./vm-record-changes.js";
+import type { VmRepository } from "./vm-repository.js";
+import { stateName } from "./vm-state-machine.js";
+import type { HostControlClient } from "./vm-service.js";
+
+/** Stable failure reason of a VM whose host missed its heartbeats. */
+export const HOST_DOWN = "HOST_DOWN";
+/** Stable failure reason of a VM its host no longer has (its state was lost). */
+export const INSTANCE_LOST = "INSTANCE_LOST";
+
+/** What prompted a look at the host: a driver event, a heartbeat, a reconnect. */
+export interface Observation {
+  type?: VmEventType;
+  detail: string;
+  /** "guest", "hypervisor" or "host:<id>". */
+  initiator: string;
+}
+
+export interface InstanceReconcilerDeps {
+  repo: VmRepository;
+  changes: VmRecordChanges;
+  placement: Placement;
+  hostControl(hostId: string): Promise<HostControlClient>;
+  logger: Logger;
+}
+
+const S = VmState;
+/** States the server settles on its own; the transitional ones belong to a command in flight. */
+const SETTLED: readonly VmState[] = [S.VM_STATE_RUNNING, S.VM_STATE_PAUSED];
+/** What the host may report that the server adopts. */
+const REPORTED: readonly VmState[] = [S.VM_STATE_RUNNING, S.VM_STATE_PAUSED, S.VM_STATE_STOPPED, S.VM_STATE_FAILED];
+
+/** Agent events the server did not cause itself: those are what it must follow. */
+export function isUnsolicited(initiator: string): boolean {
+  return initiator === "guest" || initiator === "hypervisor" || initiator.startsWith("host:");
+}
+
+function eventType(from: VmState, to: VmState): VmEventType {
+  if (to === S.VM_STATE_STOPPED) return VmEventType.VM_EVENT_TYPE_STOPPED;
+  if (to === S.VM_STATE_PAUSED) return VmEventType.VM_EVENT_TYPE_SUSPENDED;
+  if (to === S.VM_STATE_FAILED) return VmEventType.VM_EVENT_TYPE_FAILED;
+  return from === S.VM_STATE_PAUSED ? VmEventType.VM_EVENT_TYPE_RESUMED : VmEventType.VM_EVENT_TYPE_STARTED;
+}
+
+export class InstanceReconciler {
+  constructor(private readonly deps: InstanceReconcilerDeps) {}
+
+  /** Whether the server's record and the host's report disagree in a way worth a look. */
+  static disagrees(vm: Vm, inst: Instance | undefined): boolean {
+    const followed = SETTLED.includes(vm.state) || (vm.state === S.VM_STATE_FAILED && vm.failureReason === HOST_DOWN);
+    if (!followed) return false;
+    if (!inst) return SETTLED.includes(vm.state);
+    return REPORTED.includes(inst.state) && inst.state !== vm.state;
+  }
+
+  /** Asks `hostId` about `vmId` and brings the record in line with it; never throws. */
+  async observe(hostId: string, vmId: string, why: Observation): Promise<void> {
+    try {
+      await this.reconcile(hostId, vmId, why);
+    } catch (e) {
+      // Lost a race with a command (CONCURRENT_CHANGE) or the host is unreachable: the command
+      // or the next heartbeat settles it.
+      this.deps.logger.debug({ hostId, vmId, err: (e as Error).message }, "instance observation not applied");
+    }
+  }
+
+  private async reconcile(hostId: string, vmId: string, why: Observation): Promise<void> {
+    const vm = await this.deps.repo.get(vmId);
+    if (!vm || vm.hostId !== hostId) return;
+    const recovering = vm.state === S.VM_STATE_FAILED && vm.failureReason === HOST_DOWN;
+    if (!SETTLED.includes(vm.state) && !recovering) return;
+    let inst: Instance | undefined;
+    try {
+      inst = (await (await this.deps.hostControl(hostId)).getInstance({ vmId })).instance;
+    } catch (e) {
+      if (!(e instanceof TrustplaneError && e.status === "NOT_FOUND")) throw e;
+    }
+    if (!inst) {
+      if (recovering) return;
+      await this.deps.changes.move(vm, S.VM_STATE_FAILED, VmEventType.VM_EVENT_TYPE_FAILED, `host ${hostId} no longer has this VM`, `host:${hostId}`, { failureReason: INSTANCE_LOST }, { exact: true });
+      await this.deps.placement.release(vmId);
+      return;
+    }
+    if (REPORTED.includes(inst.state) && inst.state !== vm.state) {
+      const detail = why.detail || `host ${hostId} reports it ${stateName(inst.state)}`;
+      const failureReason = inst.state === S.VM_STATE_FAILED ? inst.failureReason || "HOST_REPORTED_FAILURE" : "";
+      const next = await this.deps.changes.move(vm, inst.state, eventType(vm.state, inst.state), detail, why.initiator, { failureReason, ...(inst.network ? { network: inst.network } : {}) }, { exact: true });
+      this.deps.logger.info({ hostId, vmId, from: stateName(vm.state), to: stateName(next.state), initiator: why.initiator }, "VM state follows its host");
+      return;
+    }
+    // Same state: a device the guest released after a detach timed out is gone on the host too.
+    const held = new Set(inst.volumes.map((v) => v.volumeId));
+    const gone = vm.volumes.filter((v) => !held.has(v.volumeId)).map((v) => v.volumeId);
+    if (gone.length && why.type === VmEventType.VM_EVENT_TYPE_DEVICE_REMOVED) {
+      await this.deps.changes.amend(vmId, (cur) => (cur.updatedAtMs === vm.updatedAtMs ? { volumes: cur.volumes.filter((v) => held.has(v.volumeId)) } : undefined), {
+        type: VmEventType.VM_EVENT_TYPE_DEVICE_REMOVED,
+        detail: `volume ${gone.join(", ")} released by the guest`,
+        initiator: why.initiator,
+      });
+    }
+  }
+
+  /** The host missed its heartbeats: its running VMs are FAILED / HOST_DOWN (claims kept, see below). */
+  async hostDown(hostId: string): Promise<string[]> {
+    const failed: string[] = [];
+    for (const state of SETTLED) {
+      let pageToken: string | undefined;
+      do {
+        const page = await this.deps.repo.list({ hostId, state, pageSize: 500, pageToken });
+        for (const vm of page.items) {
+          try {
+            // The claim stays: the VM may well still run on the unreachable host, and releasing
+            // it would let the scheduler over-commit that host the moment it is back.
+            await this.deps.changes.move(vm, S.VM_STATE_FAILED, VmEventType.VM_EVENT_TYPE_FAILED, `host ${hostId} missed its heartbeats`, "scheduler", { failureReason: HOST_DOWN });
+            failed.push(vm.vmId);
+          } catch (e) {
+            this.deps.logger.debug({ hostId, vmId: vm.vmId, err: (e as Error).message }, "host-down transition not applied");
+          }
+        }
+        pageToken = page.nextPageToken;
+      } while (pageToken);
+    }
+    if (failed.length) this.deps.logger.warn({ hostId, vms: failed }, "host down: its VMs are FAILED (HOST_DOWN)");
+    return failed;
+  }
+
+  /**
+   * Follows one heartbeat: each unsolicited event it carries (in order), then the instance list
+   * compared with the records that name this host.
+   */
+  async reconcileHost(hostId: string, instances: readonly Instance[], events: readonly VmEvent[] = []): Promise<void> {
+    const seen = new Set<string>();
+    for (const e of events) {
+      if (!isUnsolicited(e.initiator)) continue;
+      seen.add(e.vmId);
+      await this.observe(hostId, e.vmId, { type: e.type, detail: e.detail, initiator: e.initiator });
+    }
+    const byId = new Map(instances.map((i) => [i.vmId, i]));
+    const look: string[] = [];
+    for (const inst of instances) {
+      if (seen.has(inst.vmId)) continue;
+      const vm = await this.deps.repo.get(inst.vmId);
+      if (vm && vm.hostId === hostId && InstanceReconciler.disagrees(vm, inst)) look.push(vm.vmId);
+    }
+    // VMs the server believes run there that the host did not mention at all.
+    for (const state of SETTLED) {
+      let pageToken: string | undefined;
+      do {
+        const page = await this.deps.repo.list({ hostId, state, pageSize: 500, pageToken });
+        for (const vm of page.items) if (!byId.has(vm.vmId) && InstanceReconciler.disagrees(vm, undefined)) look.push(vm.vmId);
+        pageToken = page.nextPageToken;
+      } while (pageToken);
+    }
+    for (const vmId of look) await this.observe(hostId, vmId, { detail: "", initiator: `host:${hostId}` });
+  }
+}
