@@ -111,6 +111,20 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
     return changes.move(vm, to, type, detail, initiator, patch);
   }
 
+  /**
+   * move() after a host command that has no transitional state of its own (pause, resume): a
+   * heartbeat may have recorded the host's new state first, which is the outcome asked for.
+   */
+  async function settle(vm: Vm, to: VmState, type: VmEventType, detail: string, initiator: string): Promise<Vm> {
+    try {
+      return await move(vm, to, type, detail, initiator);
+    } catch (e) {
+      const current = e instanceof TrustplaneError && e.reason === "CONCURRENT_CHANGE" ? await repo.get(vm.vmId) : undefined;
+      if (current?.state === to) return current;
+      throw e;
+    }
+  }
+
   function specOf(vm: Vm): InstanceSpec {
     return {
       vmId: vm.vmId,
@@ -308,7 +322,7 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
       let vm = await visible(req.vmId, ctx);
       assertTransition(vm.vmId, vm.state, VmState.VM_STATE_PAUSED, "pause");
       await onHost(vm, (c) => c.pauseInstance({ requestId: ctx.requestId, vmId: vm.vmId }));
-      vm = await move(vm, VmState.VM_STATE_PAUSED, VmEventType.VM_EVENT_TYPE_SUSPENDED, "paused", ctx.caller.principal);
+      vm = await settle(vm, VmState.VM_STATE_PAUSED, VmEventType.VM_EVENT_TYPE_SUSPENDED, "paused", ctx.caller.principal);
       await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.pause", target: vm.vmId, outcome: "ok", requestId: ctx.requestId });
       return { vm };
     },
@@ -317,7 +331,7 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
       let vm = await visible(req.vmId, ctx);
       if (vm.state !== VmState.VM_STATE_PAUSED) assertTransition(vm.vmId, vm.state, VmState.VM_STATE_UNSPECIFIED, "resume");
       await onHost(vm, (c) => c.resumeInstance({ requestId: ctx.requestId, vmId: vm.vmId }));
-      vm = await move(vm, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_RESUMED, "resumed", ctx.caller.principal);
+      vm = await settle(vm, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_RESUMED, "resumed", ctx.caller.principal);
       await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.resume", target: vm.vmId, outcome: "ok", requestId: ctx.requestId });
       return { vm };
     },
