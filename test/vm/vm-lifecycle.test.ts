@@ -83,6 +83,22 @@ describe.skipIf(!bwrapAvailable())("VM lifecycle on the sandbox driver", () => {
     await vms.terminateVm({ requestId: "vm-ops-term", vmId: vm!.vmId });
   });
 
+  it("stops by force when the guest outlives the graceful window, and says so", async () => {
+    // The guest ignores SIGTERM (children inherit the ignored signal).
+    const { vm } = await vms.createVm({ requestId: "vm-stubborn", name: "stubborn", image: "process", resources: { vcpus: 1, memoryMib: 128, diskGib: 0 }, command: ["/bin/sh", "-c", "trap '' TERM; while :; do sleep 1; done"] });
+    await until(vm!.vmId, VmState.VM_STATE_RUNNING);
+    const t0 = Date.now();
+    const res = await vms.stopVm({ requestId: "vm-stubborn-stop", vmId: vm!.vmId, timeoutSeconds: 1 });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
+    expect(res.vm!.state).toBe(VmState.VM_STATE_STOPPED);
+    expect(res.forced).toBe(true);
+    // A guest that honours SIGTERM stops gracefully: forced is false.
+    const { vm: polite } = await vms.createVm({ requestId: "vm-polite", name: "polite", image: "process", resources: { vcpus: 1, memoryMib: 128, diskGib: 0 } });
+    await until(polite!.vmId, VmState.VM_STATE_RUNNING);
+    expect((await vms.stopVm({ requestId: "vm-polite-stop", vmId: polite!.vmId, timeoutSeconds: 10 })).forced).toBe(false);
+    for (const v of [vm!, polite!]) await vms.terminateVm({ requestId: `vm-force-term-${v.vmId}`, vmId: v.vmId });
+  });
+
   it("reports the capability matrix from the drivers' own tables", async () => {
     const { hosts } = await vms.getCapabilities({});
     const sandbox = hosts.find((h) => h.hostId === "dev-host-1")!.drivers.find((d) => d.hypervisor === HypervisorType.HYPERVISOR_TYPE_SANDBOX)!;
@@ -118,6 +134,20 @@ describe("VM bad input", () => {
     const err = await refused(vms.createVm({ requestId: `bad-${Math.random()}`, resources: { vcpus: 1, memoryMib: 128, diskGib: 0 }, ...req }));
     expect(err.status).toBe(status);
     expect(`${err.reason} ${err.message} ${err.field}`).toContain(what);
+  });
+
+  it("refuses an unknown hypervisor type", async () => {
+    const err = await refused(vms.createVm({ requestId: "bad-hv", name: "ok", image: "process", resources: { vcpus: 1, memoryMib: 128, diskGib: 0 }, hypervisor: 99 as HypervisorType }));
+    expect([err.status, err.reason, err.field]).toEqual(["INVALID_ARGUMENT", "UNKNOWN_HYPERVISOR", "hypervisor"]);
+  });
+
+  it("names the filter that eliminated the hosts when none has room (RESOURCE_EXHAUSTED)", async () => {
+    // Within the API's limits, beyond this host's memory.
+    const err = await refused(vms.createVm({ requestId: "no-room", name: "huge", image: "process", resources: { vcpus: 1, memoryMib: 1024 * 1024, diskGib: 0 } }));
+    expect([err.status, err.reason]).toEqual(["RESOURCE_EXHAUSTED", "NO_VALID_HOST"]);
+    expect(err.message).toContain("0 of 1 hosts fit: RamFilter removed 1");
+    const cpu = await refused(vms.createVm({ requestId: "no-cpu", name: "wide", image: "process", resources: { vcpus: 64, memoryMib: 128, diskGib: 0 } }));
+    expect(cpu.message).toContain("CoreFilter removed 1");
   });
 
   it("says which hosts were eliminated when none fits", async () => {
