@@ -203,6 +203,28 @@ describe.skipIf(!bwrapAvailable())("VmService with a hotplug-capable driver", ()
       expect((await vms.listVms({ pageSize: 100, owner: "bob" })).vms.map((v) => v.vmId)).toEqual([bobs]);
       // Bob sees his own whatever owner he names.
       expect((await bob.listVms({ pageSize: 100, owner: "admin" })).vms.map((v) => v.vmId)).toEqual([bobs]);
+      // A watch from 0 starts with the current state of the VMs the caller may see, and only those.
+      const bobSees: VmEvent[] = [];
+      const watchStream = bob.watchVmEvents({ vmId: "", afterSeq: 0 });
+      const reading = (async () => {
+        try {
+          for await (const { event } of watchStream) bobSees.push(event!);
+        } catch {}
+      })();
+      await new Promise((r) => setTimeout(r, 500));
+      watchStream.cancel();
+      await reading;
+      expect(bobSees.filter((e) => e.detail.startsWith("current state")).map((e) => e.vmId)).toEqual([bobs]);
+      expect(bobSees[0]).toMatchObject({ vmId: bobs, type: VmEventType.VM_EVENT_TYPE_DEFINED });
+      const adminSnapshot: VmEvent[] = [];
+      const adminStream = vms.watchVmEvents({ vmId: "", afterSeq: 0 });
+      for await (const { event } of adminStream) {
+        adminSnapshot.push(event!);
+        if (adminSnapshot.length === made.length) break;
+      }
+      adminStream.cancel();
+      expect(adminSnapshot.every((e) => e.detail.startsWith("current state"))).toBe(true);
+      expect(new Set(adminSnapshot.map((e) => e.vmId))).toEqual(new Set(made));
     } finally {
       for (const vmId of made) {
         await until(vmId, VmState.VM_STATE_RUNNING).catch(() => undefined);

@@ -227,6 +227,11 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
       const vmId = `vm-${randomBytes(6).toString("hex")}`;
       const preq: PlacementRequest = { vmId, image: image.name, os: image.os, resources: req.resources!, hypervisor: req.hypervisor, features: placementFeatures(req.requiredFeatures, req.volumes.length > 0), region: req.region };
       const decision = await placement.place(preq);
+      if (decision.hypervisor === HypervisorType.HYPERVISOR_TYPE_SANDBOX && network.portForwards.length) {
+        // A process VM's network namespace holds only its loopback: there is nothing to forward to.
+        await placement.release(vmId);
+        throw invalidArgument("network.port_forwards", "the sandbox hypervisor has no guest network to forward ports into; use an image that runs on qemu, or no forwards");
+      }
       const t = now();
       const vm: Vm = {
         vmId,

@@ -539,7 +539,11 @@ export interface VmEvent {
 export interface WatchVmEventsRequest {
   /** Empty: every VM the caller may see. */
   vmId: string;
-  /** Resume after this event; 0: the current state of each VM first, then live. */
+  /**
+   * Resume after this event; 0: the current state of each VM first (one DEFINED event per VM,
+   * detail "current state", seq the log position it reflects; terminated VMs only when vm_id
+   * names one), then live.
+   */
   afterSeq: number;
 }
 
