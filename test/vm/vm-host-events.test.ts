@@ -87,7 +87,7 @@ describe("the reconciler and missed heartbeats", () => {
           return { instance };
         },
       }) as unknown as HostControlClient;
-    const reconciler = new InstanceReconciler({ repo, changes, placement, hostControl, logger });
+    const reconciler = new InstanceReconciler({ repo, audit: storage.audit, changes, placement, hostControl, logger });
     await inventory.register({ hostId: "h1", region: "", total: { vcpus: 4, memoryMib: 4096, diskGib: 10 }, hypervisors: [{ hypervisor: HypervisorType.HYPERVISOR_TYPE_SANDBOX, features: [], accelerator: "none", cost: 1 }] }, 0);
     const addVm = async (vmId: string, state = VmState.VM_STATE_RUNNING) => {
       await repo.create(Vm.fromPartial({ vmId, owner: "alice", name: vmId, image: "process", hypervisor: HypervisorType.HYPERVISOR_TYPE_SANDBOX, state, hostId: "h1", resources: { vcpus: 1, memoryMib: 256 }, createdAtMs: 1, updatedAtMs: 1 }));
@@ -95,7 +95,8 @@ describe("the reconciler and missed heartbeats", () => {
       onHost.set(vmId, Instance.fromPartial({ vmId, state }));
     };
     const eventsOf = async (vmId: string) => repo.eventsAfter(0, { vmId });
-    return { storage, repo, inventory, reconciler, onHost, addVm, eventsOf };
+    const audited = async (action: string) => (await storage.db.all<{ target: string; principal: string }>("SELECT target, principal FROM audit_log WHERE action = ? ORDER BY seq", [action])).map((r) => `${r.principal} ${r.target}`);
+    return { storage, repo, inventory, reconciler, onHost, addVm, eventsOf, audited };
   }
 
   it("ignores a heartbeat's stale report the host contradicts, and fails a VM the host lost (claim released)", async () => {
@@ -128,7 +129,7 @@ describe("the reconciler and missed heartbeats", () => {
   });
 
   it("fails a down host's running VMs with HOST_DOWN, keeps their claims, and follows the host once it reports again", async () => {
-    const { storage, repo, inventory, reconciler, addVm, eventsOf } = await setup();
+    const { storage, repo, inventory, reconciler, onHost, addVm, eventsOf, audited } = await setup();
     try {
       await addVm("vm-up");
       await addVm("vm-paused", VmState.VM_STATE_PAUSED);
@@ -154,6 +155,17 @@ describe("the reconciler and missed heartbeats", () => {
       expect(await repo.get("vm-up")).toMatchObject({ state: VmState.VM_STATE_RUNNING, failureReason: "" });
       expect((await eventsOf("vm-up")).at(-1)).toMatchObject({ type: VmEventType.VM_EVENT_TYPE_STARTED, initiator: "host:h1" });
       expect((await repo.get("vm-paused"))!.state).toBe(VmState.VM_STATE_PAUSED);
+      expect((await audited("vm.host_down")).sort()).toEqual(["scheduler vm-paused", "scheduler vm-up"]);
+      expect(await audited("vm.host_report")).toEqual(expect.arrayContaining(["host:h1 vm-up", "host:h1 vm-paused"]));
+
+      // Down again, and back without vm-up (the host was rebuilt): lost, its claim released.
+      now = 70_000;
+      expect(await monitor.sweep()).toEqual(["h1"]);
+      onHost.delete("vm-up");
+      await inventory.heartbeat("h1", { load: 0, instanceCount: 1, latencyMs: 1 }, 71_000);
+      await reconciler.reconcileHost("h1", [Instance.fromPartial({ vmId: "vm-paused", state: VmState.VM_STATE_PAUSED })]);
+      expect(await repo.get("vm-up")).toMatchObject({ state: VmState.VM_STATE_FAILED, failureReason: INSTANCE_LOST });
+      expect((await inventory.get("h1"))!.used.vcpus).toBe(2);
     } finally {
       await storage.close();
     }

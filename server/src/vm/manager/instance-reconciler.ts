@@ -7,6 +7,7 @@
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
 import { VmEventType, VmState, type Instance, type Vm, type VmEvent } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import type { Logger } from "../../runtime/logger.js";
+import type { AuditLog } from "../../runtime/storage/audit-log.js";
 import type { Placement } from "./placement.js";
 import type { VmRecordChanges } from "./vm-record-changes.js";
 import type { VmRepository } from "./vm-repository.js";
@@ -28,6 +29,8 @@ export interface Observation {
 
 export interface InstanceReconcilerDeps {
   repo: VmRepository;
+  /** Every change the reconciler makes is audited, as a command's would be. */
+  audit: Pick<AuditLog, "append">;
   changes: VmRecordChanges;
   placement: Placement;
   hostControl(hostId: string): Promise<HostControlClient>;
@@ -59,7 +62,7 @@ export class InstanceReconciler {
   static disagrees(vm: Vm, inst: Instance | undefined): boolean {
     const followed = SETTLED.includes(vm.state) || (vm.state === S.VM_STATE_FAILED && vm.failureReason === HOST_DOWN);
     if (!followed) return false;
-    if (!inst) return SETTLED.includes(vm.state);
+    if (!inst) return true;
     return REPORTED.includes(inst.state) && inst.state !== vm.state;
   }
 
@@ -86,9 +89,16 @@ export class InstanceReconciler {
       if (!(e instanceof TrustplaneError && e.status === "NOT_FOUND")) throw e;
     }
     if (!inst) {
-      if (recovering) return;
-      await this.deps.changes.move(vm, S.VM_STATE_FAILED, VmEventType.VM_EVENT_TYPE_FAILED, `host ${hostId} no longer has this VM`, `host:${hostId}`, { failureReason: INSTANCE_LOST }, { exact: true });
+      const detail = recovering ? `host ${hostId} is back without this VM` : `host ${hostId} no longer has this VM`;
+      if (recovering) {
+        // Already FAILED: only the reason changes, and with nothing running the claim goes.
+        const lost = await this.deps.changes.amend(vmId, (cur) => (cur.updatedAtMs === vm.updatedAtMs ? { failureReason: INSTANCE_LOST } : undefined), { type: VmEventType.VM_EVENT_TYPE_FAILED, detail, initiator: `host:${hostId}` });
+        if (!lost) return;
+      } else {
+        await this.deps.changes.move(vm, S.VM_STATE_FAILED, VmEventType.VM_EVENT_TYPE_FAILED, detail, `host:${hostId}`, { failureReason: INSTANCE_LOST }, { exact: true });
+      }
       await this.deps.placement.release(vmId);
+      await this.audited(`host:${hostId}`, "vm.host_report", vmId, { state: "FAILED", failureReason: INSTANCE_LOST });
       return;
     }
     if (REPORTED.includes(inst.state) && inst.state !== vm.state) {
@@ -96,18 +106,24 @@ export class InstanceReconciler {
       const failureReason = inst.state === S.VM_STATE_FAILED ? inst.failureReason || "HOST_REPORTED_FAILURE" : "";
       const next = await this.deps.changes.move(vm, inst.state, eventType(vm.state, inst.state), detail, why.initiator, { failureReason, ...(inst.network ? { network: inst.network } : {}) }, { exact: true });
       this.deps.logger.info({ hostId, vmId, from: stateName(vm.state), to: stateName(next.state), initiator: why.initiator }, "VM state follows its host");
+      await this.audited(`host:${hostId}`, "vm.host_report", vmId, { from: stateName(vm.state), to: stateName(next.state), initiator: why.initiator, detail });
       return;
     }
     // Same state: a device the guest released after a detach timed out is gone on the host too.
     const held = new Set(inst.volumes.map((v) => v.volumeId));
     const gone = vm.volumes.filter((v) => !held.has(v.volumeId)).map((v) => v.volumeId);
     if (gone.length && why.type === VmEventType.VM_EVENT_TYPE_DEVICE_REMOVED) {
-      await this.deps.changes.amend(vmId, (cur) => (cur.updatedAtMs === vm.updatedAtMs ? { volumes: cur.volumes.filter((v) => held.has(v.volumeId)) } : undefined), {
+      const changed = await this.deps.changes.amend(vmId, (cur) => (cur.updatedAtMs === vm.updatedAtMs ? { volumes: cur.volumes.filter((v) => held.has(v.volumeId)) } : undefined), {
         type: VmEventType.VM_EVENT_TYPE_DEVICE_REMOVED,
         detail: `volume ${gone.join(", ")} released by the guest`,
         initiator: why.initiator,
       });
+      if (changed) await this.audited(`host:${hostId}`, "vm.host_report", vmId, { volumesReleased: gone });
     }
+  }
+
+  private async audited(principal: string, action: string, target: string, detail: Record<string, unknown>): Promise<void> {
+    await this.deps.audit.append({ principal, action, target, outcome: "ok", requestId: "", detail });
   }
 
   /** The host missed its heartbeats: its running VMs are FAILED / HOST_DOWN (claims kept, see below). */
@@ -123,6 +139,7 @@ export class InstanceReconciler {
             // it would let the scheduler over-commit that host the moment it is back.
             await this.deps.changes.move(vm, S.VM_STATE_FAILED, VmEventType.VM_EVENT_TYPE_FAILED, `host ${hostId} missed its heartbeats`, "scheduler", { failureReason: HOST_DOWN });
             failed.push(vm.vmId);
+            await this.audited("scheduler", "vm.host_down", vm.vmId, { hostId, from: stateName(vm.state) });
           } catch (e) {
             this.deps.logger.debug({ hostId, vmId: vm.vmId, err: (e as Error).message }, "host-down transition not applied");
           }
@@ -152,8 +169,9 @@ export class InstanceReconciler {
       const vm = await this.deps.repo.get(inst.vmId);
       if (vm && vm.hostId === hostId && InstanceReconciler.disagrees(vm, inst)) look.push(vm.vmId);
     }
-    // VMs the server believes run there that the host did not mention at all.
-    for (const state of SETTLED) {
+    // VMs the server believes run there (or ran there when it went down) that the host did not
+    // mention at all: it lists every instance it has, so those are gone.
+    for (const state of [...SETTLED, S.VM_STATE_FAILED]) {
       let pageToken: string | undefined;
       do {
         const page = await this.deps.repo.list({ hostId, state, pageSize: 500, pageToken });

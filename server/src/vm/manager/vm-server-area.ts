@@ -44,7 +44,7 @@ export const vmServerArea: ServerArea = {
     const changes = new VmRecordChanges(repo, events);
     // The server follows its hosts: the unsolicited instance events and the instance lists that
     // heartbeats carry, and missed heartbeats, all reach the VM records through the reconciler.
-    const reconciler = new InstanceReconciler({ repo, changes, placement, hostControl, logger: ctx.logger });
+    const reconciler = new InstanceReconciler({ repo, audit: ctx.storage.audit, changes, placement, hostControl, logger: ctx.logger });
     const monitor = new HeartbeatMonitor(inventory, ctx.logger, { intervalMs: heartbeatIntervalSeconds * 1000, onDown: (hostId) => reconciler.hostDown(hostId) });
     monitor.start();
     // Service accounts: the token authority issues long-term tokens only against the user's
