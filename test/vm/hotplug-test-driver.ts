@@ -3,11 +3,11 @@
 // host without KVM. The guest is a real bubblewrap process (the sandbox driver boots it); the
 // test decides what the "hypervisor" does: refuse starts, hold a volume past the detach
 // timeout, release it later, stop the vCPUs on its own.
-import net from "node:net";
 import { TrustplaneError } from "../../sdk/src/errors.js";
 import { Feature, HypervisorType, type InstanceSpec, type NetworkSpec, type VolumeSpec } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import type { Driver, DriverEvents, DriverInstance, StartContext, StopResult } from "../../server/src/vm/agent/driver.js";
 import { SandboxDriver } from "../../server/src/vm/agent/drivers/sandbox/sandbox-driver.js";
+import { freeLoopbackPort } from "../../server/src/vm/agent/free-port.js";
 
 /** Shared by the drivers of several hosts in one test (e.g. "the first start anywhere fails"). */
 export interface HotplugScript {
@@ -20,17 +20,6 @@ export interface HotplugScript {
 }
 
 export const newScript = (): HotplugScript => ({ failStarts: 0, started: [], holdVolumes: new Set() });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export class HotplugTestDriver implements Driver {
   readonly name = "hotplug-test";
@@ -55,7 +44,7 @@ export class HotplugTestDriver implements Driver {
 
   private async resolve(network: NetworkSpec | undefined): Promise<NetworkSpec> {
     const portForwards = [];
-    for (const f of network?.portForwards ?? []) portForwards.push({ protocol: f.protocol || "tcp", hostPort: f.hostPort || (await freePort()), guestPort: f.guestPort });
+    for (const f of network?.portForwards ?? []) portForwards.push({ protocol: f.protocol || "tcp", hostPort: f.hostPort || (await freeLoopbackPort()), guestPort: f.guestPort });
     return { mode: network?.mode || "user", portForwards };
   }
 

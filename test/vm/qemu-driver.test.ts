@@ -9,13 +9,13 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TrustplaneError } from "../../sdk/src/errors.js";
 import { Feature, HypervisorType, InstanceSpec, VmEventType, VmState, type VmEvent } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { createLogger } from "../../server/src/runtime/logger.js";
 import { ConsoleWatcher } from "../../server/src/vm/agent/console-watcher.js";
 import { ControlPlane } from "../../server/src/vm/agent/control-plane.js";
 import { QemuDriver, blockDevices, qemuAvailable } from "../../server/src/vm/agent/drivers/qemu/qemu-driver.js";
 import { processAlive } from "../../server/src/vm/agent/process-liveness.js";
+import { refused } from "../support/refused.js";
 
 const dir = mkdtempSync(path.join(os.tmpdir(), "tp-qemu-"));
 const logger = createLogger({ level: "silent" });
@@ -42,16 +42,6 @@ afterAll(async () => {
   await new Promise((r) => metadata?.close(r));
   rmSync(dir, { recursive: true, force: true });
 });
-
-async function refused(p: Promise<unknown>): Promise<TrustplaneError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof TrustplaneError) return e;
-    throw e;
-  }
-  throw new Error("call unexpectedly succeeded");
-}
 
 const skipReason = qemuAvailable() ? "" : "qemu-system-x86_64 is not installed (apt-get install -y qemu-system-x86 qemu-utils busybox-static socat)";
 if (skipReason) console.warn(`SKIPPED qemu driver tests: ${skipReason}`);

@@ -10,7 +10,6 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TrustplaneError } from "../../sdk/src/errors.js";
 import { Feature, HypervisorType, InstanceSpec, VmState } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { createLogger } from "../../server/src/runtime/logger.js";
 import { ControlPlane } from "../../server/src/vm/agent/control-plane.js";
@@ -19,6 +18,7 @@ import { QemuDriver } from "../../server/src/vm/agent/drivers/qemu/qemu-driver.j
 import { sandboxCgroupsAvailable } from "../../server/src/vm/agent/drivers/sandbox/sandbox-cgroup.js";
 import { SANDBOX_STOPPING_LINE, SandboxDriver, bwrapAvailable } from "../../server/src/vm/agent/drivers/sandbox/sandbox-driver.js";
 import { processAlive } from "../../server/src/vm/agent/process-liveness.js";
+import { refused } from "../support/refused.js";
 
 const dir = mkdtempSync(path.join(os.tmpdir(), "tp-sbx-"));
 const logger = createLogger({ level: "silent" });
@@ -45,16 +45,6 @@ afterAll(async () => {
   for (const s of servers) await new Promise((r) => s.close(r));
   rmSync(dir, { recursive: true, force: true });
 });
-
-async function refused(p: Promise<unknown>): Promise<TrustplaneError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof TrustplaneError) return e;
-    throw e;
-  }
-  throw new Error("call unexpectedly succeeded");
-}
 
 const netnsList = () => execFileSync("ip", ["netns", "list"], { encoding: "utf8" });
 const fetchInside = (out: string) => [

@@ -5,11 +5,11 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient, type SignedClient } from "../../sdk/src/client/create-client.js";
-import { TrustplaneError } from "../../sdk/src/errors.js";
 import { HypervisorType, VmServiceService, VmState, type Vm } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { processAlive } from "../../server/src/vm/agent/process-liveness.js";
 import { bwrapAvailable } from "../../server/src/vm/agent/drivers/sandbox/sandbox-driver.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
+import { refused } from "../support/refused.js";
 
 let env: DevEnv;
 let vms: SignedClient<typeof VmServiceService>;
@@ -23,16 +23,6 @@ afterAll(async () => {
   vms?.close();
   await env?.stop();
 });
-
-async function refused(p: Promise<unknown>): Promise<TrustplaneError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof TrustplaneError) return e;
-    throw e;
-  }
-  throw new Error("call unexpectedly succeeded");
-}
 
 async function until(vmId: string, state: VmState, ms = 15_000): Promise<Vm> {
   const deadline = Date.now() + ms;

@@ -7,7 +7,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateSigningKey } from "../../sdk/src/auth/index.js";
 import { createClient, type SignedClient } from "../../sdk/src/client/create-client.js";
-import { TrustplaneError } from "../../sdk/src/errors.js";
 import { AuthServiceService, PolicyEffect } from "../../sdk/src/gen/trustplane/auth/v1/service.js";
 import { HypervisorType, VmEventType, VmServiceService, VmState, type Vm, type VmEvent } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { DEV_HOST_ID } from "../../server/src/processes/dev-process.js";
@@ -15,6 +14,7 @@ import { bwrapAvailable } from "../../server/src/vm/agent/drivers/sandbox/sandbo
 import { controlPlaneFor } from "../../server/src/vm/agent/vm-agent-area.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
 import { HotplugTestDriver } from "./hotplug-test-driver.js";
+import { refused } from "../support/refused.js";
 
 const QEMU = HypervisorType.HYPERVISOR_TYPE_QEMU;
 const SANDBOX = HypervisorType.HYPERVISOR_TYPE_SANDBOX;
@@ -25,16 +25,6 @@ const events: VmEvent[] = [];
 let watch: { cancel(): void } | undefined;
 let n = 0;
 const rid = (what: string) => `${what}-${++n}-${Date.now()}`;
-
-async function refused(p: Promise<unknown>): Promise<TrustplaneError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof TrustplaneError) return e;
-    throw e;
-  }
-  throw new Error("call unexpectedly succeeded");
-}
 
 async function eventually<T>(what: string, probe: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
   const deadline = Date.now() + ms;

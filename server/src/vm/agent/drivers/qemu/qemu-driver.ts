@@ -5,7 +5,6 @@
 // quit for stop, stop/cont for pause. KVM only when a bounded probe boot succeeds, else TCG.
 import { execFile, spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,6 +13,7 @@ import { TrustplaneError } from "../../../../../../sdk/src/errors.js";
 import { Feature, HypervisorType, type InstanceSpec, type NetworkSpec, type VolumeSpec } from "../../../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { ConsoleWatcher } from "../../console-watcher.js";
 import type { Driver, DriverEvents, DriverInstance, StartContext, StopResult } from "../../driver.js";
+import { freeLoopbackPort } from "../../free-port.js";
 import { processAlive, waitForExit } from "../../process-liveness.js";
 import { QmpClient, type QmpEvent } from "./qmp-client.js";
 
@@ -70,17 +70,6 @@ export function qemuAvailable(binary = "qemu-system-x86_64"): boolean {
 interface QemuState {
   slots: Record<string, number>;
   forwards: { protocol: string; hostPort: number; guestPort: number }[];
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 export class QemuDriver implements Driver {
@@ -199,7 +188,7 @@ export class QemuDriver implements Driver {
     for (const f of network?.portForwards ?? []) {
       const protocol = f.protocol || "tcp";
       if (protocol !== "tcp" && protocol !== "udp") throw new TrustplaneError("INVALID_ARGUMENT", "INVALID_ARGUMENT", `port forward protocol ${protocol} is not tcp or udp`, "network.port_forwards");
-      out.push({ protocol, hostPort: f.hostPort || (await freePort()), guestPort: f.guestPort });
+      out.push({ protocol, hostPort: f.hostPort || (await freeLoopbackPort()), guestPort: f.guestPort });
     }
     return out;
   }
