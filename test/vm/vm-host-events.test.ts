@@ -123,6 +123,9 @@ describe("the reconciler and missed heartbeats", () => {
       onHost.set("vm-c", Instance.fromPartial({ vmId: "vm-c", state: VmState.VM_STATE_PAUSED }));
       await reconciler.reconcileHost("h1", [Instance.fromPartial({ vmId: "vm-c", state: VmState.VM_STATE_RUNNING })], [{ seq: 2, vmId: "vm-c", type: VmEventType.VM_EVENT_TYPE_SUSPENDED, detail: "paused", initiator: "control-plane", state: VmState.VM_STATE_PAUSED, timeMs: 3 }]);
       expect((await repo.get("vm-c"))!.state).toBe(VmState.VM_STATE_RUNNING);
+      // A host speaks only for its own VMs: h2 reporting h1's vm-c paused (the guest's doing) changes nothing.
+      await reconciler.reconcileHost("h2", [Instance.fromPartial({ vmId: "vm-c", state: VmState.VM_STATE_PAUSED })], [{ seq: 9, vmId: "vm-c", type: VmEventType.VM_EVENT_TYPE_SUSPENDED, detail: "forged", initiator: "guest", state: VmState.VM_STATE_PAUSED, timeMs: 9 }]);
+      expect((await repo.get("vm-c"))!.state).toBe(VmState.VM_STATE_RUNNING);
     } finally {
       await storage.close();
     }
