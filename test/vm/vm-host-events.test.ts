@@ -1,12 +1,18 @@
 // The server following its hosts: a process VM that exits on its own is STOPPED on the server
-// (initiator "guest") through the event its agent pushes in an immediate heartbeat; the
+// (initiator "guest") through the event its agent pushes in an immediate heartbeat, one that
+// died while its agent was down is STOPPED by the first beat after the restart; the
 // reconciler ignores a stale report the host contradicts, fails a VM its host lost
 // (INSTANCE_LOST, claim released), and a host that misses its heartbeats has its VMs FAILED with
 // HOST_DOWN (claims kept) until it reports them again.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient, type SignedClient } from "../../sdk/src/client/create-client.js";
 import { TrustplaneError } from "../../sdk/src/errors.js";
-import { HypervisorType, Instance, Vm, VmEventType, VmServiceService, VmState, type VmEvent } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { HypervisorType, Instance, Vm, VmEvent, VmEventType, VmServiceService, VmState } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import { startAgent, type AgentHandle } from "../../server/src/processes/agent-process.js";
+import { DEV_HOST_ID } from "../../server/src/processes/dev-process.js";
+import { processAlive } from "../../server/src/vm/agent/process-liveness.js";
 import { createLogger } from "../../server/src/runtime/logger.js";
 import { Storage } from "../../server/src/runtime/storage/storage.js";
 import { bwrapAvailable } from "../../server/src/vm/agent/drivers/sandbox/sandbox-driver.js";
@@ -62,6 +68,49 @@ describe.skipIf(!bwrapAvailable())("a guest that stops on its own, end to end", 
     // A stopped VM starts again as usual.
     expect((await vms.startVm({ requestId: "self-exit-start", vmId: vm!.vmId })).vm!.state).toBe(VmState.VM_STATE_RUNNING);
     await vms.terminateVm({ requestId: "self-exit-term", vmId: vm!.vmId });
+  });
+});
+
+describe.skipIf(!bwrapAvailable())("a VM that died while its agent was down, end to end", () => {
+  let env: DevEnv;
+  let restarted: AgentHandle | undefined;
+  beforeAll(async () => {
+    env = await startDevEnv();
+  });
+  afterAll(async () => {
+    await restarted?.shutdown();
+    await env?.stop();
+  });
+
+  it("is STOPPED on the server right after the agent restarts and reconciles (initiator host)", async () => {
+    const vms = createClient(VmServiceService, env.dev.server.address, { key: env.admin });
+    try {
+      const { vm } = await vms.createVm({ requestId: "orphan-of-restart", name: "survivor", image: "process", resources: { vcpus: 1, memoryMib: 64, diskGib: 0 } });
+      for (let i = 0; i < 200 && (await vms.getVm({ vmId: vm!.vmId })).vm!.state !== VmState.VM_STATE_RUNNING; i++) await new Promise((r) => setTimeout(r, 50));
+      const statePath = path.join(env.config.dataDir, "agent", DEV_HOST_ID, "vms", vm!.vmId, "instance.json");
+      const { handle } = JSON.parse(readFileSync(statePath, "utf8")) as { handle: { pid: number } };
+      // The agent goes away (its VMs outlive it); meanwhile the VM dies.
+      const address = env.dev.agent.address;
+      await env.dev.agent.shutdown();
+      process.kill(-handle.pid, "SIGKILL");
+      for (let i = 0; i < 100 && processAlive(handle.pid); i++) await new Promise((r) => setTimeout(r, 20));
+      expect((await vms.getVm({ vmId: vm!.vmId })).vm!.state).toBe(VmState.VM_STATE_RUNNING);
+      const t0 = Date.now();
+      restarted = await startAgent({ ...env.config, hostId: DEV_HOST_ID, serverAddress: env.dev.server.address, agentListen: address }, createLogger({ level: "silent" }));
+      let current = (await vms.getVm({ vmId: vm!.vmId })).vm!;
+      for (let i = 0; i < 200 && current.state !== VmState.VM_STATE_STOPPED; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        current = (await vms.getVm({ vmId: vm!.vmId })).vm!;
+      }
+      expect(VmState[current.state]).toBe("VM_STATE_STOPPED");
+      // The first beat after the restart carried it, not one ten seconds later.
+      expect(Date.now() - t0).toBeLessThan(8000);
+      const last = (await env.dev.server.storage.db.all<{ record: Buffer }>("SELECT record FROM vm_events WHERE vm_id = ? ORDER BY seq DESC LIMIT 1", [vm!.vmId])).map((r) => VmEvent.decode(r.record))[0]!;
+      expect(last).toMatchObject({ type: VmEventType.VM_EVENT_TYPE_STOPPED, initiator: `host:${DEV_HOST_ID}` });
+      await vms.terminateVm({ requestId: "orphan-of-restart-term", vmId: vm!.vmId });
+    } finally {
+      vms.close();
+    }
   });
 });
 
