@@ -92,7 +92,18 @@ describe.skipIf(!bwrapAvailable())("VmService with a hotplug-capable driver", ()
     await eventually("DEVICE_REMOVED", async () => seen(vm.vmId, VmEventType.VM_EVENT_TYPE_DEVICE_REMOVED, "admin"));
     const gone = await refused(vms.detachVolume({ requestId: rid("detach"), vmId: vm.vmId, volumeId: "data", timeoutSeconds: 5 }));
     expect([gone.status, gone.reason]).toEqual(["NOT_FOUND", "VOLUME_NOT_ATTACHED"]);
+    await vms.attachVolume({ requestId: rid("attach"), vmId: vm.vmId, volume: { volumeId: "kept", sizeGib: 1, readOnly: false } });
     await vms.terminateVm({ requestId: rid("term"), vmId: vm.vmId });
+    // A terminated VM has nothing left to change, and the server says so itself.
+    for (const p of [
+      vms.attachVolume({ requestId: rid("attach"), vmId: vm.vmId, volume: { volumeId: "late", sizeGib: 1, readOnly: false } }),
+      vms.detachVolume({ requestId: rid("detach"), vmId: vm.vmId, volumeId: "kept", timeoutSeconds: 5 }),
+      vms.configureNetwork({ requestId: rid("net"), vmId: vm.vmId, network: { mode: "user", portForwards: [] } }),
+      vms.pauseVm({ requestId: rid("pause"), vmId: vm.vmId }),
+    ]) {
+      const e = await refused(p);
+      expect([e.status, e.reason]).toEqual(["FAILED_PRECONDITION", "INVALID_STATE"]);
+    }
   });
 
   it("keeps a volume whose detach timed out (DETACH_TIMEOUT) until the guest releases it, then records that", async () => {

@@ -193,6 +193,13 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
     await move(current, VmState.VM_STATE_FAILED, VmEventType.VM_EVENT_TYPE_FAILED, "no host could start it", "scheduler", { failureReason: failures.join("; ") });
   }
 
+  /** Refuses a device or network change on a VM that is ending or gone (nothing on a host to change). */
+  function assertNotEnded(vm: Vm, action: string): void {
+    if (vm.state === VmState.VM_STATE_TERMINATING || vm.state === VmState.VM_STATE_TERMINATED) {
+      throw new TrustplaneError("FAILED_PRECONDITION", "INVALID_STATE", `cannot ${action} VM ${vm.vmId} while it is ${stateName(vm.state)}`, "vm_id");
+    }
+  }
+
   async function onHost<T>(vm: Vm, fn: (c: HostControlClient) => Promise<T>): Promise<T> {
     if (!vm.hostId) throw new TrustplaneError("FAILED_PRECONDITION", "INVALID_STATE", `VM ${vm.vmId} has no host yet`, "vm_id");
     return fn(await deps.hostControl(vm.hostId));
@@ -383,6 +390,7 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
     async detachVolume(req, ctx) {
       let vm = await visible(req.vmId, ctx);
       if (req.timeoutSeconds < 0 || req.timeoutSeconds > 3600) throw invalidArgument("timeout_seconds", "must be 0..3600 (0: 10 s)");
+      assertNotEnded(vm, "detach a volume from");
       if (!vm.volumes.some((v) => v.volumeId === req.volumeId)) throw new TrustplaneError("NOT_FOUND", "VOLUME_NOT_ATTACHED", `volume ${req.volumeId} is not attached to ${vm.vmId}`, "volume_id");
       await onHost(vm, (c) => c.detachInstanceVolume({ requestId: ctx.requestId, vmId: vm.vmId, volumeId: req.volumeId, timeoutSeconds: req.timeoutSeconds || 10 }));
       vm =
@@ -398,6 +406,7 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
     async configureNetwork(req, ctx) {
       let vm = await visible(req.vmId, ctx);
       const network = checkNetwork("network", req.network);
+      assertNotEnded(vm, "configure the network of");
       const { instance } = await onHost(vm, (c) => c.configureInstanceNetwork({ requestId: ctx.requestId, vmId: vm.vmId, network }));
       // The host's answer holds the ports it actually chose for host_port 0.
       const applied = instance?.network ?? network;
