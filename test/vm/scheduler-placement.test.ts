@@ -116,4 +116,16 @@ describe("HeartbeatMonitor", () => {
     expect(lines.join("")).toContain("marked down");
     expect((await inv.get("chatty"))!.up).toBe(true);
   });
+
+  it("gives every host a full grace period after the monitor (the server) starts", async () => {
+    const inv = new MemoryHostInventory();
+    // A row last heard long ago: the server itself was down meanwhile.
+    await inv.register(capacity("old"), 0);
+    let now = 100_000;
+    const mon = new HeartbeatMonitor(inv, createLogger({ level: "silent" }), { intervalMs: 1000, now: () => now });
+    now = 102_999;
+    expect(await mon.sweep()).toEqual([]);
+    now = 103_000;
+    expect(await mon.sweep()).toEqual(["old"]);
+  });
 });

@@ -186,8 +186,9 @@ describe("the reconciler and missed heartbeats", () => {
       await addVm("vm-up");
       await addVm("vm-paused", VmState.VM_STATE_PAUSED);
       await addVm("vm-off", VmState.VM_STATE_STOPPED);
-      let now = 5_000;
+      let now = 0;
       const monitor = new HeartbeatMonitor(inventory, logger, { intervalMs: 10_000, now: () => now, onDown: (hostId) => reconciler.hostDown(hostId) });
+      now = 5_000;
       expect(await monitor.sweep()).toEqual([]);
       expect((await repo.get("vm-up"))!.state).toBe(VmState.VM_STATE_RUNNING);
       now = 31_000; // three missed beats

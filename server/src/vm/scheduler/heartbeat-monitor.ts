@@ -15,12 +15,15 @@ export interface HeartbeatMonitorOptions {
 
 export class HeartbeatMonitor {
   private timer: NodeJS.Timeout | undefined;
+  private readonly since: number;
 
   constructor(
     private readonly inventory: HostInventory,
     private readonly logger: Logger,
     private readonly options: HeartbeatMonitorOptions,
-  ) {}
+  ) {
+    this.since = (options.now ?? Date.now)();
+  }
 
   get graceMs(): number {
     return this.options.intervalMs * (this.options.missed ?? 3);
@@ -28,7 +31,11 @@ export class HeartbeatMonitor {
 
   /** One sweep; returns the hosts it marked down. */
   async sweep(): Promise<string[]> {
-    const down = await this.inventory.markDownMissedHeartbeats((this.options.now ?? Date.now)(), this.graceMs);
+    const now = (this.options.now ?? Date.now)();
+    // A server that just started (or was down itself) first gives every host a full grace
+    // period to reach it: stale rows from before its start would otherwise fail their VMs.
+    if (now - this.since < this.graceMs) return [];
+    const down = await this.inventory.markDownMissedHeartbeats(now, this.graceMs);
     for (const hostId of down) {
       this.logger.warn({ hostId, graceMs: this.graceMs }, "host missed its heartbeats; marked down and excluded from scheduling");
       await this.options.onDown?.(hostId).catch((e: Error) => this.logger.error({ hostId, err: e.message }, "host-down handling failed"));
