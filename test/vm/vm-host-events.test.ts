@@ -24,7 +24,7 @@ import { VmRepository } from "../../server/src/vm/manager/vm-repository.js";
 import type { HostControlClient } from "../../server/src/vm/manager/vm-service.js";
 import { HeartbeatMonitor } from "../../server/src/vm/scheduler/heartbeat-monitor.js";
 import { SchedulerPlacement } from "../../server/src/vm/scheduler/scheduler-placement.js";
-import { sqliteBackend } from "../support/backends.js";
+import { backends } from "../support/backends.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
 
 describe.skipIf(!bwrapAvailable())("a guest that stops on its own, end to end", () => {
@@ -114,8 +114,7 @@ describe.skipIf(!bwrapAvailable())("a VM that died while its agent was down, end
   });
 });
 
-describe("the reconciler and missed heartbeats", () => {
-  const backend = sqliteBackend();
+describe.each(backends())("the reconciler and missed heartbeats on $name", (backend) => {
   afterAll(() => backend.cleanup());
   const logger = createLogger({ level: "silent" });
 
