@@ -165,6 +165,11 @@ describe.each(backends())("the reconciler and missed heartbeats on $name", (back
       await reconciler.reconcileHost("h1", [onHost.get("vm-a")!], [{ seq: 1, vmId: "vm-a", type: VmEventType.VM_EVENT_TYPE_STOPPED, detail: "process exited (code 0)", initiator: "guest", state: VmState.VM_STATE_STOPPED, timeMs: 2 }]);
       expect((await repo.get("vm-a"))!.state).toBe(VmState.VM_STATE_STOPPED);
       expect((await eventsOf("vm-a")).at(-1)).toMatchObject({ type: VmEventType.VM_EVENT_TYPE_STOPPED, initiator: "guest", detail: "process exited (code 0)" });
+      // What a host says is bounded before it reaches a VM's event log.
+      await addVm("vm-d");
+      onHost.set("vm-d", Instance.fromPartial({ vmId: "vm-d", state: VmState.VM_STATE_STOPPED }));
+      await reconciler.reconcileHost("h1", [onHost.get("vm-d")!], [{ seq: 3, vmId: "vm-d", type: VmEventType.VM_EVENT_TYPE_STOPPED, detail: "x".repeat(10_000), initiator: "guest", state: VmState.VM_STATE_STOPPED, timeMs: 2 }]);
+      expect((await eventsOf("vm-d")).at(-1)!.detail).toHaveLength(300);
       // Events of the server's own commands are not followed: a pause it is making (the host is
       // already PAUSED, the record not yet) must be left to the command, or it would fail ABORTED.
       await addVm("vm-c");

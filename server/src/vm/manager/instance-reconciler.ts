@@ -19,6 +19,9 @@ export const HOST_DOWN = "HOST_DOWN";
 /** Stable failure reason of a VM its host no longer has (its state was lost). */
 export const INSTANCE_LOST = "INSTANCE_LOST";
 
+const MAX_EVENTS_PER_BEAT = 1000;
+const MAX_DETAIL = 300;
+
 /** What prompted a look at the host: a driver event, a heartbeat, a reconnect. */
 export interface Observation {
   type?: VmEventType;
@@ -157,10 +160,11 @@ export class InstanceReconciler {
    */
   async reconcileHost(hostId: string, instances: readonly Instance[], events: readonly VmEvent[] = []): Promise<void> {
     const seen = new Set<string>();
-    for (const e of events) {
+    // A host's words end up in its VMs' event logs: bounded in number and length.
+    for (const e of events.slice(-MAX_EVENTS_PER_BEAT)) {
       if (!isUnsolicited(e.initiator)) continue;
       seen.add(e.vmId);
-      await this.observe(hostId, e.vmId, { type: e.type, detail: e.detail, initiator: e.initiator });
+      await this.observe(hostId, e.vmId, { type: e.type, detail: e.detail.slice(0, MAX_DETAIL), initiator: e.initiator });
     }
     const byId = new Map(instances.map((i) => [i.vmId, i]));
     const look: string[] = [];
