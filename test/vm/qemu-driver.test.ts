@@ -15,6 +15,9 @@ import { ConsoleWatcher } from "../../server/src/vm/agent/console-watcher.js";
 import { ControlPlane } from "../../server/src/vm/agent/control-plane.js";
 import { QemuDriver, blockDevices, qemuAvailable } from "../../server/src/vm/agent/drivers/qemu/qemu-driver.js";
 import { processAlive } from "../../server/src/vm/agent/process-liveness.js";
+import { createClient } from "../../sdk/src/client/create-client.js";
+import { VmServiceService } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import { startDevEnv } from "../support/dev-env.js";
 import { refused } from "../support/refused.js";
 
 const dir = mkdtempSync(path.join(os.tmpdir(), "tp-qemu-"));
@@ -186,5 +189,48 @@ describe.skipIf(!!skipReason)("qemu driver with a real guest", () => {
     expect(readdirSync(dir)).not.toContain(id("q2"));
     const leftovers = readdirSync("/proc").filter((p) => /^\d+$/.test(p) && processAlive(Number(p), `trustplane-${id("q2")}`));
     expect(leftovers).toEqual([]);
+  });
+});
+
+describe.skipIf(!!skipReason)("qemu through VmService on trustplane dev", () => {
+  it("hot-plugs and unplugs a volume into the record, forwards a chosen port, stops gracefully and terminates", { timeout: 180_000 }, async () => {
+    const saved = { drivers: process.env.TRUSTPLANE_VM_DRIVERS, guest: process.env.TRUSTPLANE_GUEST_DIR };
+    process.env.TRUSTPLANE_VM_DRIVERS = "sandbox,qemu";
+    process.env.TRUSTPLANE_GUEST_DIR = guestDir;
+    const env = await startDevEnv();
+    process.env.TRUSTPLANE_VM_DRIVERS = saved.drivers;
+    process.env.TRUSTPLANE_GUEST_DIR = saved.guest;
+    if (saved.drivers === undefined) delete process.env.TRUSTPLANE_VM_DRIVERS;
+    if (saved.guest === undefined) delete process.env.TRUSTPLANE_GUEST_DIR;
+    const vms = createClient(VmServiceService, env.dev.server.address, { key: env.admin });
+    let vmId = "";
+    try {
+      const { vm } = await vms.createVm({ requestId: "qemu-e2e", name: "tiny", image: "tiny-linux", resources: { vcpus: 1, memoryMib: 192, diskGib: 0 }, network: { mode: "user", portForwards: [{ protocol: "tcp", hostPort: 0, guestPort: 8080 }] } });
+      vmId = vm!.vmId;
+      let current = vm!;
+      for (let i = 0; i < 1200 && current.state !== VmState.VM_STATE_RUNNING && current.state !== VmState.VM_STATE_FAILED; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        current = (await vms.getVm({ vmId })).vm!;
+      }
+      expect(VmState[current.state]).toBe("VM_STATE_RUNNING");
+      expect(["kvm", "tcg"]).toContain(current.accelerator);
+      // The host picked the forward's port at boot; the record holds it.
+      expect(current.network!.portForwards[0]!.hostPort).toBeGreaterThan(0);
+
+      const attached = await vms.attachVolume({ requestId: "qemu-e2e-attach", vmId, volume: { volumeId: "data", sizeGib: 1, readOnly: false } });
+      expect(attached.device).toMatch(/^vd[a-z]$/);
+      expect(attached.vm!.volumes.map((v) => v.volumeId)).toEqual(["data"]);
+      const detached = await vms.detachVolume({ requestId: "qemu-e2e-detach", vmId, volumeId: "data", timeoutSeconds: 15 });
+      expect(detached.vm!.volumes).toEqual([]);
+
+      const stopped = await vms.stopVm({ requestId: "qemu-e2e-stop", vmId, timeoutSeconds: 20 });
+      expect([VmState[stopped.vm!.state], stopped.forced]).toEqual(["VM_STATE_STOPPED", false]);
+      expect((await vms.terminateVm({ requestId: "qemu-e2e-term", vmId })).vm!.state).toBe(VmState.VM_STATE_TERMINATED);
+      vmId = "";
+    } finally {
+      if (vmId) await vms.terminateVm({ requestId: "qemu-e2e-term-2", vmId }).catch(() => undefined);
+      vms.close();
+      await env.stop();
+    }
   });
 });
