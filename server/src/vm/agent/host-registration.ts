@@ -1,8 +1,6 @@
-// The agent's side of the host inventory: register this host's capacity, region and capability
-// matrix (read off the drivers), then heartbeat with load, running instances and the measured
-// round trip. Instance events the server did not cause (guest, hypervisor, reconciliation) ride
-// the next beat, which is sent at once, as is one after the capability matrix changes (a KVM
-// probe answering); VMs the server reports as orphaned are terminated, so nothing runs unaccounted.
+// The agent's side of the host inventory: register capacity, region and capability matrix, then
+// heartbeat load, instances and the events the server did not cause (a beat goes at once for
+// those and for a changed matrix); VMs the server calls orphaned are terminated.
 import os from "node:os";
 import { statfsSync } from "node:fs";
 import { createClient, type SignedClient } from "../../../../sdk/src/client/create-client.js";

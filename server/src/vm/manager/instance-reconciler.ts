@@ -1,9 +1,6 @@
-// The server following what happens on its hosts (seed 004: "events update state"): a guest
-// that powers itself off, a QEMU that dies, an agent restart that finds a VM stopped, a QMP
-// STOP/RESUME, a device the guest released late, and a host that stops heartbeating. Agents
-// push unsolicited events in a heartbeat sent at once, and every beat carries the instance list.
-// The host is asked for its current view of the VM (GetInstance) before anything changes, and
-// the change is written only over the record as read, so a stale report never undoes a command.
+// The server following its hosts (seed 004: "events update state"): unsolicited instance events
+// and instance lists from heartbeats, and missed heartbeats, become VM record changes. The host
+// is asked (GetInstance) before anything changes, written only over the record as read.
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
 import { VmEventType, VmState, type Instance, type Vm, type VmEvent } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import type { Logger } from "../../runtime/logger.js";

@@ -1,7 +1,6 @@
-// Every change to a VM record on the server (seed 004 lifecycle): a state transition checked by
-// the state machine, or an amendment that leaves the state alone (volumes, network), each
-// written with the repository's revision compare-and-set and published as one VmEvent. VmService
-// and the host-event reconciler both change VMs through this, so neither can bypass the rules.
+// Every change to a VM record on the server (seed 004 lifecycle): a transition the state machine
+// allows, or an amendment that keeps the state (volumes, network), each a revision
+// compare-and-set published as one VmEvent. VmService and the reconciler both go through it.
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
 import { VmState, type Vm, type VmEventType } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import type { VmEventHub } from "./vm-event-hub.js";

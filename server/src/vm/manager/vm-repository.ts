@@ -1,7 +1,6 @@
-// VM records and their event log. A record is the Vm message itself (encoded), so the stored
-// shape evolves with the API, beside the columns queries filter on. Every write bumps a revision
-// and `update` writes only over the revision it read, so two replicas (or a user and a host
-// failure, or a volume change and a stop) racing on one VM cannot overwrite each other.
+// VM records (the encoded Vm message beside the columns ListVms filters on) and their event
+// log. Every write bumps a revision and `update` writes only over the revision it read, so two
+// writers racing on one VM (replicas, a user and a host report) never overwrite each other.
 import { randomUUID } from "node:crypto";
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
 import { Vm, VmEvent, type HypervisorType, type VmState } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";

@@ -1,8 +1,6 @@
-// CPU, memory and process-count limits for one process VM (seed 004: "CPU/memory limits where
-// the kernel allows"), as a cgroup of its own: cgroup v2 (cpu.max, memory.max, pids.max) or v1
-// (cpu.cfs_quota_us, memory.limit_in_bytes, pids.max), whichever is mounted and writable. The
-// vCPU count becomes a CPU-time quota of that many CPUs per period. RLIMIT_CPU is not used: it
-// counts CPU seconds per process and would kill a long-running VM, not pace it.
+// CPU, memory and pid limits for one process VM (seed 004: "CPU/memory limits where the kernel
+// allows") as its own cgroup, v2 or v1, whichever is writable; vCPUs become a CPU-time quota.
+// RLIMIT_CPU is not used: it counts CPU seconds per process and would kill a long VM, not pace it.
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
