@@ -165,6 +165,16 @@ describe.each(backends())("the reconciler and missed heartbeats on $name", (back
       await reconciler.reconcileHost("h1", [onHost.get("vm-a")!], [{ seq: 1, vmId: "vm-a", type: VmEventType.VM_EVENT_TYPE_STOPPED, detail: "process exited (code 0)", initiator: "guest", state: VmState.VM_STATE_STOPPED, timeMs: 2 }]);
       expect((await repo.get("vm-a"))!.state).toBe(VmState.VM_STATE_STOPPED);
       expect((await eventsOf("vm-a")).at(-1)).toMatchObject({ type: VmEventType.VM_EVENT_TYPE_STOPPED, initiator: "guest", detail: "process exited (code 0)" });
+      // A guest that exits while the server still holds its start (STARTING) is looked at again
+      // once the start is recorded: the record ends STOPPED, by the guest.
+      await addVm("vm-e", VmState.VM_STATE_STARTING);
+      onHost.set("vm-e", Instance.fromPartial({ vmId: "vm-e", state: VmState.VM_STATE_STOPPED }));
+      await reconciler.reconcileHost("h1", [], [{ seq: 4, vmId: "vm-e", type: VmEventType.VM_EVENT_TYPE_STOPPED, detail: "process exited (code 0)", initiator: "guest", state: VmState.VM_STATE_STOPPED, timeMs: 2 }]);
+      expect((await repo.get("vm-e"))!.state).toBe(VmState.VM_STATE_STARTING);
+      await repo.update("vm-e", (cur) => ({ ...cur, state: VmState.VM_STATE_RUNNING, updatedAtMs: 2 }));
+      for (let i = 0; i < 100 && (await repo.get("vm-e"))!.state !== VmState.VM_STATE_STOPPED; i++) await new Promise((r) => setTimeout(r, 50));
+      expect((await eventsOf("vm-e")).at(-1)).toMatchObject({ type: VmEventType.VM_EVENT_TYPE_STOPPED, initiator: "guest", state: VmState.VM_STATE_STOPPED });
+
       // What a host says is bounded before it reaches a VM's event log.
       await addVm("vm-d");
       onHost.set("vm-d", Instance.fromPartial({ vmId: "vm-d", state: VmState.VM_STATE_STOPPED }));

@@ -40,6 +40,10 @@ export interface InstanceReconcilerDeps {
 const S = VmState;
 /** States the server settles on its own; the transitional ones belong to a command in flight. */
 const SETTLED: readonly VmState[] = [S.VM_STATE_RUNNING, S.VM_STATE_PAUSED];
+/** States a command in flight holds: an event for the VM is looked at again after it. */
+const BUSY: readonly VmState[] = [S.VM_STATE_PENDING, S.VM_STATE_SCHEDULED, S.VM_STATE_STARTING, S.VM_STATE_STOPPING];
+const RETRIES = 40;
+const RETRY_MS = 250;
 /** What the host may report that the server adopts. */
 const REPORTED: readonly VmState[] = [S.VM_STATE_RUNNING, S.VM_STATE_PAUSED, S.VM_STATE_STOPPED, S.VM_STATE_FAILED];
 
@@ -66,10 +70,16 @@ export class InstanceReconciler {
     return REPORTED.includes(inst.state) && inst.state !== vm.state;
   }
 
-  /** Asks `hostId` about `vmId` and brings the record in line with it; never throws. */
-  async observe(hostId: string, vmId: string, why: Observation): Promise<void> {
+  /**
+   * Asks `hostId` about `vmId` and brings the record in line with it; never throws. An event
+   * that lands while a command still holds the VM (STARTING: the guest exited before the server
+   * recorded it RUNNING) is looked at again once the command is done.
+   */
+  async observe(hostId: string, vmId: string, why: Observation, attempt = 0): Promise<void> {
     try {
-      await this.reconcile(hostId, vmId, why);
+      if ((await this.reconcile(hostId, vmId, why)) === "busy" && why.type !== undefined && attempt < RETRIES) {
+        setTimeout(() => void this.observe(hostId, vmId, why, attempt + 1), RETRY_MS).unref();
+      }
     } catch (e) {
       // Lost a race with a command (CONCURRENT_CHANGE) or the host is unreachable: the command
       // or the next heartbeat settles it.
@@ -77,10 +87,11 @@ export class InstanceReconciler {
     }
   }
 
-  private async reconcile(hostId: string, vmId: string, why: Observation): Promise<void> {
+  private async reconcile(hostId: string, vmId: string, why: Observation): Promise<"busy" | void> {
     const vm = await this.deps.repo.get(vmId);
     if (!vm || vm.hostId !== hostId) return;
     const recovering = vm.state === S.VM_STATE_FAILED && vm.failureReason === HOST_DOWN;
+    if (BUSY.includes(vm.state)) return "busy";
     if (!SETTLED.includes(vm.state) && !recovering) return;
     let inst: Instance | undefined;
     try {
