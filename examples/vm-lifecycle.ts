@@ -44,10 +44,28 @@ export const vmLifecycleFlow: ExampleFlow = {
       const term = await vms.terminateVm({ requestId: `demo-term-${Date.now()}`, vmId: vm!.vmId });
       await new Promise((r) => setTimeout(r, 200));
       ctx.say(`stopped, started again and terminated: ${st(term.vm!.state)}; events seen: ${seen.join(" → ")}`);
+      let qemuVm: string | undefined;
       try {
-        await vms.createVm({ requestId: `demo-qemu-${Date.now()}`, name: "needs-qemu", image: "tiny-linux", resources: { vcpus: 1, memoryMib: 128, diskGib: 0 }, hypervisor: HypervisorType.HYPERVISOR_TYPE_UNSPECIFIED });
+        const { vm: tiny } = await vms.createVm({ requestId: `demo-qemu-${Date.now()}`, name: "needs-qemu", image: "tiny-linux", resources: { vcpus: 1, memoryMib: 192, diskGib: 0 }, hypervisor: HypervisorType.HYPERVISOR_TYPE_UNSPECIFIED });
+        // Only where the agent runs the qemu driver (TRUSTPLANE_VM_DRIVERS=sandbox,qemu).
+        qemuVm = tiny!.vmId;
+        ctx.say(`tiny-linux scheduled on ${tiny!.hostId}: ${tiny!.hypervisorReason}`);
+        let state = tiny!;
+        const t1 = Date.now();
+        while (state.state !== VmState.VM_STATE_RUNNING && state.state !== VmState.VM_STATE_FAILED && Date.now() - t1 < 120_000) {
+          await new Promise((r) => setTimeout(r, 250));
+          state = (await vms.getVm({ vmId: qemuVm })).vm!;
+        }
+        ctx.say(`tiny-linux ${st(state.state)} after ${Date.now() - t1} ms${state.accelerator ? ` (${state.accelerator})` : ""}${state.failureReason ? `: ${state.failureReason}` : ""}`);
+        if (state.state === VmState.VM_STATE_RUNNING) {
+          const { device } = await vms.attachVolume({ requestId: `demo-qemu-attach-${Date.now()}`, vmId: qemuVm, volume: { volumeId: "data", sizeGib: 1, readOnly: false } });
+          ctx.say(`hot-plugged volume data, the guest sees it as ${device || "?"}`);
+        }
       } catch (e) {
         ctx.say(`a tiny-linux VM on a host without QEMU: ${(e as TrustplaneError).status} ${(e as TrustplaneError).reason}: ${(e as TrustplaneError).message}`);
+      } finally {
+        // Whatever this flow created, it ends.
+        if (qemuVm) await vms.terminateVm({ requestId: `demo-qemu-term-${Date.now()}`, vmId: qemuVm }).catch((e: Error) => ctx.say(`terminating ${qemuVm} failed: ${e.message}`));
       }
     } finally {
       events.cancel();

@@ -27,6 +27,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The tiny QEMU guest (Debian kernel + busybox initramfs, scripts/build-guest.sh) is built once
+# here, so the QEMU tests and the demo do not spend their timeouts downloading a kernel. It is
+# idempotent (skips a guest of the same GUEST_VERSION) and never fatal: without a Debian mirror
+# the qemu driver builds it on first use instead.
+if command -v qemu-system-x86_64 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  if ! bash scripts/build-guest.sh; then
+    if [ "$(id -u)" -eq 0 ]; then
+      apt-get update -qq && bash scripts/build-guest.sh || echo "setup: could not build the tiny QEMU guest; the qemu driver will try on first use" >&2
+    else
+      echo "setup: could not build the tiny QEMU guest; the qemu driver will try on first use" >&2
+    fi
+  fi
+fi
+
 # `npm install` rather than `npm ci`: it follows package-lock.json for every package the
 # registry serves, while `npm ci` insists on platform binaries this registry mirror lacks
 # (buf's macOS/Windows builds answer 404 here).

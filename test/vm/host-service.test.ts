@@ -2,9 +2,9 @@
 // naming a VM the server does not know gets it back as orphaned (the agent terminates it).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient } from "../../sdk/src/client/create-client.js";
-import { TrustplaneError } from "../../sdk/src/errors.js";
 import { HostServiceService, Instance, VmState } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
+import { refused } from "../support/refused.js";
 
 let env: DevEnv;
 beforeAll(async () => {
@@ -13,16 +13,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await env?.stop();
 });
-
-async function refused(p: Promise<unknown>): Promise<TrustplaneError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof TrustplaneError) return e;
-    throw e;
-  }
-  throw new Error("call unexpectedly succeeded");
-}
 
 describe("HostService", () => {
   const asHost = () => createClient(HostServiceService, env.dev.server.address, { key: env.dev.agent.signingKey });

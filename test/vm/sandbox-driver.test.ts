@@ -1,22 +1,24 @@
-// The sandbox driver under the control plane: the lifecycle (create-to-RUNNING timing, graceful
+// The sandbox driver under the control plane: the lifecycle (create-to-RUNNING reported, graceful
 // SIGTERM stop, terminate leaving no process, namespace, socket or file), each VM reaching only
 // its own metadata endpoint at 169.254.169.254:80, unsupported operations naming the driver,
 // illegal transitions, and the capability matrix following the drivers' function tables.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import http from "node:http";
+import net from "node:net";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TrustplaneError } from "../../sdk/src/errors.js";
 import { Feature, HypervisorType, InstanceSpec, VmState } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { createLogger } from "../../server/src/runtime/logger.js";
 import { ControlPlane } from "../../server/src/vm/agent/control-plane.js";
 import type { Driver } from "../../server/src/vm/agent/driver.js";
 import { QemuDriver } from "../../server/src/vm/agent/drivers/qemu/qemu-driver.js";
+import { sandboxCgroupsAvailable } from "../../server/src/vm/agent/drivers/sandbox/sandbox-cgroup.js";
 import { SANDBOX_STOPPING_LINE, SandboxDriver, bwrapAvailable } from "../../server/src/vm/agent/drivers/sandbox/sandbox-driver.js";
 import { processAlive } from "../../server/src/vm/agent/process-liveness.js";
+import { refused } from "../support/refused.js";
 
 const dir = mkdtempSync(path.join(os.tmpdir(), "tp-sbx-"));
 const logger = createLogger({ level: "silent" });
@@ -44,16 +46,6 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function refused(p: Promise<unknown>): Promise<TrustplaneError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof TrustplaneError) return e;
-    throw e;
-  }
-  throw new Error("call unexpectedly succeeded");
-}
-
 const netnsList = () => execFileSync("ip", ["netns", "list"], { encoding: "utf8" });
 const fetchInside = (out: string) => [
   "/bin/sh",
@@ -78,10 +70,10 @@ describe.skipIf(!bwrapAvailable())("sandbox driver", () => {
       timingsMeta.push(performance.now() - t1);
       await cp.terminate(id(`m${i}`), "tester");
     }
+    // The create-to-RUNNING figures are bench/vm/sandbox.bench.ts's claim (npm run bench); here the
+    // timings are only reported, so a loaded machine cannot fail the lifecycle checks.
     const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     console.log(`sandbox create-to-RUNNING p50 ${p50(timings).toFixed(0)} ms (no metadata), ${p50(timingsMeta).toFixed(0)} ms (own netns + metadata relay)`);
-    expect(p50(timings)).toBeLessThan(300);
-    expect(p50(timingsMeta)).toBeLessThan(300);
 
     const vmId = id("life");
     const running = await cp.create(spec(vmId), true, "tester");
@@ -97,10 +89,10 @@ describe.skipIf(!bwrapAvailable())("sandbox driver", () => {
       expect(e.message).toContain("sandbox driver");
     }
 
-    const s0 = Date.now();
-    const stopped = await cp.stop(vmId, 5000, false, "tester");
+    const { instance: stopped, forced } = await cp.stopReport(vmId, 5000, false, "tester");
     expect(stopped.state).toBe(VmState.VM_STATE_STOPPED);
-    expect(Date.now() - s0).toBeLessThan(3000);
+    // The guest's TERM trap ran: a graceful stop, not the SIGKILL after the window.
+    expect(forced).toBe(false);
     expect(readFileSync(path.join(dir, vmId, "console.log"), "utf8")).toContain(SANDBOX_STOPPING_LINE);
     expect(processAlive(running.pid, vmId)).toBe(false);
     const stopAgain = await refused(cp.stop(vmId, 1000, false, "tester"));
@@ -150,6 +142,55 @@ describe.skipIf(!bwrapAvailable())("sandbox driver", () => {
     expect(netnsList()).not.toContain(`tp-${vmId}`);
     expect(readdirSync("/proc").filter((p) => /^\d+$/.test(p) && processAlive(Number(p), `${vmId}/metadata.sock`))).toEqual([]);
     await cp.terminate(vmId, "tester");
+  });
+
+  it("isolates the guest: its own pid, net and mount namespaces, a read-only system, no network to the host", { timeout: 20_000 }, async () => {
+    const hostPort = await new Promise<number>((resolve) => {
+      const s = net.createServer((c) => c.end("host-service\n"));
+      servers.push(s as unknown as http.Server);
+      s.listen(0, "127.0.0.1", () => resolve((s.address() as AddressInfo).port));
+    });
+    const probe = [
+      "readlink /proc/self/ns/pid /proc/self/ns/net /proc/self/ns/mnt > /vm/ns",
+      `if [ -e /proc/${process.pid} ]; then echo visible; else echo hidden; fi > /vm/hostpid`,
+      "ls /proc | grep -c '^[0-9]' > /vm/nprocs",
+      "for d in /usr /bin /lib; do if touch $d/tp-probe 2>/dev/null; then echo $d:writable; else echo $d:readonly; fi; done > /vm/ro",
+      "grep -c : /proc/net/dev > /vm/ifaces; grep -o '^ *[a-z0-9]*:' /proc/net/dev | tr -d ' :' > /vm/ifnames",
+      `(busybox nc 127.0.0.1 ${hostPort} </dev/null || echo unreachable) > /vm/net 2>&1`,
+      "echo done > /vm/probe.done; while :; do sleep 1 & wait $!; done",
+    ].join("\n");
+    const cp = new ControlPlane("h1", [new SandboxDriver()], dir, logger);
+    const vmId = id("iso");
+    const inst = await cp.create(InstanceSpec.fromPartial({ ...spec(vmId, ["/bin/sh", "-c", probe]), resources: { vcpus: 2, memoryMib: 256 } }), true, "tester");
+    const root = path.join(dir, vmId, "root");
+    for (let i = 0; i < 200 && !existsSync(path.join(root, "probe.done")); i++) await new Promise((r) => setTimeout(r, 25));
+    const read = (f: string) => readFileSync(path.join(root, f), "utf8").trim();
+    const inside = read("ns").split("\n");
+    const outside = ["pid", "net", "mnt"].map((n) => readlinkSync(`/proc/self/ns/${n}`));
+    inside.forEach((ns, i) => expect(ns).not.toBe(outside[i]));
+    expect(read("hostpid")).toBe("hidden");
+    expect(Number(read("nprocs"))).toBeLessThan(10);
+    expect(read("ro").split("\n")).toEqual(["/usr:readonly", "/bin:readonly", "/lib:readonly"]);
+    expect(existsSync("/usr/tp-probe")).toBe(false);
+    expect(read("ifnames")).toBe("lo");
+    expect(read("net")).not.toContain("host-service");
+
+    // Paced to its vCPUs where the kernel lets the agent make a cgroup (here: cgroup v1 or v2).
+    if (sandboxCgroupsAvailable()) {
+      const cgroupOf = readFileSync(`/proc/${inst.pid}/cgroup`, "utf8");
+      expect(cgroupOf).toContain(`/trustplane/${vmId}.`);
+      const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
+      const line = cgroupOf.split("\n").find((l) => (v2 ? l.startsWith("0::") : /^\d+:([^:]*,)?cpu(,[^:]*)?:/.test(l)))!;
+      const rel = line.slice(line.indexOf(":", line.indexOf(":") + 1) + 1);
+      const base = v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/cpu";
+      const quota = readFileSync(path.join(base, rel, v2 ? "cpu.max" : "cpu.cfs_quota_us"), "utf8").trim();
+      // 2 vCPUs: two CPUs' worth of time per 100 ms period.
+      expect(quota.split(" ")[0]).toBe("200000");
+      await cp.terminate(vmId, "tester");
+      expect(readdirSync(path.join(base, "trustplane")).filter((d) => d.startsWith(vmId))).toEqual([]);
+    } else {
+      await cp.terminate(vmId, "tester");
+    }
   });
 
   it("derives the capability matrix, features included, from the drivers' function tables", () => {

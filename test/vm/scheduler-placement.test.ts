@@ -53,9 +53,10 @@ describe("SchedulerPlacement", () => {
     expect(d.hypervisor).toBe(QEMU);
     expect(d.reason).toMatch(/^qemu: os linux runs on qemu; cost 4; on 3 up hosts; host [abc]: weight/);
     expect(d.alternates).toHaveLength(2);
+    expect(d.region).toBe("eu-1");
     expect((await inv.get(d.hostId))!.used).toEqual({ vcpus: 2, memoryMib: 1024, diskGib: 10 });
     // Reclaim on an alternate moves the claim; release gives it back.
-    expect(await placement.reclaim("vm-1", d.alternates[0]!, preq())).toBe(true);
+    expect(await placement.reclaim("vm-1", d.alternates[0]!, preq())).toEqual({ region: (await inv.get(d.alternates[0]!))!.region });
     expect((await inv.get(d.hostId))!.used.vcpus).toBe(0);
     expect((await inv.get(d.alternates[0]!))!.used.vcpus).toBe(2);
     await placement.release("vm-1");
@@ -94,7 +95,7 @@ describe("wire conversions", () => {
     expect([c.cpuAllocationRatio, c.ramAllocationRatio, c.diskAllocationRatio]).toEqual([4, 1, 1]);
     expect(c.drivers).toHaveLength(2);
     expect(() => registrationFromCapacity({ ...c, total: undefined })).toThrow(/capacity.total/);
-    expect(heartbeatFromRequest({ hostId: "a", load: 0.5, instanceCount: 1, latencyMs: 2, instances: [], used: undefined, drivers: [] })).toEqual({ load: 0.5, instanceCount: 1, latencyMs: 2 });
+    expect(heartbeatFromRequest({ hostId: "a", load: 0.5, instanceCount: 1, latencyMs: 2, instances: [], used: undefined, drivers: [], events: [] })).toEqual({ load: 0.5, instanceCount: 1, latencyMs: 2 });
   });
 });
 
@@ -114,5 +115,17 @@ describe("HeartbeatMonitor", () => {
     expect(await mon.sweep()).toEqual(["quiet"]);
     expect(lines.join("")).toContain("marked down");
     expect((await inv.get("chatty"))!.up).toBe(true);
+  });
+
+  it("gives every host a full grace period after the monitor (the server) starts", async () => {
+    const inv = new MemoryHostInventory();
+    // A row last heard long ago: the server itself was down meanwhile.
+    await inv.register(capacity("old"), 0);
+    let now = 100_000;
+    const mon = new HeartbeatMonitor(inv, createLogger({ level: "silent" }), { intervalMs: 1000, now: () => now });
+    now = 102_999;
+    expect(await mon.sweep()).toEqual([]);
+    now = 103_000;
+    expect(await mon.sweep()).toEqual(["old"]);
   });
 });

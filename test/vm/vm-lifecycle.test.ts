@@ -5,11 +5,11 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient, type SignedClient } from "../../sdk/src/client/create-client.js";
-import { TrustplaneError } from "../../sdk/src/errors.js";
 import { HypervisorType, VmServiceService, VmState, type Vm } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { processAlive } from "../../server/src/vm/agent/process-liveness.js";
 import { bwrapAvailable } from "../../server/src/vm/agent/drivers/sandbox/sandbox-driver.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
+import { refused } from "../support/refused.js";
 
 let env: DevEnv;
 let vms: SignedClient<typeof VmServiceService>;
@@ -23,16 +23,6 @@ afterAll(async () => {
   vms?.close();
   await env?.stop();
 });
-
-async function refused(p: Promise<unknown>): Promise<TrustplaneError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof TrustplaneError) return e;
-    throw e;
-  }
-  throw new Error("call unexpectedly succeeded");
-}
 
 async function until(vmId: string, state: VmState, ms = 15_000): Promise<Vm> {
   const deadline = Date.now() + ms;
@@ -83,6 +73,22 @@ describe.skipIf(!bwrapAvailable())("VM lifecycle on the sandbox driver", () => {
     await vms.terminateVm({ requestId: "vm-ops-term", vmId: vm!.vmId });
   });
 
+  it("stops by force when the guest outlives the graceful window, and says so", async () => {
+    // The guest ignores SIGTERM (children inherit the ignored signal).
+    const { vm } = await vms.createVm({ requestId: "vm-stubborn", name: "stubborn", image: "process", resources: { vcpus: 1, memoryMib: 128, diskGib: 0 }, command: ["/bin/sh", "-c", "trap '' TERM; while :; do sleep 1; done"] });
+    await until(vm!.vmId, VmState.VM_STATE_RUNNING);
+    const t0 = Date.now();
+    const res = await vms.stopVm({ requestId: "vm-stubborn-stop", vmId: vm!.vmId, timeoutSeconds: 1 });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
+    expect(res.vm!.state).toBe(VmState.VM_STATE_STOPPED);
+    expect(res.forced).toBe(true);
+    // A guest that honours SIGTERM stops gracefully: forced is false.
+    const { vm: polite } = await vms.createVm({ requestId: "vm-polite", name: "polite", image: "process", resources: { vcpus: 1, memoryMib: 128, diskGib: 0 } });
+    await until(polite!.vmId, VmState.VM_STATE_RUNNING);
+    expect((await vms.stopVm({ requestId: "vm-polite-stop", vmId: polite!.vmId, timeoutSeconds: 10 })).forced).toBe(false);
+    for (const v of [vm!, polite!]) await vms.terminateVm({ requestId: `vm-force-term-${v.vmId}`, vmId: v.vmId });
+  });
+
   it("reports the capability matrix from the drivers' own tables", async () => {
     const { hosts } = await vms.getCapabilities({});
     const sandbox = hosts.find((h) => h.hostId === "dev-host-1")!.drivers.find((d) => d.hypervisor === HypervisorType.HYPERVISOR_TYPE_SANDBOX)!;
@@ -118,6 +124,20 @@ describe("VM bad input", () => {
     const err = await refused(vms.createVm({ requestId: `bad-${Math.random()}`, resources: { vcpus: 1, memoryMib: 128, diskGib: 0 }, ...req }));
     expect(err.status).toBe(status);
     expect(`${err.reason} ${err.message} ${err.field}`).toContain(what);
+  });
+
+  it("refuses an unknown hypervisor type", async () => {
+    const err = await refused(vms.createVm({ requestId: "bad-hv", name: "ok", image: "process", resources: { vcpus: 1, memoryMib: 128, diskGib: 0 }, hypervisor: 99 as HypervisorType }));
+    expect([err.status, err.reason, err.field]).toEqual(["INVALID_ARGUMENT", "UNKNOWN_HYPERVISOR", "hypervisor"]);
+  });
+
+  it("names the filter that eliminated the hosts when none has room (RESOURCE_EXHAUSTED)", async () => {
+    // Within the API's limits, beyond this host's memory.
+    const err = await refused(vms.createVm({ requestId: "no-room", name: "huge", image: "process", resources: { vcpus: 1, memoryMib: 1024 * 1024, diskGib: 0 } }));
+    expect([err.status, err.reason]).toEqual(["RESOURCE_EXHAUSTED", "NO_VALID_HOST"]);
+    expect(err.message).toContain("0 of 1 hosts fit: RamFilter removed 1");
+    const cpu = await refused(vms.createVm({ requestId: "no-cpu", name: "wide", image: "process", resources: { vcpus: 64, memoryMib: 128, diskGib: 0 } }));
+    expect(cpu.message).toContain("CoreFilter removed 1");
   });
 
   it("says which hosts were eliminated when none fits", async () => {

@@ -23,7 +23,7 @@ describe.skipIf(!rootWithTools)("VM metadata endpoint", () => {
 
   it("serves each VM its own identity at 169.254.169.254", async () => {
     const vms = createClient(VmServiceService, env.dev.server.address, { key: env.admin });
-    const fetch = ["/bin/sh", "-c", "curl -s -H 'Metadata-Flavor: Google' http://169.254.169.254/computeMetadata/v1/instance/id > /vm/id; curl -s http://169.254.169.254/computeMetadata/v1/instance/id > /vm/noflavor; sleep 30"];
+    const fetch = ["/bin/sh", "-c", "curl -s -H 'Metadata-Flavor: Google' http://169.254.169.254/computeMetadata/v1/instance/id > /vm/id; curl -s http://169.254.169.254/computeMetadata/v1/instance/id > /vm/noflavor; echo done > /vm/done; sleep 30"];
     const ids: string[] = [];
     try {
       for (const name of ["alpha", "beta"]) {
@@ -34,7 +34,8 @@ describe.skipIf(!rootWithTools)("VM metadata endpoint", () => {
         const out = path.join(env.config.dataDir, "agent", "dev-host-1", "vms", vmId, "root", "id");
         for (let i = 0; i < 200 && (await vms.getVm({ vmId })).vm!.state !== VmState.VM_STATE_RUNNING; i++) await new Promise((r) => setTimeout(r, 50));
         expect((await vms.getVm({ vmId })).vm!.state).toBe(VmState.VM_STATE_RUNNING);
-        for (let i = 0; i < 200 && !(existsSync(out) && readFileSync(out, "utf8").length > 0); i++) await new Promise((r) => setTimeout(r, 50));
+        // Both fetches finished (the second starts only once the first curl has exited).
+        for (let i = 0; i < 200 && !existsSync(path.join(path.dirname(out), "done")); i++) await new Promise((r) => setTimeout(r, 50));
         expect(readFileSync(out, "utf8").trim()).toBe(vmId);
         // Without the Metadata-Flavor header the endpoint refuses, as GCE's does.
         expect(readFileSync(path.join(path.dirname(out), "noflavor"), "utf8")).not.toContain(vmId);

@@ -31,6 +31,8 @@ export interface Config {
   serverAddress?: string;
   joinToken?: string;
   hostId?: string;
+  /** Agent (VM area): the region this host registers in, for the scheduler's RegionFilter. */
+  region?: string;
   /** Agent: expected server TLS CA (PEM file) when the server uses TLS. */
   serverCaFile?: string;
   /** Token area: host:port of the HTTP listener serving /.well-known/jwks.json. */
@@ -70,6 +72,7 @@ const ENV_NAMES: Record<string, keyof Config> = {
   TRUSTPLANE_SERVER: "serverAddress",
   TRUSTPLANE_JOIN_TOKEN: "joinToken",
   TRUSTPLANE_HOST_ID: "hostId",
+  TRUSTPLANE_REGION: "region",
   TRUSTPLANE_SERVER_CA: "serverCaFile",
   TRUSTPLANE_JWKS_LISTEN: "jwksListen",
   TRUSTPLANE_TOKEN_ISSUER: "tokenIssuer",
@@ -150,6 +153,12 @@ function apply(into: Config, raw: RawConfig, source: Source): Config {
       case "serverAddress":
         out.serverAddress = hostPort(key, source, value);
         break;
+      case "region": {
+        const region = str(key, source, value);
+        if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(region)) throw bad(key, source, "use 1-63 lowercase letters, digits or dashes, e.g. eu-west-1");
+        out.region = region;
+        break;
+      }
       case "dataDir":
       case "joinToken":
       case "hostId":

@@ -57,13 +57,14 @@ export const serverCommand: Command = {
 export const agentCommand: Command = {
   name: "agent",
   summary: "Run the per-host agent; joins the server once with a join token and keeps its host identity.",
-  usage: "trustplane agent --server host:port [--join-token T] [--host-id ID] [--listen host:port] [--data-dir DIR] [--server-ca F]",
+  usage: "trustplane agent --server host:port [--join-token T] [--host-id ID] [--region R] [--listen host:port] [--data-dir DIR] [--server-ca F]",
   async run(argv) {
     const { values } = parse(this, argv, {
       ...COMMON_OPTIONS,
       server: { type: "string" },
       "join-token": { type: "string" },
       "host-id": { type: "string" },
+      region: { type: "string" },
       listen: { type: "string" },
       "server-ca": { type: "string" },
     });
@@ -71,6 +72,7 @@ export const agentCommand: Command = {
       serverAddress: values.server,
       joinToken: values["join-token"] ?? process.env.TRUSTPLANE_JOIN_TOKEN,
       hostId: values["host-id"],
+      region: values.region,
       agentListen: values.listen,
       serverCaFile: values["server-ca"],
     });

@@ -39,6 +39,8 @@ interface Record {
   network?: NetworkSpec;
   metadataEndpoint?: { host: string; port: number };
   startedAtMs?: number;
+  /** A pause/resume the control plane itself is making: the driver's STOP/RESUME echo is its own. */
+  expecting?: VmState;
 }
 
 export class ControlPlane {
@@ -62,6 +64,27 @@ export class ControlPlane {
   /** Another agent area supports guests of `image` (a host channel, files, a command). */
   provideGuest(image: string, provider: GuestSupportProvider): void {
     this.guestProviders.set(image, provider);
+  }
+
+  /**
+   * Adds a driver, or replaces the one for the same hypervisor (new instances use it). Tells
+   * `onCapabilitiesChanged` listeners, so the host re-reports its capability matrix.
+   */
+  registerDriver(driver: Driver): void {
+    const i = this.drivers.findIndex((d) => d.hypervisor === driver.hypervisor);
+    if (i >= 0) this.drivers[i] = driver;
+    else this.drivers.push(driver);
+    this.capabilitiesChanged();
+  }
+
+  /** A driver's capabilities changed (e.g. its KVM probe answered). */
+  capabilitiesChanged(): void {
+    this.emitter.emit("capabilities");
+  }
+
+  onCapabilitiesChanged(listener: () => void): () => void {
+    this.emitter.on("capabilities", listener);
+    return () => this.emitter.off("capabilities", listener);
   }
 
   capabilities(): HostCapabilities {
@@ -217,11 +240,30 @@ export class ControlPlane {
   }
 
   private events(r: Record): DriverEvents {
+    const mine = (vmId: string) => this.instances.get(vmId) === r;
     return {
       note: (vmId: string, event: string, detail: string) => {
-        if (this.instances.get(vmId) !== r) return;
-        const type = event === "DEVICE_DELETED" ? VmEventType.VM_EVENT_TYPE_DEVICE_REMOVED : event === "STOP" ? VmEventType.VM_EVENT_TYPE_SUSPENDED : event === "RESUME" ? VmEventType.VM_EVENT_TYPE_RESUMED : VmEventType.VM_EVENT_TYPE_SHUTDOWN;
-        this.emit(vmId, type, r.state, `${event}: ${detail}`, "hypervisor");
+        if (!mine(vmId)) return;
+        this.emit(vmId, VmEventType.VM_EVENT_TYPE_SHUTDOWN, r.state, `${event}: ${detail}`, "hypervisor");
+      },
+      // STOP / RESUME that the control plane did not ask for (a privileged operation, the
+      // guest's own watchdog, a QMP client): the state follows the vCPUs.
+      suspended: (vmId: string, detail: string) => {
+        if (!mine(vmId) || r.expecting === VmState.VM_STATE_PAUSED || r.state !== VmState.VM_STATE_RUNNING) return;
+        this.setState(r, VmState.VM_STATE_PAUSED, VmEventType.VM_EVENT_TYPE_SUSPENDED, detail, "hypervisor");
+        void this.persist(r).catch(() => undefined);
+      },
+      resumed: (vmId: string, detail: string) => {
+        if (!mine(vmId) || r.expecting === VmState.VM_STATE_RUNNING || r.state !== VmState.VM_STATE_PAUSED) return;
+        this.setState(r, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_RESUMED, detail, "hypervisor");
+        void this.persist(r).catch(() => undefined);
+      },
+      // The driver only reports a removal nobody was waiting for (a detach that had timed out).
+      deviceRemoved: (vmId: string, volumeId: string, detail: string) => {
+        if (!mine(vmId) || !r.volumes.some((v) => v.volumeId === volumeId)) return;
+        r.volumes = r.volumes.filter((v) => v.volumeId !== volumeId);
+        this.emit(vmId, VmEventType.VM_EVENT_TYPE_DEVICE_REMOVED, r.state, detail, "guest");
+        void this.persist(r).catch(() => undefined);
       },
       exited: (vmId: string, detail: string) => {
         const cur = this.instances.get(vmId);
@@ -264,12 +306,14 @@ export class ControlPlane {
     const d = this.driverFor(r.spec.hypervisor);
     this.setState(r, VmState.VM_STATE_STARTING, VmEventType.VM_EVENT_TYPE_DEFINED, `booting (${d.name})`, initiator);
     try {
-      r.metadataEndpoint ??= await this.options.metadataEndpoint?.(r.spec);
+      // Only a driver that can route 169.254.169.254 to it gets an endpoint (sandbox: root only).
+      if (d.routesMetadata() && r.spec.network?.mode !== "none") r.metadataEndpoint ??= await this.options.metadataEndpoint?.(r.spec);
       const guest = await this.guestProviders.get(r.spec.image)?.prepare(r.spec, this.vmDir(vmId));
       if (guest?.channelDir && !d.hostChannel) {
         throw new TrustplaneError("UNIMPLEMENTED", "DRIVER_UNSUPPORTED", `the ${d.name} driver has no host channel, which image ${r.spec.image} needs`, "hypervisor");
       }
       r.handle = await d.start(r.spec, this.vmDir(vmId), this.events(r), { metadataEndpoint: r.metadataEndpoint, guest });
+      if (r.handle.network) r.network = r.handle.network;
       r.startedAtMs = Date.now();
       r.failureReason = "";
       this.setState(r, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_STARTED, `running (pid ${r.handle.pid}, ${r.handle.accelerator})`, initiator);
@@ -286,12 +330,18 @@ export class ControlPlane {
   }
 
   async stop(vmId: string, timeoutMs: number, force: boolean, initiator: string): Promise<Instance> {
+    return (await this.stopReport(vmId, timeoutMs, force, initiator)).instance;
+  }
+
+  /** As stop, also saying whether the guest had to be stopped by force. */
+  async stopReport(vmId: string, timeoutMs: number, force: boolean, initiator: string): Promise<{ instance: Instance; forced: boolean }> {
     const r = this.record(vmId);
     this.expect(r, "stop");
     const d = this.driverFor(r.spec.hypervisor);
-    this.setState(r, VmState.VM_STATE_STOPPING, VmEventType.VM_EVENT_TYPE_SHUTDOWN, force ? "forced stop" : "graceful stop", initiator);
+    this.setState(r, VmState.VM_STATE_STOPPING, VmEventType.VM_EVENT_TYPE_SHUTDOWN, force ? "forced stop" : `graceful stop (${timeoutMs} ms, then forced)`, initiator);
+    let forced = force;
     try {
-      await d.stop(r.handle!, timeoutMs, force);
+      forced = (await d.stop(r.handle!, timeoutMs, force)).forced;
     } catch (e) {
       r.failureReason = (e as TrustplaneError).reason ?? "STOP_FAILED";
       this.setState(r, VmState.VM_STATE_FAILED, VmEventType.VM_EVENT_TYPE_FAILED, (e as Error).message, `host:${this.hostId}`);
@@ -299,9 +349,9 @@ export class ControlPlane {
       throw e;
     }
     r.handle = undefined;
-    this.setState(r, VmState.VM_STATE_STOPPED, VmEventType.VM_EVENT_TYPE_STOPPED, "stopped", initiator);
+    this.setState(r, VmState.VM_STATE_STOPPED, VmEventType.VM_EVENT_TYPE_STOPPED, forced && !force ? `stopped by force: the guest outlived the ${timeoutMs} ms graceful window` : "stopped", initiator);
     await this.persist(r);
-    return this.toInstance(r);
+    return { instance: this.toInstance(r), forced };
   }
 
   async terminate(vmId: string, initiator: string): Promise<Instance> {
@@ -348,8 +398,7 @@ export class ControlPlane {
     const r = this.record(vmId);
     const configure = this.op(r, "configureNetwork");
     this.expect(r, "configureNetwork");
-    if (r.handle) await configure(r.handle, network);
-    r.network = network;
+    r.network = r.handle ? await configure(r.handle, network) : network;
     await this.persist(r);
     return this.toInstance(r);
   }
@@ -358,7 +407,12 @@ export class ControlPlane {
     const r = this.record(vmId);
     const pause = this.op(r, "pause");
     this.expect(r, "pause");
-    await pause(r.handle!);
+    r.expecting = VmState.VM_STATE_PAUSED;
+    try {
+      await pause(r.handle!);
+    } finally {
+      r.expecting = undefined;
+    }
     this.setState(r, VmState.VM_STATE_PAUSED, VmEventType.VM_EVENT_TYPE_SUSPENDED, "paused", "control-plane");
     await this.persist(r);
     return this.toInstance(r);
@@ -368,7 +422,12 @@ export class ControlPlane {
     const r = this.record(vmId);
     const resume = this.op(r, "resume");
     this.expect(r, "resume");
-    await resume(r.handle!);
+    r.expecting = VmState.VM_STATE_RUNNING;
+    try {
+      await resume(r.handle!);
+    } finally {
+      r.expecting = undefined;
+    }
     this.setState(r, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_RESUMED, "resumed", "control-plane");
     await this.persist(r);
     return this.toInstance(r);

@@ -13,6 +13,8 @@ export interface DriverInstance {
   accelerator: string;
   /** Driver-private state that must survive an agent restart (e.g. QEMU hotplug slots). */
   extra?: { [key: string]: unknown };
+  /** The network as applied: host_port 0 replaced by the port the driver chose. */
+  network?: NetworkSpec;
 }
 
 /**
@@ -53,11 +55,23 @@ export interface StartContext {
   guest?: GuestSupport;
 }
 
+/** What a driver reports on its own; the control plane turns each into state and an event. */
 export interface DriverEvents {
-  /** The guest stopped on its own (powered off, crashed); the control plane updates state. */
+  /** The guest stopped on its own (powered off, crashed). */
   exited(vmId: string, detail: string): void;
-  /** A driver-level event worth telling watchers (QMP STOP, RESUME, POWERDOWN, DEVICE_DELETED). */
+  /** The vCPUs stopped (QMP STOP), whoever asked: RUNNING -> PAUSED unless a pause is under way. */
+  suspended?(vmId: string, detail: string): void;
+  /** The vCPUs run again (QMP RESUME): PAUSED -> RUNNING unless a resume is under way. */
+  resumed?(vmId: string, detail: string): void;
+  /** The guest released a volume after its detach had already timed out (late DEVICE_DELETED). */
+  deviceRemoved?(vmId: string, volumeId: string, detail: string): void;
+  /** A driver-level event worth telling watchers that changes no state (QMP POWERDOWN). */
   note?(vmId: string, event: string, detail: string): void;
+}
+
+/** How a stop ended: `forced` when the guest outlived the graceful window (or force was asked). */
+export interface StopResult {
+  forced: boolean;
 }
 
 export interface Driver {
@@ -67,16 +81,23 @@ export interface Driver {
   readonly cost: number;
   /** The driver can give a guest a host channel (GuestSupport.channelDir). */
   readonly hostChannel?: boolean;
+  /** "kvm", "tcg" or "none"; "" while not yet known (a probe still running). */
   accelerator(): string;
+  /**
+   * Whether this driver can route the guest's 169.254.169.254:80 to its VM's own endpoint on
+   * this host (QEMU: guestfwd, no privileges; sandbox: a per-VM network namespace, root only).
+   */
+  routesMetadata(): boolean;
   /** Prepares and boots the instance; resolves once it is running (its ready signal seen). */
   start(spec: InstanceSpec, dir: string, events: DriverEvents, ctx?: StartContext): Promise<DriverInstance>;
   /** After an agent restart, re-subscribe to a still-running instance (e.g. reconnect QMP). */
   reattach?(instance: DriverInstance, events: DriverEvents): Promise<void>;
   /** Graceful stop within `timeoutMs`, then forced; resolves when the process is gone. */
-  stop(instance: DriverInstance, timeoutMs: number, force: boolean): Promise<void>;
+  stop(instance: DriverInstance, timeoutMs: number, force: boolean): Promise<StopResult>;
   attachVolume?(instance: DriverInstance, volume: VolumeSpec): Promise<{ device: string }>;
   detachVolume?(instance: DriverInstance, volumeId: string, timeoutMs: number): Promise<void>;
-  configureNetwork?(instance: DriverInstance, network: NetworkSpec): Promise<void>;
+  /** Replaces the port forwards; answers the network as applied (chosen ports filled in). */
+  configureNetwork?(instance: DriverInstance, network: NetworkSpec): Promise<NetworkSpec>;
   pause?(instance: DriverInstance): Promise<void>;
   resume?(instance: DriverInstance): Promise<void>;
 }

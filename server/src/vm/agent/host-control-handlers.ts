@@ -26,7 +26,7 @@ export function createHostControlHandlers(cp: ControlPlane, hooks: HostControlHo
       return { instance: await cp.start(req.vmId, ctx.caller.principal) };
     },
     async stopInstance(req, ctx) {
-      return { instance: await cp.stop(req.vmId, seconds("timeout_seconds", req.timeoutSeconds, 30), req.force, ctx.caller.principal) };
+      return cp.stopReport(req.vmId, seconds("timeout_seconds", req.timeoutSeconds, 30), req.force, ctx.caller.principal);
     },
     async terminateInstance(req, ctx) {
       const instance = await cp.terminate(req.vmId, ctx.caller.principal);

@@ -1,12 +1,15 @@
-// The agent's side of the host inventory: register this host's capacity and capability matrix
-// (read off the drivers) once, then heartbeat with load, running instances and the measured
-// round trip; VMs the server reports as orphaned are terminated, so nothing runs unaccounted.
+// The agent's side of the host inventory: register capacity, region and capability matrix, then
+// heartbeat load, instances and the events the server did not cause (a beat goes at once for
+// those and for a changed matrix); VMs the server calls orphaned are terminated.
 import os from "node:os";
 import { statfsSync } from "node:fs";
 import { createClient, type SignedClient } from "../../../../sdk/src/client/create-client.js";
-import { HostServiceService, VmState } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import { HostServiceService, VmState, type VmEvent } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import type { AgentAreaContext, Running } from "../../processes/area.js";
 import type { ControlPlane } from "./control-plane.js";
+
+/** Events kept for the server while it cannot be reached; beyond that the instance list still tells it. */
+const MAX_PENDING_EVENTS = 1000;
 
 function totalResources(dir: string) {
   let diskGib = 0;
@@ -19,6 +22,9 @@ function totalResources(dir: string) {
   return { vcpus: os.cpus().length, memoryMib: Math.floor(os.totalmem() / 1024 ** 2), diskGib };
 }
 
+/** Events the server must hear about because it did not cause them. */
+const unsolicited = (e: VmEvent) => e.initiator === "guest" || e.initiator === "hypervisor" || e.initiator.startsWith("host:");
+
 export async function startHostRegistration(ctx: AgentAreaContext, cp: ControlPlane, region = ""): Promise<Running> {
   const client: SignedClient<typeof HostServiceService> = createClient(HostServiceService, ctx.serverAddress, {
     key: ctx.signingKey,
@@ -30,6 +36,8 @@ export async function startHostRegistration(ctx: AgentAreaContext, cp: ControlPl
   let latencyMs = 0;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
+  const pending: VmEvent[] = [];
+  const watching = new AbortController();
 
   const register = async () => {
     const t0 = performance.now();
@@ -43,8 +51,11 @@ export async function startHostRegistration(ctx: AgentAreaContext, cp: ControlPl
 
   const beat = async () => {
     const t0 = performance.now();
-    const res = await client.heartbeat({ hostId: ctx.hostId, load: load(), instanceCount: running(), latencyMs, instances: cp.list(), drivers: cp.capabilities().drivers });
+    const events = pending.slice();
+    const res = await client.heartbeat({ hostId: ctx.hostId, load: load(), instanceCount: running(), latencyMs, instances: cp.list(), drivers: cp.capabilities().drivers, events });
     latencyMs = performance.now() - t0;
+    // Only what the server answered for is dropped; later events wait for the next beat.
+    pending.splice(0, events.length);
     for (const vmId of res.orphanedVmIds) {
       ctx.logger.warn({ vmId }, "the server no longer knows this VM; terminating it");
       await cp.terminate(vmId, "server:orphaned").catch((e: Error) => ctx.logger.error({ vmId, err: e.message }, "could not terminate an orphaned VM"));
@@ -54,33 +65,68 @@ export async function startHostRegistration(ctx: AgentAreaContext, cp: ControlPl
   let intervalS = 10;
   try {
     intervalS = await register();
-    ctx.logger.info({ intervalS }, "host registered with the scheduler");
+    ctx.logger.info({ intervalS, region }, "host registered with the scheduler");
   } catch (e) {
     ctx.logger.error({ err: (e as Error).message }, "host registration failed; retrying with the heartbeats");
   }
   let registered = latencyMs > 0;
-  const loop = () => {
-    timer = setTimeout(async () => {
-      try {
-        if (!registered) {
-          intervalS = await register();
-          registered = true;
-        } else {
-          await beat();
-        }
-      } catch (e) {
-        ctx.logger.warn({ err: (e as Error).message }, "heartbeat failed");
-        if ((e as { reason?: string }).reason === "HOST_NOT_REGISTERED") registered = false;
+  let inFlight: Promise<void> | undefined;
+  let again = false;
+  const tick = async () => {
+    try {
+      if (!registered) {
+        intervalS = await register();
+        registered = true;
+      } else {
+        await beat();
       }
-      if (!stopped) loop();
-    }, intervalS * 1000);
+    } catch (e) {
+      ctx.logger.warn({ err: (e as Error).message }, "heartbeat failed");
+      if ((e as { reason?: string }).reason === "HOST_NOT_REGISTERED") registered = false;
+    }
+  };
+  /** Beats now (or once more right after the beat in flight), then resumes the regular interval. */
+  const beatNow = () => {
+    if (stopped) return;
+    if (inFlight) {
+      again = true;
+      return;
+    }
+    if (timer) clearTimeout(timer);
+    inFlight = tick().finally(() => {
+      inFlight = undefined;
+      if (again) {
+        again = false;
+        beatNow();
+      } else schedule();
+    });
+  };
+  const schedule = () => {
+    if (stopped) return;
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(beatNow, intervalS * 1000);
     timer.unref();
   };
-  loop();
+  // A first beat at once: what the restart reconciliation found reaches the server now.
+  if (registered) beatNow();
+  else schedule();
+
+  void (async () => {
+    for await (const e of cp.watch(undefined, watching.signal)) {
+      if (!unsolicited(e)) continue;
+      pending.push(e);
+      if (pending.length > MAX_PENDING_EVENTS) pending.splice(0, pending.length - MAX_PENDING_EVENTS);
+      beatNow();
+    }
+  })();
+  const offCapabilities = cp.onCapabilitiesChanged(beatNow);
   return {
     async stop() {
       stopped = true;
+      watching.abort();
+      offCapabilities();
       if (timer) clearTimeout(timer);
+      await inFlight?.catch(() => undefined);
       client.close();
     },
   };

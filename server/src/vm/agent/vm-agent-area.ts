@@ -8,6 +8,7 @@ import { vmTokenManager } from "../../token/agent/token-agent-area.js";
 import { ControlPlane } from "./control-plane.js";
 import type { Driver } from "./driver.js";
 import { QemuDriver, qemuAvailable } from "./drivers/qemu/qemu-driver.js";
+import { sandboxCgroupsAvailable } from "./drivers/sandbox/sandbox-cgroup.js";
 import { SandboxDriver, bwrapAvailable } from "./drivers/sandbox/sandbox-driver.js";
 import { createHostControlHandlers } from "./host-control-handlers.js";
 import { startHostRegistration } from "./host-registration.js";
@@ -36,13 +37,13 @@ export const vmAgentArea: AgentArea = {
   async start(ctx) {
     const drivers = availableDrivers();
     // Every VM gets its own authorization process; the driver routes the guest's
-    // 169.254.169.254:80 to it (QEMU guestfwd, or the sandbox's own network namespace, which
-    // needs root). Accounts arrive later with their long-term tokens (token area).
-    const canIsolateNetwork = process.getuid?.() === 0;
+    // 169.254.169.254:80 to it (QEMU guestfwd to the process's loopback port, no privileges;
+    // the sandbox's own network namespace, root only), and the control plane asks for one only
+    // for drivers that can. Accounts arrive later with their long-term tokens (token area).
     const cp = new ControlPlane(ctx.hostId, drivers, path.join(ctx.stateDir, "vms"), ctx.logger, {
       metadataEndpoint: async (spec) => {
         const tokens = vmTokenManager(ctx.hostId);
-        if (!tokens || !canIsolateNetwork) return undefined;
+        if (!tokens) return undefined;
         try {
           return await tokens.attachVm({ vmId: spec.vmId, hostname: spec.name || spec.vmId, projectId: spec.projectId, accounts: [] });
         } catch (e) {
@@ -53,7 +54,23 @@ export const vmAgentArea: AgentArea = {
     });
     await cp.reconcile();
     controlPlanes.set(ctx.hostId, cp);
-    ctx.logger.info({ drivers: drivers.map((d) => d.name) }, "VM control plane ready");
+    ctx.logger.info({ drivers: drivers.map((d) => d.name), metadata: Object.fromEntries(drivers.map((d) => [d.name, d.routesMetadata()])) }, "VM control plane ready");
+    if (drivers.some((d) => d instanceof SandboxDriver) && !sandboxCgroupsAvailable()) {
+      ctx.logger.warn("no writable cgroup hierarchy: sandbox VMs run with rlimits only (no vCPU pacing, memory or pid cap)");
+    }
+    // The KVM probe (a bounded boot) runs now, not at the first QEMU create, so the capability
+    // matrix is right early; until it answers the accelerator reads "" and the result is
+    // re-reported with an immediate heartbeat.
+    for (const d of drivers) {
+      if (!(d instanceof QemuDriver)) continue;
+      void d
+        .probeAccelerator()
+        .then((accel) => {
+          ctx.logger.info({ accelerator: accel }, "qemu accelerator probed");
+          cp.capabilitiesChanged();
+        })
+        .catch((e: Error) => ctx.logger.warn({ err: e.message }, "qemu accelerator probe failed"));
+    }
     ctx.bind(
       HostControlServiceService,
       createHostControlHandlers(cp, {
@@ -63,7 +80,7 @@ export const vmAgentArea: AgentArea = {
       }),
     );
     // Serving first, then registering: the scheduler may place a VM here the moment it knows us.
-    const registration = await startHostRegistration(ctx, cp);
+    const registration = await startHostRegistration(ctx, cp, ctx.config.region ?? "");
     return {
       async stop() {
         await registration.stop();

@@ -1,8 +1,10 @@
 // HostService on the server: agents register their host's capacity and capability matrix and
 // heartbeat (load, instances, measured latency). A host may only speak for itself; a host that
-// misses heartbeats is marked down by the heartbeat monitor and excluded from scheduling.
+// misses heartbeats is marked down by the heartbeat monitor and excluded from scheduling. What a
+// heartbeat reports about its instances, and the instance events it carries, reach the VM records
+// (`reported`), as Nova's compute hosts push instance changes and sync power states periodically.
 import { TrustplaneError, invalidArgument } from "../../../../sdk/src/errors.js";
-import { VmState, type HostServiceService } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import { VmState, type HostServiceService, type Instance, type VmEvent } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import type { CallContext, Handlers } from "../../runtime/auth/service-binder.js";
 import type { Storage } from "../../runtime/storage/storage.js";
 import type { HostInventory } from "./host-inventory.js";
@@ -15,6 +17,8 @@ export interface HostServiceDeps {
   repo: VmRepository;
   heartbeatIntervalSeconds: number;
   now?: () => number;
+  /** A heartbeat's instance list and events, for the VM records to follow (runs after the answer is sent). */
+  reported?(hostId: string, instances: Instance[], events: VmEvent[]): Promise<void>;
 }
 
 /** Hosts speak for themselves only; admins (and the server itself) for any host. */
@@ -52,6 +56,12 @@ export function createHostServiceHandlers(deps: HostServiceDeps): Partial<Handle
         const vm = await deps.repo.get(inst.vmId);
         if (!vm || vm.hostId !== req.hostId || vm.state === VmState.VM_STATE_TERMINATED) orphanedVmIds.push(inst.vmId);
       }
+      // Not awaited: the comparison asks the host back (GetInstance), which must not hold up its beat.
+      void deps.reported?.(
+        req.hostId,
+        req.instances.filter((i) => !orphanedVmIds.includes(i.vmId)),
+        req.events.filter((e) => !orphanedVmIds.includes(e.vmId)),
+      );
       return { serverTimeMs: now(), orphanedVmIds };
     },
 

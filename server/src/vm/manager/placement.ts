@@ -15,6 +15,8 @@ export interface PlacementRequest {
 
 export interface PlacementDecision {
   hostId: string;
+  /** The chosen host's region: the VM's region when the request named none (as Nova's AZ). */
+  region: string;
   alternates: string[];
   hypervisor: HypervisorType;
   reason: string;
@@ -25,8 +27,9 @@ export interface PlacementDecision {
 export interface Placement {
   /** Chooses a host and claims its resources atomically; throws RESOURCE_EXHAUSTED when none fits. */
   place(req: PlacementRequest): Promise<PlacementDecision>;
-  /** Moves the claim to an alternate host after a failed start (the old claim is released). */
-  reclaim(vmId: string, hostId: string, req: PlacementRequest): Promise<boolean>;
+  /** Moves the claim to an alternate host after a failed start (the old claim is released);
+   * answers that host's region, or undefined when it no longer fits. */
+  reclaim(vmId: string, hostId: string, req: PlacementRequest): Promise<{ region: string } | undefined>;
   /** Releases whatever the VM holds (terminate, failure). Idempotent. */
   release(vmId: string): Promise<void>;
   capabilities(): Promise<HostCapabilities[]>;

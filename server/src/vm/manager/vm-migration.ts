@@ -1,6 +1,6 @@
-// Migration for the scheduler's host inventory (issue 4, "Hosts" and atomic claims): one row
-// per host with capacity, ratios, usage and liveness, and one row per claim so release is
-// idempotent. The lead registers it in server/src/runtime/storage/migrations/index.ts.
+// The VM area's later migrations (issue 4). 7: the scheduler's host inventory ("Hosts" and
+// atomic claims): one row per host with capacity, ratios, usage and liveness, and one row per
+// claim so release is idempotent. 8: the VM list columns. Registered in migrations/index.ts.
 import type { Migration } from "../../runtime/storage/migrations/migration.js";
 
 export const vmHostInventory: Migration = {
@@ -41,4 +41,20 @@ export const vmHostInventory: Migration = {
       `CREATE INDEX vm_host_claims_by_host ON vm_host_claims(host_id)`,
     ];
   },
+};
+
+// Migration 8 (issue 4, ListVms filters and non-state updates): the columns ListVms filters on
+// beside the record, so region and hypervisor filter inside the paged query (not after it), and
+// a revision every write bumps, so a volume or network change races safely with a state change.
+// Rows written before it carry '' / 0 until VmRepository.backfill() copies them from the record.
+export const vmListColumns: Migration = {
+  id: 8,
+  name: "vm-list-columns",
+  statements: (t) => [
+    `ALTER TABLE vms ADD COLUMN region ${t.text} NOT NULL DEFAULT ''`,
+    `ALTER TABLE vms ADD COLUMN hypervisor ${t.bigint} NOT NULL DEFAULT 0`,
+    `ALTER TABLE vms ADD COLUMN revision ${t.bigint} NOT NULL DEFAULT 0`,
+    `CREATE INDEX vms_by_region ON vms(region, vm_id)`,
+    `CREATE INDEX vms_by_hypervisor ON vms(hypervisor, vm_id)`,
+  ],
 };

@@ -1,6 +1,8 @@
 // The VM area on the server: VmService over the VM records, the Nova-style scheduler over the
 // host inventory (HostService: agents register and heartbeat; missed heartbeats mark a host
-// down) and each host's control plane, reached with the server's certified service key.
+// down) and each host's control plane, reached with the server's certified service key, whose
+// heartbeats (with the instance events they carry) the server follows, so its records reflect
+// what really runs.
 import { createClient } from "../../../../sdk/src/client/create-client.js";
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
 import { HostControlServiceService, HostServiceService, VmServiceService, type Vm } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
@@ -14,6 +16,8 @@ import { SqlHostInventory } from "./host-inventory-sql.js";
 import { createHostServiceHandlers } from "./host-service.js";
 import { VmEventHub } from "./vm-event-hub.js";
 import { VmRepository } from "./vm-repository.js";
+import { InstanceReconciler } from "./instance-reconciler.js";
+import { VmRecordChanges } from "./vm-record-changes.js";
 import { createVmHandlers, type HostControlClient, type UserProof } from "./vm-service.js";
 
 export const vmServerArea: ServerArea = {
@@ -31,11 +35,17 @@ export const vmServerArea: ServerArea = {
       return client;
     };
     const repo = new VmRepository(ctx.storage.db);
+    await repo.backfill();
     // A 1 s cached view for scheduling reads; claims always go to SQL, so it cannot over-commit.
     const inventory = new CachedHostInventory(new SqlHostInventory(ctx.storage.db), 1000);
     const placement = new SchedulerPlacement(inventory);
     const heartbeatIntervalSeconds = 10;
-    const monitor = new HeartbeatMonitor(inventory, ctx.logger, { intervalMs: heartbeatIntervalSeconds * 1000 });
+    const events = new VmEventHub(repo);
+    const changes = new VmRecordChanges(repo, events);
+    // The server follows its hosts: the unsolicited instance events and the instance lists that
+    // heartbeats carry, and missed heartbeats, all reach the VM records through the reconciler.
+    const reconciler = new InstanceReconciler({ repo, audit: ctx.storage.audit, changes, placement, hostControl, logger: ctx.logger });
+    const monitor = new HeartbeatMonitor(inventory, ctx.logger, { intervalMs: heartbeatIntervalSeconds * 1000, onDown: (hostId) => reconciler.hostDown(hostId) });
     monitor.start();
     // Service accounts: the token authority issues long-term tokens only against the user's
     // own signed CreateVm call (no trust in the VM manager), and the tokens go to that VM's
@@ -68,8 +78,17 @@ export const vmServerArea: ServerArea = {
         agent.close();
       }
     };
-    ctx.bind(VmServiceService, createVmHandlers({ storage: ctx.storage, repo, placement, events: new VmEventHub(repo), hostControl, logger: ctx.logger, attachServiceAccounts }));
-    ctx.bind(HostServiceService, createHostServiceHandlers({ storage: ctx.storage, inventory, repo, heartbeatIntervalSeconds }));
+    ctx.bind(VmServiceService, createVmHandlers({ storage: ctx.storage, repo, placement, events, changes, hostControl, logger: ctx.logger, attachServiceAccounts }));
+    ctx.bind(
+      HostServiceService,
+      createHostServiceHandlers({
+        storage: ctx.storage,
+        inventory,
+        repo,
+        heartbeatIntervalSeconds,
+        reported: (hostId, instances, hostEvents) => reconciler.reconcileHost(hostId, instances, hostEvents).catch((e: Error) => ctx.logger.warn({ hostId, err: e.message }, "heartbeat reconciliation failed")),
+      }),
+    );
     return {
       async stop() {
         monitor.stop();

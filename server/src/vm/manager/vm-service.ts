@@ -1,7 +1,7 @@
 // VmService on the server: the one VM command set (seed 004). Validates at the edge, asks the
 // placement (scheduler) for a host and hypervisor, records the VM, drives the host's control
-// plane over HostControlService, and publishes every state change as an event. Every change
-// goes through the state machine and a compare-and-set on the stored state.
+// plane over HostControlService, and publishes every change as an event. Every change goes
+// through VmRecordChanges: the state machine and a revision compare-and-set on the record.
 import { randomBytes } from "node:crypto";
 import { TrustplaneError, invalidArgument } from "../../../../sdk/src/errors.js";
 import {
@@ -22,9 +22,11 @@ import type { CallContext, Handlers } from "../../runtime/auth/service-binder.js
 import type { Logger } from "../../runtime/logger.js";
 import type { Storage } from "../../runtime/storage/storage.js";
 import type { Placement, PlacementRequest } from "./placement.js";
+import { checkNetwork, describeForwards } from "./network-spec.js";
 import { IMAGES, imageInfo } from "./vm-images.js";
 import type { VmEventHub } from "./vm-event-hub.js";
 import type { VmRepository } from "./vm-repository.js";
+import { VmRecordChanges, type VmPatch } from "./vm-record-changes.js";
 import { assertTransition, stateName } from "./vm-state-machine.js";
 
 export type HostControlClient = SignedClient<typeof HostControlServiceService>;
@@ -40,6 +42,8 @@ export interface VmServiceDeps {
   /** May `principal` launch VMs with service account `email`? (token area; default: only admins). */
   canActAs?(principal: string, email: string): Promise<boolean>;
   now?: () => number;
+  /** Shared with the host-event reconciler; default: one over repo and events. */
+  changes?: VmRecordChanges;
   /** Default graceful stop window. */
   stopTimeoutSeconds?: number;
   /**
@@ -61,6 +65,16 @@ export interface UserProof {
 
 const LIMITS = { vcpus: 64, memoryMib: 1024 * 1024, diskGib: 16 * 1024 };
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const VOLUME_ID_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+/**
+ * Volumes named at create are hot-plugged once the guest runs, so they need block hotplug: the
+ * hypervisor choice and the scheduler see it as a required feature, and a create with volumes
+ * on a hypervisor without it is refused at the edge instead of failing later on the host.
+ */
+function placementFeatures(required: Feature[], hasVolumes: boolean): Feature[] {
+  return hasVolumes && !required.includes(Feature.FEATURE_BLOCK_HOTPLUG) ? [...required, Feature.FEATURE_BLOCK_HOTPLUG] : required;
+}
 
 function isAdmin(ctx: CallContext): boolean {
   return ctx.caller.roles.includes("admin");
@@ -84,6 +98,7 @@ function userProof(ctx: CallContext, req: CreateVmRequest): UserProof | undefine
 export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof VmServiceService>> {
   const { repo, events, placement } = deps;
   const now = deps.now ?? Date.now;
+  const changes = deps.changes ?? new VmRecordChanges(repo, events, now);
 
   async function visible(vmId: string, ctx: CallContext): Promise<Vm> {
     const vm = await repo.get(vmId);
@@ -91,16 +106,23 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
     return vm;
   }
 
-  /** Moves a VM to `to` if it is still in `from`; emits the event; returns the new record. */
-  async function move(vm: Vm, to: VmState, type: VmEventType, detail: string, initiator: string, patch: Partial<Vm> = {}): Promise<Vm> {
-    assertTransition(vm.vmId, vm.state, to, detail);
-    const next: Vm = { ...vm, ...patch, state: to, updatedAtMs: now() };
-    if (!(await repo.compareAndSet(vm.state, next))) {
-      const current = await repo.get(vm.vmId);
-      throw new TrustplaneError("ABORTED", "CONCURRENT_CHANGE", `VM ${vm.vmId} changed meanwhile (now ${stateName(current?.state ?? VmState.VM_STATE_UNSPECIFIED)}); retry`, "vm_id");
+  /** Moves a VM to `to` if it is still in the state `vm` shows; emits the event; returns the new record. */
+  function move(vm: Vm, to: VmState, type: VmEventType, detail: string, initiator: string, patch: VmPatch = {}): Promise<Vm> {
+    return changes.move(vm, to, type, detail, initiator, patch);
+  }
+
+  /**
+   * move() after a host command that has no transitional state of its own (pause, resume): a
+   * heartbeat may have recorded the host's new state first, which is the outcome asked for.
+   */
+  async function settle(vm: Vm, to: VmState, type: VmEventType, detail: string, initiator: string): Promise<Vm> {
+    try {
+      return await move(vm, to, type, detail, initiator);
+    } catch (e) {
+      const current = e instanceof TrustplaneError && e.reason === "CONCURRENT_CHANGE" ? await repo.get(vm.vmId) : undefined;
+      if (current?.state === to) return current;
+      throw e;
     }
-    await events.publish(next.owner, { vmId: vm.vmId, type, detail, initiator, state: to, timeMs: next.updatedAtMs });
-    return next;
   }
 
   function specOf(vm: Vm): InstanceSpec {
@@ -120,7 +142,7 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
   }
 
   function placementRequest(vm: Vm): PlacementRequest {
-    return { vmId: vm.vmId, image: vm.image, os: vm.os, resources: vm.resources!, hypervisor: vm.hypervisor, features: vm.requiredFeatures, region: vm.region };
+    return { vmId: vm.vmId, image: vm.image, os: vm.os, resources: vm.resources!, hypervisor: vm.hypervisor, features: placementFeatures(vm.requiredFeatures, vm.volumes.length > 0), region: vm.region };
   }
 
   /** STARTING on the chosen host, then on each alternate (back through SCHEDULED); FAILED when none starts it. */
@@ -131,17 +153,22 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
     for (let i = 0; i < hosts.length; i++) {
       const hostId = hosts[i]!;
       if (i > 0) {
-        if (!(await placement.reclaim(vm.vmId, hostId, placementRequest(vm)))) {
+        const claimed = await placement.reclaim(vm.vmId, hostId, placementRequest(vm));
+        if (!claimed) {
           failures.push(`${hostId}: no longer fits`);
           continue;
         }
-        current = await move(current, VmState.VM_STATE_SCHEDULED, VmEventType.VM_EVENT_TYPE_DEFINED, `retrying on ${hostId} after ${failures[failures.length - 1]}`, "scheduler", { hostId });
+        current = await move(current, VmState.VM_STATE_SCHEDULED, VmEventType.VM_EVENT_TYPE_DEFINED, `retrying on ${hostId} after ${failures[failures.length - 1]}`, "scheduler", {
+          hostId,
+          // A requested region held for every alternate (RegionFilter); otherwise it moves with the VM.
+          region: claimed.region,
+        });
       }
       current = await move(current, VmState.VM_STATE_STARTING, VmEventType.VM_EVENT_TYPE_DEFINED, `starting on ${hostId}`, initiator);
       try {
         const control = await deps.hostControl(hostId);
         const { instance } = await control.createInstance({ requestId: `create-${vm.vmId}-${hostId}`, spec: specOf(current), start: true }, { deadlineMs: 120_000 });
-        const running = await move(current, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_STARTED, `running on ${hostId}`, initiator, { accelerator: instance?.accelerator ?? "", failureReason: "" });
+        const running = await move(current, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_STARTED, `running on ${hostId}`, initiator, { accelerator: instance?.accelerator ?? "", failureReason: "", ...(instance?.network ? { network: instance.network } : {}) });
         if (running.serviceAccounts.length && proof && deps.attachServiceAccounts) {
           try {
             await deps.attachServiceAccounts(running, proof);
@@ -166,6 +193,13 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
     await move(current, VmState.VM_STATE_FAILED, VmEventType.VM_EVENT_TYPE_FAILED, "no host could start it", "scheduler", { failureReason: failures.join("; ") });
   }
 
+  /** Refuses a device or network change on a VM that is ending or gone (nothing on a host to change). */
+  function assertNotEnded(vm: Vm, action: string): void {
+    if (vm.state === VmState.VM_STATE_TERMINATING || vm.state === VmState.VM_STATE_TERMINATED) {
+      throw new TrustplaneError("FAILED_PRECONDITION", "INVALID_STATE", `cannot ${action} VM ${vm.vmId} while it is ${stateName(vm.state)}`, "vm_id");
+    }
+  }
+
   async function onHost<T>(vm: Vm, fn: (c: HostControlClient) => Promise<T>): Promise<T> {
     if (!vm.hostId) throw new TrustplaneError("FAILED_PRECONDITION", "INVALID_STATE", `VM ${vm.vmId} has no host yet`, "vm_id");
     return fn(await deps.hostControl(vm.hostId));
@@ -181,20 +215,30 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
     if (r.diskGib < 0 || r.diskGib > LIMITS.diskGib) throw invalidArgument("resources.disk_gib", `must be 0..${LIMITS.diskGib}`, "IMPOSSIBLE_RESOURCES");
     if (req.hypervisor !== HypervisorType.HYPERVISOR_TYPE_UNSPECIFIED && !(req.hypervisor in HypervisorType)) throw invalidArgument("hypervisor", "unknown hypervisor type", "UNKNOWN_HYPERVISOR");
     for (const f of req.requiredFeatures) if (f === Feature.FEATURE_UNSPECIFIED || !(f in Feature)) throw invalidArgument("required_features", `unknown feature ${f}`);
-    for (const v of req.volumes) if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(v.volumeId) || v.sizeGib < 1) throw invalidArgument("volumes", `volume ${JSON.stringify(v.volumeId)} needs a lowercase id and size_gib ≥ 1`);
-    return image;
+    const ids = new Set<string>();
+    for (const v of req.volumes) {
+      if (!VOLUME_ID_RE.test(v.volumeId) || v.sizeGib < 1) throw invalidArgument("volumes", `volume ${JSON.stringify(v.volumeId)} needs a lowercase id and size_gib ≥ 1`);
+      if (ids.has(v.volumeId)) throw invalidArgument("volumes", `volume ${v.volumeId} is listed twice`);
+      ids.add(v.volumeId);
+    }
+    return { image, network: checkNetwork("network", req.network) };
   }
 
   return {
     async createVm(req, ctx) {
-      const image = validateCreate(req);
+      const { image, network } = validateCreate(req);
       for (const sa of req.serviceAccounts) {
         const allowed = deps.canActAs ? await deps.canActAs(ctx.caller.principal, sa.email) : isAdmin(ctx);
         if (!allowed) throw new TrustplaneError("PERMISSION_DENIED", "NOT_ON_ACL", `${ctx.caller.principal} may not act as service account ${sa.email}`, "service_accounts");
       }
       const vmId = `vm-${randomBytes(6).toString("hex")}`;
-      const preq: PlacementRequest = { vmId, image: image.name, os: image.os, resources: req.resources!, hypervisor: req.hypervisor, features: req.requiredFeatures, region: req.region };
+      const preq: PlacementRequest = { vmId, image: image.name, os: image.os, resources: req.resources!, hypervisor: req.hypervisor, features: placementFeatures(req.requiredFeatures, req.volumes.length > 0), region: req.region };
       const decision = await placement.place(preq);
+      if (decision.hypervisor === HypervisorType.HYPERVISOR_TYPE_SANDBOX && network.portForwards.length) {
+        // A process VM's network namespace holds only its loopback: there is nothing to forward to.
+        await placement.release(vmId);
+        throw invalidArgument("network.port_forwards", "the sandbox hypervisor has no guest network to forward ports into; use an image that runs on qemu, or no forwards");
+      }
       const t = now();
       const vm: Vm = {
         vmId,
@@ -208,7 +252,8 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
         suggestion: decision.suggestion?.text ?? "",
         suggestedHypervisor: decision.suggestion?.hypervisor ?? HypervisorType.HYPERVISOR_TYPE_UNSPECIFIED,
         requiredFeatures: req.requiredFeatures,
-        region: req.region,
+        // Where it runs, as Nova records the host's availability zone when none was asked for.
+        region: req.region || decision.region,
         hostId: decision.hostId,
         alternateHostIds: decision.alternates,
         state: VmState.VM_STATE_SCHEDULED,
@@ -216,7 +261,7 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
         accelerator: "",
         serviceAccounts: req.serviceAccounts,
         volumes: req.volumes,
-        network: req.network ?? { mode: "user", portForwards: [] },
+        network,
         command: req.command,
         createdAtMs: t,
         updatedAtMs: t,
@@ -239,8 +284,18 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
     },
 
     async listVms(req, ctx) {
-      const page = await repo.list({ owner: isAdmin(ctx) ? undefined : ctx.caller.principal, pageSize: req.pageSize, pageToken: req.pageToken || undefined, state: req.state || undefined, hostId: req.hostId || undefined });
-      return { vms: page.items.filter((v) => !req.hypervisor || v.hypervisor === req.hypervisor), nextPageToken: page.nextPageToken ?? "" };
+      if (req.pageSize < 0 || req.pageSize > 1000) throw invalidArgument("page_size", "must be 0..1000 (0: 100)");
+      const page = await repo.list({
+        // Only admins may look at another owner's VMs; everyone else always sees their own.
+        owner: isAdmin(ctx) ? req.owner || undefined : ctx.caller.principal,
+        pageSize: req.pageSize,
+        pageToken: req.pageToken || undefined,
+        state: req.state || undefined,
+        hostId: req.hostId || undefined,
+        hypervisor: req.hypervisor || undefined,
+        region: req.region || undefined,
+      });
+      return { vms: page.items, nextPageToken: page.nextPageToken ?? "" };
     },
 
     async startVm(req, ctx) {
@@ -248,7 +303,7 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
       vm = await move(vm, VmState.VM_STATE_STARTING, VmEventType.VM_EVENT_TYPE_DEFINED, "start", ctx.caller.principal);
       try {
         const { instance } = await onHost(vm, (c) => c.startInstance({ requestId: ctx.requestId, vmId: vm.vmId }));
-        vm = await move(vm, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_STARTED, "started", ctx.caller.principal, { accelerator: instance?.accelerator ?? vm.accelerator, failureReason: "" });
+        vm = await move(vm, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_STARTED, "started", ctx.caller.principal, { accelerator: instance?.accelerator ?? vm.accelerator, failureReason: "", ...(instance?.network ? { network: instance.network } : {}) });
       } catch (e) {
         vm = await move(vm, VmState.VM_STATE_FAILED, VmEventType.VM_EVENT_TYPE_FAILED, "start failed", `host:${vm.hostId}`, { failureReason: (e as Error).message });
         throw e;
@@ -262,22 +317,24 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
       const timeout = req.timeoutSeconds || deps.stopTimeoutSeconds || 30;
       if (timeout < 0 || timeout > 3600) throw invalidArgument("timeout_seconds", "must be 0..3600");
       vm = await move(vm, VmState.VM_STATE_STOPPING, VmEventType.VM_EVENT_TYPE_SHUTDOWN, req.force ? "forced stop" : `graceful stop (timeout ${timeout} s)`, ctx.caller.principal);
+      let forced = req.force;
       try {
-        await onHost(vm, (c) => c.stopInstance({ requestId: ctx.requestId, vmId: vm.vmId, timeoutSeconds: timeout, force: req.force }, { deadlineMs: (timeout + 30) * 1000 }));
+        forced = (await onHost(vm, (c) => c.stopInstance({ requestId: ctx.requestId, vmId: vm.vmId, timeoutSeconds: timeout, force: req.force }, { deadlineMs: (timeout + 30) * 1000 }))).forced;
       } catch (e) {
         vm = await move(vm, VmState.VM_STATE_FAILED, VmEventType.VM_EVENT_TYPE_FAILED, "stop failed", `host:${vm.hostId}`, { failureReason: (e as Error).message });
         throw e;
       }
-      vm = await move(vm, VmState.VM_STATE_STOPPED, VmEventType.VM_EVENT_TYPE_STOPPED, "stopped", ctx.caller.principal);
-      await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.stop", target: vm.vmId, outcome: "ok", requestId: ctx.requestId, detail: { force: req.force } });
-      return { vm };
+      const how = req.force ? "stopped by force" : forced ? `stopped by force after the ${timeout} s graceful window` : "stopped gracefully";
+      vm = await move(vm, VmState.VM_STATE_STOPPED, VmEventType.VM_EVENT_TYPE_STOPPED, how, ctx.caller.principal);
+      await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.stop", target: vm.vmId, outcome: "ok", requestId: ctx.requestId, detail: { force: req.force, forced } });
+      return { vm, forced };
     },
 
     async pauseVm(req, ctx) {
       let vm = await visible(req.vmId, ctx);
       assertTransition(vm.vmId, vm.state, VmState.VM_STATE_PAUSED, "pause");
       await onHost(vm, (c) => c.pauseInstance({ requestId: ctx.requestId, vmId: vm.vmId }));
-      vm = await move(vm, VmState.VM_STATE_PAUSED, VmEventType.VM_EVENT_TYPE_SUSPENDED, "paused", ctx.caller.principal);
+      vm = await settle(vm, VmState.VM_STATE_PAUSED, VmEventType.VM_EVENT_TYPE_SUSPENDED, "paused", ctx.caller.principal);
       await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.pause", target: vm.vmId, outcome: "ok", requestId: ctx.requestId });
       return { vm };
     },
@@ -286,7 +343,7 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
       let vm = await visible(req.vmId, ctx);
       if (vm.state !== VmState.VM_STATE_PAUSED) assertTransition(vm.vmId, vm.state, VmState.VM_STATE_UNSPECIFIED, "resume");
       await onHost(vm, (c) => c.resumeInstance({ requestId: ctx.requestId, vmId: vm.vmId }));
-      vm = await move(vm, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_RESUMED, "resumed", ctx.caller.principal);
+      vm = await settle(vm, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_RESUMED, "resumed", ctx.caller.principal);
       await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.resume", target: vm.vmId, outcome: "ok", requestId: ctx.requestId });
       return { vm };
     },
@@ -315,33 +372,51 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
     async attachVolume(req, ctx) {
       let vm = await visible(req.vmId, ctx);
       const volume = req.volume;
-      if (!volume || !/^[a-z0-9][a-z0-9-]{0,62}$/.test(volume.volumeId) || volume.sizeGib < 1) throw invalidArgument("volume", "give a lowercase volume_id and size_gib ≥ 1");
+      if (!volume || !VOLUME_ID_RE.test(volume.volumeId) || volume.sizeGib < 1) throw invalidArgument("volume", "give a lowercase volume_id and size_gib ≥ 1");
       if (vm.state !== VmState.VM_STATE_RUNNING) throw new TrustplaneError("FAILED_PRECONDITION", "INVALID_STATE", `hot-plug needs a RUNNING VM; ${vm.vmId} is ${stateName(vm.state)}`, "vm_id");
       if (vm.volumes.some((v) => v.volumeId === volume.volumeId)) throw new TrustplaneError("ALREADY_EXISTS", "VOLUME_ATTACHED", `volume ${volume.volumeId} is already attached to ${vm.vmId}`, "volume.volume_id");
       const res = await onHost(vm, (c) => c.attachInstanceVolume({ requestId: ctx.requestId, vmId: vm.vmId, volume }));
-      vm = await move(vm, VmState.VM_STATE_RUNNING, VmEventType.VM_EVENT_TYPE_DEVICE_ADDED, `volume ${volume.volumeId} attached as ${res.device || "?"}`, ctx.caller.principal, { volumes: [...vm.volumes, volume] }).catch(async () => (await repo.get(vm.vmId))!);
+      // A volume change is not a state change: it is recorded over whatever state the VM is in now.
+      vm =
+        (await changes.amend(vm.vmId, (cur) => (cur.volumes.some((v) => v.volumeId === volume.volumeId) ? undefined : { volumes: [...cur.volumes, volume] }), {
+          type: VmEventType.VM_EVENT_TYPE_DEVICE_ADDED,
+          detail: `volume ${volume.volumeId} attached${res.device ? ` as ${res.device}` : ""}`,
+          initiator: ctx.caller.principal,
+        })) ?? (await visible(vm.vmId, ctx));
       await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.attach_volume", target: vm.vmId, outcome: "ok", requestId: ctx.requestId, detail: { volumeId: volume.volumeId } });
       return { vm, device: res.device };
     },
 
     async detachVolume(req, ctx) {
       let vm = await visible(req.vmId, ctx);
+      if (req.timeoutSeconds < 0 || req.timeoutSeconds > 3600) throw invalidArgument("timeout_seconds", "must be 0..3600 (0: 10 s)");
+      assertNotEnded(vm, "detach a volume from");
       if (!vm.volumes.some((v) => v.volumeId === req.volumeId)) throw new TrustplaneError("NOT_FOUND", "VOLUME_NOT_ATTACHED", `volume ${req.volumeId} is not attached to ${vm.vmId}`, "volume_id");
       await onHost(vm, (c) => c.detachInstanceVolume({ requestId: ctx.requestId, vmId: vm.vmId, volumeId: req.volumeId, timeoutSeconds: req.timeoutSeconds || 10 }));
-      vm = await move(vm, vm.state, VmEventType.VM_EVENT_TYPE_DEVICE_REMOVED, `volume ${req.volumeId} detached`, ctx.caller.principal, { volumes: vm.volumes.filter((v) => v.volumeId !== req.volumeId) }).catch(async () => (await repo.get(vm.vmId))!);
+      vm =
+        (await changes.amend(vm.vmId, (cur) => (cur.volumes.some((v) => v.volumeId === req.volumeId) ? { volumes: cur.volumes.filter((v) => v.volumeId !== req.volumeId) } : undefined), {
+          type: VmEventType.VM_EVENT_TYPE_DEVICE_REMOVED,
+          detail: `volume ${req.volumeId} detached`,
+          initiator: ctx.caller.principal,
+        })) ?? (await visible(vm.vmId, ctx));
       await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.detach_volume", target: vm.vmId, outcome: "ok", requestId: ctx.requestId, detail: { volumeId: req.volumeId } });
       return { vm };
     },
 
     async configureNetwork(req, ctx) {
       let vm = await visible(req.vmId, ctx);
-      for (const pf of req.network?.portForwards ?? []) {
-        if (!["tcp", "udp"].includes(pf.protocol) || pf.hostPort < 1 || pf.hostPort > 65535 || pf.guestPort < 1 || pf.guestPort > 65535) throw invalidArgument("network.port_forwards", `bad forward ${JSON.stringify(pf)}`);
-      }
-      await onHost(vm, (c) => c.configureInstanceNetwork({ requestId: ctx.requestId, vmId: vm.vmId, network: req.network }));
-      vm = { ...vm, network: req.network, updatedAtMs: now() };
-      await repo.compareAndSet(vm.state, vm);
-      await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.configure_network", target: vm.vmId, outcome: "ok", requestId: ctx.requestId });
+      const network = checkNetwork("network", req.network);
+      assertNotEnded(vm, "configure the network of");
+      const { instance } = await onHost(vm, (c) => c.configureInstanceNetwork({ requestId: ctx.requestId, vmId: vm.vmId, network }));
+      // The host's answer holds the ports it actually chose for host_port 0.
+      const applied = instance?.network ?? network;
+      vm =
+        (await changes.amend(vm.vmId, () => ({ network: applied }), {
+          type: VmEventType.VM_EVENT_TYPE_DEFINED,
+          detail: `network updated (${applied.mode}): ${describeForwards(applied)}`,
+          initiator: ctx.caller.principal,
+        })) ?? (await visible(vm.vmId, ctx));
+      await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.configure_network", target: vm.vmId, outcome: "ok", requestId: ctx.requestId, detail: { forwards: describeForwards(applied) } });
       return { vm };
     },
 

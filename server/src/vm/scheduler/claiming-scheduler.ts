@@ -15,6 +15,8 @@ export interface ClaimingSchedulerOptions extends SchedulerConfig {
 
 export interface ScheduledPlacement {
   hostId: string;
+  /** The chosen host's region (the VM's region when the request named none). */
+  region: string;
   /** Hosts still worth trying, best first, if the start on hostId fails. */
   alternates: string[];
   /** Claims attempted, including the winning one (1 = no race lost). */
@@ -43,6 +45,7 @@ export class ClaimingScheduler {
         if (await this.inventory.claim(host.hostId, req.resources, claimId)) {
           return {
             hostId: host.hostId,
+            region: host.region,
             alternates: sel.ranked.slice(i + 1).map((r) => r.host.hostId),
             attempts,
             detail: `weight ${weight.toFixed(3)}; ${sel.passed} of ${sel.considered} hosts passed the filters`,
@@ -69,7 +72,8 @@ export class ClaimingScheduler {
       if (exclude.has(hostId)) continue;
       attempts++;
       if (await this.inventory.claim(hostId, req.resources, claimId)) {
-        return { hostId, alternates: alternates.slice(i + 1).filter((h) => !exclude.has(h)), attempts, detail: "alternate after a failed start" };
+        const region = (await this.inventory.get(hostId))?.region ?? "";
+        return { hostId, region, alternates: alternates.slice(i + 1).filter((h) => !exclude.has(h)), attempts, detail: "alternate after a failed start" };
       }
     }
     const p = await this.schedule(req, claimId, exclude);

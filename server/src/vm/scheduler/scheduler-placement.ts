@@ -47,6 +47,7 @@ export class SchedulerPlacement implements Placement {
     const p = await this.scheduler.schedule(this.schedulingRequest(req, choice.hypervisor), req.vmId);
     return {
       hostId: p.hostId,
+      region: p.region,
       alternates: p.alternates,
       hypervisor: choice.hypervisor,
       reason: `${choice.reason}; host ${p.hostId}: ${p.detail}`,
@@ -55,10 +56,11 @@ export class SchedulerPlacement implements Placement {
   }
 
   /** Moves the VM's claim to hostId (an alternate after a failed start); false when it no longer fits. */
-  async reclaim(vmId: string, hostId: string, req: PlacementRequest): Promise<boolean> {
+  async reclaim(vmId: string, hostId: string, req: PlacementRequest): Promise<{ region: string } | undefined> {
     await this.inventory.release(vmId);
     const r = req.resources;
-    return this.inventory.claim(hostId, { vcpus: r.vcpus, memoryMib: r.memoryMib, diskGib: r.diskGib }, vmId);
+    if (!(await this.inventory.claim(hostId, { vcpus: r.vcpus, memoryMib: r.memoryMib, diskGib: r.diskGib }, vmId))) return undefined;
+    return { region: (await this.inventory.get(hostId))?.region ?? "" };
   }
 
   async release(vmId: string): Promise<void> {

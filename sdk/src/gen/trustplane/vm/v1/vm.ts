@@ -152,7 +152,11 @@ export enum VmState {
   VM_STATE_PAUSED = 7,
   VM_STATE_TERMINATING = 8,
   VM_STATE_TERMINATED = 9,
-  /** VM_STATE_FAILED - See failure_reason; resources are released. */
+  /**
+   * VM_STATE_FAILED - See failure_reason; resources are released, except for HOST_DOWN: the VM may still run on
+   * the unreachable host, so its claim is kept and the VM follows its host's report once the
+   * host heartbeats again.
+   */
   VM_STATE_FAILED = 10,
   UNRECOGNIZED = -1,
 }
@@ -467,7 +471,11 @@ export interface StopVmRequest {
 }
 
 export interface StopVmResponse {
-  vm: Vm | undefined;
+  vm:
+    | Vm
+    | undefined;
+  /** True when the guest did not stop within the graceful window and was stopped by force. */
+  forced: boolean;
 }
 
 export interface TerminateVmRequest {
@@ -531,7 +539,11 @@ export interface VmEvent {
 export interface WatchVmEventsRequest {
   /** Empty: every VM the caller may see. */
   vmId: string;
-  /** Resume after this event; 0: the current state of each VM first, then live. */
+  /**
+   * Resume after this event; 0: the current state of each VM first (one DEFINED event per VM,
+   * detail "current state", seq the log position it reflects; terminated VMs only when vm_id
+   * names one), then live.
+   */
   afterSeq: number;
 }
 
@@ -618,6 +630,12 @@ export interface HeartbeatRequest {
     | undefined;
   /** Set when the drivers changed since registration (e.g. a KVM probe finished). */
   drivers: DriverCapabilities[];
+  /**
+   * Instance events the server did not cause (initiator "guest", "hypervisor" or "host:<id>":
+   * a guest power-off, a QEMU exit, a QMP STOP/RESUME, a late DEVICE_DELETED, a restart
+   * reconcile) since the last beat the server answered. The agent beats at once when one happens.
+   */
+  events: VmEvent[];
 }
 
 export interface HeartbeatResponse {
@@ -708,7 +726,11 @@ export interface StopInstanceRequest {
 }
 
 export interface StopInstanceResponse {
-  instance: Instance | undefined;
+  instance:
+    | Instance
+    | undefined;
+  /** As StopVmResponse.forced. */
+  forced: boolean;
 }
 
 export interface TerminateInstanceRequest {
@@ -2918,13 +2940,16 @@ export const StopVmRequest: MessageFns<StopVmRequest> = {
 };
 
 function createBaseStopVmResponse(): StopVmResponse {
-  return { vm: undefined };
+  return { vm: undefined, forced: false };
 }
 
 export const StopVmResponse: MessageFns<StopVmResponse> = {
   encode(message: StopVmResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.vm !== undefined) {
       Vm.encode(message.vm, writer.uint32(10).fork()).join();
+    }
+    if (message.forced !== false) {
+      writer.uint32(16).bool(message.forced);
     }
     return writer;
   },
@@ -2950,6 +2975,14 @@ export const StopVmResponse: MessageFns<StopVmResponse> = {
             message.vm = Vm.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.forced = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2963,13 +2996,19 @@ export const StopVmResponse: MessageFns<StopVmResponse> = {
   },
 
   fromJSON(object: any): StopVmResponse {
-    return { vm: isSet(object.vm) ? Vm.fromJSON(object.vm) : undefined };
+    return {
+      vm: isSet(object.vm) ? Vm.fromJSON(object.vm) : undefined,
+      forced: isSet(object.forced) ? globalThis.Boolean(object.forced) : false,
+    };
   },
 
   toJSON(message: StopVmResponse): unknown {
     const obj: any = {};
     if (message.vm !== undefined) {
       obj.vm = Vm.toJSON(message.vm);
+    }
+    if (message.forced !== false) {
+      obj.forced = message.forced;
     }
     return obj;
   },
@@ -2980,6 +3019,7 @@ export const StopVmResponse: MessageFns<StopVmResponse> = {
   fromPartial<I extends Exact<DeepPartial<StopVmResponse>, I>>(object: I): StopVmResponse {
     const message = createBaseStopVmResponse();
     message.vm = (object.vm !== undefined && object.vm !== null) ? Vm.fromPartial(object.vm) : undefined;
+    message.forced = object.forced ?? false;
     return message;
   },
 };
@@ -4904,7 +4944,16 @@ export const RegisterHostResponse: MessageFns<RegisterHostResponse> = {
 };
 
 function createBaseHeartbeatRequest(): HeartbeatRequest {
-  return { hostId: "", load: 0, instanceCount: 0, latencyMs: 0, instances: [], used: undefined, drivers: [] };
+  return {
+    hostId: "",
+    load: 0,
+    instanceCount: 0,
+    latencyMs: 0,
+    instances: [],
+    used: undefined,
+    drivers: [],
+    events: [],
+  };
 }
 
 export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
@@ -4929,6 +4978,9 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
     }
     for (const v of message.drivers) {
       DriverCapabilities.encode(v!, writer.uint32(58).fork()).join();
+    }
+    for (const v of message.events) {
+      VmEvent.encode(v!, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -5002,6 +5054,14 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
             message.drivers.push(DriverCapabilities.decode(reader, reader.uint32()));
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.events.push(VmEvent.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5039,6 +5099,9 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
       drivers: globalThis.Array.isArray(object?.drivers)
         ? object.drivers.map((e: any) => DriverCapabilities.fromJSON(e))
         : [],
+      events: globalThis.Array.isArray(object?.events)
+        ? object.events.map((e: any) => VmEvent.fromJSON(e))
+        : [],
     };
   },
 
@@ -5065,6 +5128,9 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
     if (message.drivers?.length) {
       obj.drivers = message.drivers.map((e) => DriverCapabilities.toJSON(e));
     }
+    if (message.events?.length) {
+      obj.events = message.events.map((e) => VmEvent.toJSON(e));
+    }
     return obj;
   },
 
@@ -5080,6 +5146,7 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
     message.instances = object.instances?.map((e) => Instance.fromPartial(e)) || [];
     message.used = (object.used !== undefined && object.used !== null) ? Resources.fromPartial(object.used) : undefined;
     message.drivers = object.drivers?.map((e) => DriverCapabilities.fromPartial(e)) || [];
+    message.events = object.events?.map((e) => VmEvent.fromPartial(e)) || [];
     return message;
   },
 };
@@ -6382,13 +6449,16 @@ export const StopInstanceRequest: MessageFns<StopInstanceRequest> = {
 };
 
 function createBaseStopInstanceResponse(): StopInstanceResponse {
-  return { instance: undefined };
+  return { instance: undefined, forced: false };
 }
 
 export const StopInstanceResponse: MessageFns<StopInstanceResponse> = {
   encode(message: StopInstanceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.instance !== undefined) {
       Instance.encode(message.instance, writer.uint32(10).fork()).join();
+    }
+    if (message.forced !== false) {
+      writer.uint32(16).bool(message.forced);
     }
     return writer;
   },
@@ -6414,6 +6484,14 @@ export const StopInstanceResponse: MessageFns<StopInstanceResponse> = {
             message.instance = Instance.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.forced = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6427,13 +6505,19 @@ export const StopInstanceResponse: MessageFns<StopInstanceResponse> = {
   },
 
   fromJSON(object: any): StopInstanceResponse {
-    return { instance: isSet(object.instance) ? Instance.fromJSON(object.instance) : undefined };
+    return {
+      instance: isSet(object.instance) ? Instance.fromJSON(object.instance) : undefined,
+      forced: isSet(object.forced) ? globalThis.Boolean(object.forced) : false,
+    };
   },
 
   toJSON(message: StopInstanceResponse): unknown {
     const obj: any = {};
     if (message.instance !== undefined) {
       obj.instance = Instance.toJSON(message.instance);
+    }
+    if (message.forced !== false) {
+      obj.forced = message.forced;
     }
     return obj;
   },
@@ -6446,6 +6530,7 @@ export const StopInstanceResponse: MessageFns<StopInstanceResponse> = {
     message.instance = (object.instance !== undefined && object.instance !== null)
       ? Instance.fromPartial(object.instance)
       : undefined;
+    message.forced = object.forced ?? false;
     return message;
   },
 };

@@ -5,7 +5,6 @@
 // quit for stop, stop/cont for pause. KVM only when a bounded probe boot succeeds, else TCG.
 import { execFile, spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,7 +12,8 @@ import { promisify } from "node:util";
 import { TrustplaneError } from "../../../../../../sdk/src/errors.js";
 import { Feature, HypervisorType, type InstanceSpec, type NetworkSpec, type VolumeSpec } from "../../../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { ConsoleWatcher } from "../../console-watcher.js";
-import type { Driver, DriverEvents, DriverInstance, StartContext } from "../../driver.js";
+import type { Driver, DriverEvents, DriverInstance, StartContext, StopResult } from "../../driver.js";
+import { freeLoopbackPort } from "../../free-port.js";
 import { processAlive, waitForExit } from "../../process-liveness.js";
 import { QmpClient, type QmpEvent } from "./qmp-client.js";
 
@@ -42,6 +42,26 @@ export function defaultGuestDir(): string {
   return process.env.TRUSTPLANE_GUEST_DIR || path.resolve(".trustplane/guest");
 }
 
+/** The GUEST_VERSION build-guest.sh builds (bumped when /init or the modules change). */
+export function scriptGuestVersion(script = BUILD_SCRIPT): string | undefined {
+  try {
+    return /^GUEST_VERSION=(\S+)/m.exec(readFileSync(script, "utf8"))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether the guest in `dir` was built by this version of the script (its manifest says so). */
+export function guestIsCurrent(dir: string, script = BUILD_SCRIPT): boolean {
+  const want = scriptGuestVersion(script);
+  if (!want) return true; // no script to rebuild with: use what is there
+  try {
+    return readFileSync(path.join(dir, "manifest"), "utf8").split("\n").includes(`guest_version=${want}`);
+  } catch {
+    return false;
+  }
+}
+
 export function qemuAvailable(binary = "qemu-system-x86_64"): boolean {
   return ["/usr/bin", "/usr/local/bin", "/bin"].some((d) => existsSync(path.join(d, binary)));
 }
@@ -52,17 +72,6 @@ interface QemuState {
   forwards: { protocol: string; hostPort: number; guestPort: number }[];
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 export class QemuDriver implements Driver {
   readonly name = "qemu";
   readonly hypervisor = HypervisorType.HYPERVISOR_TYPE_QEMU;
@@ -71,6 +80,8 @@ export class QemuDriver implements Driver {
   private accel?: "kvm" | "tcg";
   private probing?: Promise<"kvm" | "tcg">;
   private readonly qmp = new Map<string, QmpClient>();
+  /** `vmId/volumeId` of detaches waiting for their DEVICE_DELETED (the waiter finishes those). */
+  private readonly detaching = new Set<string>();
   readonly guestDir: string;
   /** Measured time from spawn to the ready line of the last boot, per VM. */
   readonly bootMs = new Map<string, number>();
@@ -80,15 +91,21 @@ export class QemuDriver implements Driver {
     if (o.accelerator === "kvm" || o.accelerator === "tcg") this.accel = o.accelerator;
   }
 
+  /** "" until the KVM probe has answered (the agent starts it at once and re-reports the result). */
   accelerator(): string {
-    return this.accel ?? "tcg";
+    return this.accel ?? "";
   }
 
-  /** Builds the guest with scripts/build-guest.sh unless it is already there. */
+  /** guestfwd needs no privileges, only socat to connect each guest connection to the endpoint. */
+  routesMetadata(): boolean {
+    return existsSync("/usr/bin/socat");
+  }
+
+  /** Builds the guest with scripts/build-guest.sh unless this version of it is already there. */
   async ensureGuest(): Promise<{ kernel: string; initrd: string }> {
     const kernel = path.join(this.guestDir, "vmlinuz");
     const initrd = path.join(this.guestDir, "initramfs.cpio.gz");
-    if (!existsSync(kernel) || !existsSync(initrd)) {
+    if (!existsSync(kernel) || !existsSync(initrd) || !guestIsCurrent(this.guestDir)) {
       await run("bash", [BUILD_SCRIPT], { env: { ...process.env, TRUSTPLANE_GUEST_DIR: this.guestDir }, timeout: 300_000 }).catch((e: Error & { stderr?: string }) => {
         throw new TrustplaneError("FAILED_PRECONDITION", "GUEST_IMAGE_MISSING", `cannot build the tiny guest (scripts/build-guest.sh): ${e.stderr?.slice(-300) ?? e.message}`);
       });
@@ -135,7 +152,13 @@ export class QemuDriver implements Driver {
       } catch {}
       return result;
     })();
-    this.accel = await this.probing;
+    try {
+      this.accel = await this.probing;
+    } catch (e) {
+      // A probe that could not run (no guest yet) is tried again by the next start.
+      this.probing = undefined;
+      throw e;
+    }
     return this.accel;
   }
 
@@ -165,7 +188,7 @@ export class QemuDriver implements Driver {
     for (const f of network?.portForwards ?? []) {
       const protocol = f.protocol || "tcp";
       if (protocol !== "tcp" && protocol !== "udp") throw new TrustplaneError("INVALID_ARGUMENT", "INVALID_ARGUMENT", `port forward protocol ${protocol} is not tcp or udp`, "network.port_forwards");
-      out.push({ protocol, hostPort: f.hostPort || (await freePort()), guestPort: f.guestPort });
+      out.push({ protocol, hostPort: f.hostPort || (await freeLoopbackPort()), guestPort: f.guestPort });
     }
     return out;
   }
@@ -205,7 +228,15 @@ export class QemuDriver implements Driver {
     child.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
     const spawnError = new Promise<never>((_, reject) => child.once("error", (e) => reject(new TrustplaneError("FAILED_PRECONDITION", "DRIVER_UNAVAILABLE", `cannot run qemu: ${e.message}`))));
     spawnError.catch(() => undefined);
-    const instance: DriverInstance = { vmId: spec.vmId, pid: child.pid ?? 0, cmdlineMarker: `trustplane-${spec.vmId}`, dir, accelerator: accel, extra: { slots: {}, forwards } };
+    const instance: DriverInstance = {
+      vmId: spec.vmId,
+      pid: child.pid ?? 0,
+      cmdlineMarker: `trustplane-${spec.vmId}`,
+      dir,
+      accelerator: accel,
+      extra: { slots: {}, forwards },
+      network: { mode: spec.network?.mode || "user", portForwards: forwards.map((f) => ({ ...f })) },
+    };
     try {
       const watcher = new ConsoleWatcher(consolePath);
       const qmp = await Promise.race([QmpClient.connect(qmpPath, 10_000), spawnError]);
@@ -230,10 +261,10 @@ export class QemuDriver implements Driver {
     this.qmp.set(instance.vmId, qmp);
     qmp.on("event", (e: QmpEvent) => {
       if (e.event === "SHUTDOWN") events.exited(instance.vmId, `guest shut down (${String(e.data.reason ?? "shutdown")})`);
-      else if (e.event === "STOP") events.note?.(instance.vmId, "STOP", "vCPUs stopped");
-      else if (e.event === "RESUME") events.note?.(instance.vmId, "RESUME", "vCPUs resumed");
+      else if (e.event === "STOP") events.suspended?.(instance.vmId, "QMP STOP: vCPUs stopped");
+      else if (e.event === "RESUME") events.resumed?.(instance.vmId, "QMP RESUME: vCPUs resumed");
       else if (e.event === "POWERDOWN") events.note?.(instance.vmId, "POWERDOWN", "ACPI powerdown requested");
-      else if (e.event === "DEVICE_DELETED" && e.data.device) events.note?.(instance.vmId, "DEVICE_DELETED", String(e.data.device));
+      else if (e.event === "DEVICE_DELETED" && typeof e.data.device === "string") void this.deviceDeleted(instance, qmp, e.data.device, events);
     });
     qmp.once("close", () => {
       if (this.qmp.get(instance.vmId) === qmp) this.qmp.delete(instance.vmId);
@@ -242,6 +273,19 @@ export class QemuDriver implements Driver {
         if (!processAlive(instance.pid, instance.cmdlineMarker)) events.exited(instance.vmId, "qemu process exited");
       }, 100);
     });
+  }
+
+  /**
+   * A DEVICE_DELETED nobody is waiting for: the guest released a volume after its detach timed
+   * out. Finish the detach (drop the block node, free the slot) and tell the control plane.
+   */
+  private async deviceDeleted(instance: DriverInstance, qmp: QmpClient, device: string, events: DriverEvents): Promise<void> {
+    const volumeId = device.startsWith("dev-") ? device.slice(4) : "";
+    const st = this.state(instance);
+    if (!volumeId || this.detaching.has(`${instance.vmId}/${volumeId}`) || !(volumeId in st.slots)) return;
+    await qmp.execute("blockdev-del", { "node-name": `vol-${volumeId}` }).catch(() => undefined);
+    delete st.slots[volumeId];
+    events.deviceRemoved?.(instance.vmId, volumeId, `QMP DEVICE_DELETED: the guest released ${volumeId}`);
   }
 
   /** After an agent restart: reconnect to a still-running QEMU's QMP socket. */
@@ -266,14 +310,18 @@ export class QemuDriver implements Driver {
     return qmp;
   }
 
-  async stop(instance: DriverInstance, timeoutMs: number, force: boolean): Promise<void> {
+  async stop(instance: DriverInstance, timeoutMs: number, force: boolean): Promise<StopResult> {
     const alive = () => processAlive(instance.pid, instance.cmdlineMarker);
+    let forced = force;
     if (alive()) {
       const qmp = await this.monitor(instance).catch(() => undefined);
       if (!force && qmp) {
         // ACPI power button: the guest shuts itself down; quit only when it does not in time.
         await qmp.execute("system_powerdown").catch(() => undefined);
-        if (!(await waitForExit(instance.pid, timeoutMs))) await qmp.execute("quit", undefined, 5000).catch(() => undefined);
+        if (!(await waitForExit(instance.pid, timeoutMs))) {
+          forced = true;
+          await qmp.execute("quit", undefined, 5000).catch(() => undefined);
+        }
       } else if (qmp) {
         await qmp.execute("quit", undefined, 5000).catch(() => undefined);
       }
@@ -287,6 +335,7 @@ export class QemuDriver implements Driver {
     this.qmp.get(instance.vmId)?.close();
     this.qmp.delete(instance.vmId);
     rmSync(path.join(instance.dir, "qmp.sock"), { force: true });
+    return { forced };
   }
 
   async attachVolume(instance: DriverInstance, volume: VolumeSpec): Promise<{ device: string }> {
@@ -327,19 +376,26 @@ export class QemuDriver implements Driver {
     const st = this.state(instance);
     const qmp = await this.monitor(instance);
     const id = `dev-${volumeId}`;
+    const key = `${instance.vmId}/${volumeId}`;
     const deleted = qmp.waitForEvent("DEVICE_DELETED", (e) => e.data.device === id, timeoutMs);
     deleted.catch(() => undefined);
-    await qmp.execute("device_del", { id });
+    this.detaching.add(key);
     try {
-      await deleted;
-    } catch (e) {
-      throw new TrustplaneError("DEADLINE_EXCEEDED", "DETACH_TIMEOUT", `the guest did not release ${volumeId} within ${timeoutMs} ms; retry or stop the VM (${(e as Error).message})`, "volume_id");
+      await qmp.execute("device_del", { id });
+      try {
+        await deleted;
+      } catch (e) {
+        // The unplug request stands: when the guest lets go later, deviceDeleted finishes it.
+        throw new TrustplaneError("DEADLINE_EXCEEDED", "DETACH_TIMEOUT", `the guest did not release ${volumeId} within ${timeoutMs} ms; it stays attached until the guest lets go (or the VM stops) (${(e as Error).message})`, "volume_id");
+      }
+      await qmp.execute("blockdev-del", { "node-name": `vol-${volumeId}` });
+      delete st.slots[volumeId];
+    } finally {
+      this.detaching.delete(key);
     }
-    await qmp.execute("blockdev-del", { "node-name": `vol-${volumeId}` });
-    delete st.slots[volumeId];
   }
 
-  async configureNetwork(instance: DriverInstance, network: NetworkSpec): Promise<void> {
+  async configureNetwork(instance: DriverInstance, network: NetworkSpec): Promise<NetworkSpec> {
     const st = this.state(instance);
     const qmp = await this.monitor(instance);
     const next = await this.resolveForwards(network);
@@ -350,7 +406,8 @@ export class QemuDriver implements Driver {
       if (out.trim()) throw new TrustplaneError("FAILED_PRECONDITION", "NETWORK_CONFIG_FAILED", `hostfwd ${f.hostPort}->${f.guestPort}: ${out.trim()}`, "network");
     }
     st.forwards = next;
-    network.portForwards = next.map((f) => ({ protocol: f.protocol, hostPort: f.hostPort, guestPort: f.guestPort }));
+    instance.network = { mode: network.mode || "user", portForwards: next.map((f) => ({ protocol: f.protocol, hostPort: f.hostPort, guestPort: f.guestPort })) };
+    return instance.network;
   }
 
   async pause(instance: DriverInstance): Promise<void> {

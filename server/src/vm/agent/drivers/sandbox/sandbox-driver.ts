@@ -1,7 +1,9 @@
 // The `sandbox` driver: a process VM under bubblewrap — its own pid, net, mount, ipc and uts
-// namespaces (--unshare-all), a read-only system, its own writable root, a hostname, and
-// rlimits through prlimit (address space, open files, file size). Stop is SIGTERM to the
-// guest's processes, then SIGKILL after the timeout. No block devices, so no hotplug ops.
+// namespaces (--unshare-all), a read-only system, its own writable root, a hostname, rlimits
+// through prlimit (address space, open files, file size, core dumps) and, where a cgroup
+// hierarchy is writable, a cgroup of its own pacing it to its vCPUs with memory and pid caps
+// (sandbox-cgroup.ts). Stop is SIGTERM to the guest's processes, then SIGKILL after the
+// timeout. No block devices, so no hotplug ops.
 //
 // Metadata endpoint: when the control plane gives one, the VM runs in its own network
 // namespace (`ip netns add tp-<vm>`, only `lo`, carrying 169.254.169.254/32); a socat in that
@@ -22,9 +24,9 @@ import { promisify } from "node:util";
 import { TrustplaneError } from "../../../../../../sdk/src/errors.js";
 import { Feature, HypervisorType, type InstanceSpec } from "../../../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { ConsoleWatcher } from "../../console-watcher.js";
-import { GUEST_CHANNEL_DIR, type Driver, type DriverEvents, type DriverInstance, type GuestSupport, type StartContext } from "../../driver.js";
+import { GUEST_CHANNEL_DIR, type Driver, type DriverEvents, type DriverInstance, type GuestSupport, type StartContext, type StopResult } from "../../driver.js";
 import { processAlive, waitForExit } from "../../process-liveness.js";
-import { createMemoryCgroup, inMemoryCgroup, removeMemoryCgroup, type MemoryCgroup } from "./memory-cgroup.js";
+import { cgroupPids, createSandboxCgroup, joinCommand, removeSandboxCgroup, type SandboxCgroup } from "./sandbox-cgroup.js";
 
 const run = promisify(execFile);
 export const SANDBOX_READY_LINE = "TRUSTPLANE-SANDBOX-READY";
@@ -45,16 +47,17 @@ export function sandboxMemoryBytes(spec: InstanceSpec): number {
 }
 
 /** prlimit + bwrap arguments; `shareNet` keeps the (per-VM) network namespace it is started in. */
-export function sandboxArgs(spec: InstanceSpec, root: string, shareNet = false, guest: GuestSupport = {}): string[] {
+export function sandboxArgs(spec: InstanceSpec, root: string, shareNet = false, guest: GuestSupport = {}, inCgroup = false): string[] {
   const memBytes = sandboxMemoryBytes(spec);
   const binds = SYSTEM_DIRS.filter((d) => existsSync(d)).flatMap((d) => ["--ro-bind", d, d]);
   const guestBinds = [...(guest.readOnlyPaths ?? []).flatMap((p) => ["--ro-bind", p, p]), ...(guest.channelDir ? ["--ro-bind", guest.channelDir, GUEST_CHANNEL_DIR] : [])];
   const command = spec.command.length ? spec.command : (guest.command ?? DEFAULT_INIT);
   return [
     // A memory cgroup caps resident memory instead (the guest's own address space stays free).
-    ...(guest.memoryCgroup ? [] : [`--as=${memBytes}`]),
+    ...(guest.memoryCgroup && inCgroup ? [] : [`--as=${memBytes}`]),
     "--nofile=1024",
     `--fsize=${1024 * 1024 * 1024}`,
+    "--core=0",
     "--",
     "bwrap",
     "--unshare-all",
@@ -106,8 +109,12 @@ const netnsName = (vmId: string) => `tp-${vmId}`;
 interface SandboxExtra {
   netns?: string;
   relays?: { pid: number; marker: string }[];
-  memoryCgroup?: MemoryCgroup;
+  /** Absent where no cgroup hierarchy was writable: then only the rlimits apply. */
+  cgroup?: SandboxCgroup;
 }
+
+/** Processes and threads one process VM may have at once. */
+const PIDS_MAX = 512;
 
 export class SandboxDriver implements Driver {
   readonly name = "sandbox";
@@ -120,6 +127,11 @@ export class SandboxDriver implements Driver {
 
   accelerator(): string {
     return "none";
+  }
+
+  /** The per-VM network namespace the metadata relay lives in needs root (and iproute2, socat). */
+  routesMetadata(): boolean {
+    return process.getuid?.() === 0 && existsSync("/usr/bin/socat") && (existsSync("/usr/sbin/ip") || existsSync("/sbin/ip") || existsSync("/usr/bin/ip"));
   }
 
   /** The VM's own network namespace with 169.254.169.254:80 relayed to its endpoint. */
@@ -156,22 +168,24 @@ export class SandboxDriver implements Driver {
     const root = path.join(dir, "root");
     await mkdir(root, { recursive: true, mode: 0o700 });
     const extra: SandboxExtra = ctx.metadataEndpoint && spec.network?.mode !== "none" ? await this.metadataNamespace(spec, dir, ctx.metadataEndpoint) : {};
-    if (ctx.guest?.memoryCgroup) {
-      try {
-        extra.memoryCgroup = await createMemoryCgroup(spec.vmId, sandboxMemoryBytes(spec));
-      } catch (e) {
-        await this.stop({ vmId: spec.vmId, pid: 0, cmdlineMarker: spec.vmId, dir, accelerator: "none", extra: { ...extra } }, 0, true).catch(() => undefined);
-        throw e;
-      }
-    }
     const consolePath = path.join(dir, "console.log");
     rmSync(consolePath, { force: true });
     // The console is a file, not a pipe: the guest keeps running if the agent restarts.
+    // One cgroup per boot: a late cleanup of the previous boot cannot remove this one.
+    const cgroup = createSandboxCgroup(`${spec.vmId}.${Date.now().toString(36)}`, { vcpus: spec.resources?.vcpus ?? 1, memoryMib: spec.resources?.memoryMib ?? 256, pids: PIDS_MAX });
+    // Without a writable hierarchy only the rlimits apply (the agent says so once at start) —
+    // except for a guest whose memory only a cgroup can cap (WebAssembly reserves address space).
+    if (cgroup) extra.cgroup = cgroup;
+    else if (ctx.guest?.memoryCgroup) {
+      await this.stop({ vmId: spec.vmId, pid: 0, cmdlineMarker: spec.vmId, dir, accelerator: "none", extra: { ...extra } }, 0, true).catch(() => undefined);
+      throw new TrustplaneError("FAILED_PRECONDITION", "DRIVER_UNAVAILABLE", `image ${spec.image} needs its memory capped by a cgroup, and no cgroup hierarchy is writable here; run the agent as root on a host with the cgroup memory controller`);
+    }
     const out = openSync(ctx.guest?.noDiskWrites ? "/dev/null" : consolePath, "a", 0o600);
-    const args = sandboxArgs(spec, root, !!extra.netns, ctx.guest);
-    const launch = extra.netns ? ["ip", "netns", "exec", extra.netns, "prlimit", ...args] : ["prlimit", ...args];
-    const [cmd, ...argv] = extra.memoryCgroup ? inMemoryCgroup(extra.memoryCgroup, launch) : launch;
-    const child = spawn(cmd!, argv, { stdio: ["ignore", out, out], detached: true });
+    const limited = ["prlimit", ...sandboxArgs(spec, root, !!extra.netns, ctx.guest, !!cgroup)];
+    const inNetns = extra.netns ? ["ip", "netns", "exec", extra.netns, ...limited] : limited;
+    // Joined before `ip netns exec`, which mounts a sysfs of its own without the cgroup tree.
+    const full = cgroup ? joinCommand(cgroup, inNetns) : inNetns;
+    const child = spawn(full[0]!, full.slice(1), { stdio: ["ignore", out, out], detached: true });
     closeSync(out);
     const instance: DriverInstance = { vmId: spec.vmId, pid: child.pid ?? 0, cmdlineMarker: spec.vmId, dir, accelerator: "none", extra: { ...extra } };
     let exited = false;
@@ -195,7 +209,8 @@ export class SandboxDriver implements Driver {
     return instance;
   }
 
-  async stop(instance: DriverInstance, timeoutMs: number, force: boolean): Promise<void> {
+  async stop(instance: DriverInstance, timeoutMs: number, force: boolean): Promise<StopResult> {
+    let forced = force;
     if (processAlive(instance.pid, instance.cmdlineMarker)) {
       if (!force) {
         // SIGTERM to the guest's own processes (bwrap's pid-1 ignores it; it exits with them).
@@ -207,6 +222,7 @@ export class SandboxDriver implements Driver {
         await waitForExit(instance.pid, timeoutMs);
       }
       if (processAlive(instance.pid, instance.cmdlineMarker)) {
+        forced = true;
         for (const p of [instance.pid, ...descendants(instance.pid)]) {
           try {
             process.kill(p, "SIGKILL");
@@ -231,6 +247,16 @@ export class SandboxDriver implements Driver {
     }
     if (extra.netns) await run("ip", ["netns", "del", extra.netns]).catch(() => undefined);
     rmSync(path.join(instance.dir, "metadata.sock"), { force: true });
-    if (extra.memoryCgroup) await removeMemoryCgroup(extra.memoryCgroup);
+    if (extra.cgroup) {
+      // Whatever escaped the process tree (a daemonised child) is still in the cgroup.
+      for (const p of cgroupPids(extra.cgroup)) {
+        try {
+          process.kill(p, "SIGKILL");
+        } catch {}
+      }
+      for (let i = 0; i < 100 && cgroupPids(extra.cgroup).length; i++) await new Promise((r) => setTimeout(r, 10));
+      removeSandboxCgroup(extra.cgroup);
+    }
+    return { forced };
   }
 }
