@@ -69,6 +69,7 @@ export const REQUEST_TYPES: Readonly<Record<string, { fromPartial(object: any): 
   "/trustplane.token.v1.TokenAgentService/AttachVm": m6.AttachVmRequest,
   "/trustplane.token.v1.TokenAgentService/UpdateVmAccounts": m6.UpdateVmAccountsRequest,
   "/trustplane.token.v1.TokenAgentService/DetachVm": m6.DetachVmRequest,
+  "/trustplane.token.v1.TokenAgentService/ListHeldTokens": m6.ListHeldTokensRequest,
   "/trustplane.vm.v1.VmService/CreateVm": m7.CreateVmRequest,
   "/trustplane.vm.v1.VmService/GetVm": m7.GetVmRequest,
   "/trustplane.vm.v1.VmService/ListVms": m7.ListVmsRequest,

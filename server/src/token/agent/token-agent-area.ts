@@ -50,7 +50,21 @@ export interface VmTokenManager {
   /** Starts the VM's authorization process; the driver forwards 169.254.169.254:80 to the answer. */
   attachVm(vm: VmRecord): Promise<{ host: string; port: number }>;
   updateAccounts(vmId: string, accounts: VmAccountInput[]): Promise<void>;
+  /**
+   * The VM's account list changed on the control plane: drop at once what is no longer on
+   * it (additions need their long-term tokens and arrive through updateAccounts).
+   */
+  retainAccounts(vmId: string, accounts: { email: string; scopes: string[] }[]): void;
   detachVm(vmId: string): Promise<void>;
+}
+
+/** A long-term token this host holds, as the VM manager and the resync see it (no secret). */
+export interface HeldTokenView {
+  accessor: string;
+  serviceAccount: string;
+  scopes: string[];
+  version: number;
+  vmIds: string[];
 }
 
 type TokenClient = SignedClient<typeof TokenServiceService>;
@@ -147,6 +161,29 @@ export class HostTokenManager implements VmTokenManager {
     for (const a of accounts) process.addAccount(this.grant(a));
   }
 
+  retainAccounts(vmId: string, accounts: { email: string; scopes: string[] }[]): void {
+    const process = this.vms.get(vmId);
+    if (!process) return;
+    const keep = new Set(accounts.map((a) => `${a.email} ${[...new Set(a.scopes)].sort().join(" ")}`));
+    for (const a of process.accounts()) if (!keep.has(`${a.email} ${a.scopes.join(" ")}`)) process.removeAccount(a.email);
+  }
+
+  /** Every long-term token held on this host, with the newest version any VM has of it. */
+  listHeld(): HeldTokenView[] {
+    const byAccessor = new Map<string, HeldTokenView>();
+    for (const [vmId, p] of this.vms) {
+      for (const g of p.grants()) {
+        const seen = byAccessor.get(g.accessor);
+        if (!seen) byAccessor.set(g.accessor, { accessor: g.accessor, serviceAccount: g.serviceAccount, scopes: [...g.scopes], version: g.version, vmIds: [vmId] });
+        else {
+          seen.version = Math.max(seen.version, g.version);
+          seen.vmIds.push(vmId);
+        }
+      }
+    }
+    return [...byAccessor.values()];
+  }
+
   /** A grant with its secret: the given one, or the one this host already holds for the accessor. */
   private grant(a: VmAccountInput): AccountGrant {
     if (a.longTermToken) return toGrant(a);
@@ -199,7 +236,13 @@ function toUpdate(hostId: string, m: WatchTokenUpdatesResponse): TokenUpdate | u
     case TokenUpdateKind.TOKEN_UPDATE_KIND_REVOKED:
       return { kind: "REVOKED", hostId, accessor: m.accessor, serviceAccount: m.serviceAccount, version: m.version, reason: m.reason };
     case TokenUpdateKind.TOKEN_UPDATE_KIND_ACCOUNTS_CHANGED:
-      return { kind: "ACCOUNTS_CHANGED", hostId, vmId: m.vmId, accounts: m.accounts.map((a) => ({ serviceAccount: a.serviceAccount, scopes: a.scopes, accessor: a.accessor })) };
+      return {
+        kind: "ACCOUNTS_CHANGED",
+        hostId,
+        vmId: m.vmId,
+        accessor: m.accessor || undefined,
+        accounts: m.accounts.map((a) => ({ serviceAccount: a.serviceAccount, scopes: a.scopes, accessor: a.accessor })),
+      };
     default:
       return undefined;
   }
@@ -310,6 +353,10 @@ export const tokenAgentArea: AgentArea = {
         requireVmManager(call);
         await manager.detachVm(req.vmId);
         return {};
+      },
+      async listHeldTokens(_req, call) {
+        requireVmManager(call);
+        return { tokens: manager.listHeld() };
       },
     });
     return {

@@ -280,10 +280,11 @@ export class LongTermTokens {
       const gone = record.holders.filter((h) => h.vmId === input.vmId);
       record.holders = record.holders.filter((h) => h.vmId !== input.vmId);
       // A host with no holder left loses the binding, and is told to drop the secret.
+      const unbound: string[] = [];
       for (const { hostId } of gone) {
         if (!record.holders.some((h) => h.hostId === hostId)) {
           record.hostIds = record.hostIds.filter((h) => h !== hostId);
-          if (record.holders.length > 0) await this.publishRevoked(record, [hostId], "HOST_RELEASED");
+          unbound.push(hostId);
         }
       }
       if (record.holders.length === 0) {
@@ -291,6 +292,9 @@ export class LongTermTokens {
         return { revoked: true };
       }
       await this.store.update(record);
+      if (unbound.length > 0) await this.publishRevoked(record, unbound, "HOST_RELEASED");
+      // Other VMs on the host keep the secret; only this VM's authorization process drops it.
+      for (const { hostId } of gone) if (!unbound.includes(hostId)) await this.publishAccountsChanged(hostId, input.vmId, record.accessor);
       return { revoked: false };
     });
   }
@@ -370,6 +374,15 @@ export class LongTermTokens {
     for (const hostId of hostIds) {
       await this.hub.publish({ kind: "REVOKED", hostId, accessor: record.accessor, serviceAccount: record.serviceAccount, version: record.version, reason });
     }
+  }
+
+  /** Tells the host which tokens `vmId` still holds after it released `accessor`. */
+  private async publishAccountsChanged(hostId: string, vmId: string, accessor: string): Promise<void> {
+    if (!this.hub) return;
+    const accounts = (await this.store.listByHost(hostId))
+      .filter((r) => r.revokedAtMs === undefined && r.holders.some((h) => h.vmId === vmId && h.hostId === hostId))
+      .map((r) => ({ serviceAccount: r.serviceAccount, scopes: [...r.scopes], accessor: r.accessor }));
+    await this.hub.publish({ kind: "ACCOUNTS_CHANGED", hostId, vmId, accessor, accounts });
   }
 
   private async requireActive(accessor: string): Promise<LongTermTokenRecord> {

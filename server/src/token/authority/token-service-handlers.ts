@@ -305,6 +305,7 @@ async function toMessage(d: TokenServiceDeps, u: DeliveredUpdate): Promise<Watch
         ...base,
         kind: TokenUpdateKind.TOKEN_UPDATE_KIND_ACCOUNTS_CHANGED,
         vmId: u.vmId,
+        accessor: u.accessor ?? "",
         accounts: u.accounts.map((a) => ({ serviceAccount: a.serviceAccount, scopes: a.scopes, accessor: a.accessor })),
       };
   }

@@ -31,6 +31,8 @@ export interface AccountsChangedUpdate {
   kind: "ACCOUNTS_CHANGED";
   hostId: string;
   vmId: string;
+  /** The token the VM stopped holding; agents drop only that one from the VM. */
+  accessor?: string;
   /** The VM's complete account list after the change. */
   accounts: { serviceAccount: string; scopes: string[]; accessor: string }[];
 }

@@ -395,6 +395,26 @@ export interface WatchTokenUpdatesRequest {
    * another one replays its whole backlog (updates are idempotent, versions only grow).
    */
   replicaId: string;
+  /**
+   * What the agent holds right now. When the stream cannot resume exactly (first connect,
+   * another replica, a backlog that no longer reaches back, a replica that lost its
+   * LISTEN connection) the authority resynchronises from storage: REVOKED for what the
+   * host may no longer hold, a fresh ROTATED for a token whose current version the host
+   * lacks (the authority keeps hashes only, so a missed secret is replaced, never resent).
+   */
+  held: HeldToken[];
+}
+
+/**
+ * A long-term token an agent holds (never the secret): its accessor, version and the VMs
+ * on this host that use it.
+ */
+export interface HeldToken {
+  accessor: string;
+  serviceAccount: string;
+  scopes: string[];
+  version: number;
+  vmIds: string[];
 }
 
 /**
@@ -406,6 +426,7 @@ export interface WatchTokenUpdatesResponse {
   /** Orders updates per host; resume with after_seq. */
   seq: number;
   kind: TokenUpdateKind;
+  /** The token concerned; for ACCOUNTS_CHANGED, the token the VM stopped holding. */
   accessor: string;
   version: number;
   /** The new secret sealed to the host's X25519 key (HPKE), for ROTATED. */
@@ -477,6 +498,13 @@ export interface DetachVmRequest {
 }
 
 export interface DetachVmResponse {
+}
+
+export interface ListHeldTokensRequest {
+}
+
+export interface ListHeldTokensResponse {
+  tokens: HeldToken[];
 }
 
 function createBaseServiceScopes(): ServiceScopes {
@@ -4567,7 +4595,7 @@ export const GetJwksResponse: MessageFns<GetJwksResponse> = {
 };
 
 function createBaseWatchTokenUpdatesRequest(): WatchTokenUpdatesRequest {
-  return { hostId: "", afterSeq: 0, replicaId: "" };
+  return { hostId: "", afterSeq: 0, replicaId: "", held: [] };
 }
 
 export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
@@ -4580,6 +4608,9 @@ export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
     }
     if (message.replicaId !== "") {
       writer.uint32(26).string(message.replicaId);
+    }
+    for (const v of message.held) {
+      HeldToken.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -4621,6 +4652,14 @@ export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
             message.replicaId = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.held.push(HeldToken.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4650,6 +4689,7 @@ export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
         : isSet(object.replica_id)
         ? globalThis.String(object.replica_id)
         : "",
+      held: globalThis.Array.isArray(object?.held) ? object.held.map((e: any) => HeldToken.fromJSON(e)) : [],
     };
   },
 
@@ -4664,6 +4704,9 @@ export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
     if (message.replicaId !== "") {
       obj.replicaId = message.replicaId;
     }
+    if (message.held?.length) {
+      obj.held = message.held.map((e) => HeldToken.toJSON(e));
+    }
     return obj;
   },
 
@@ -4675,6 +4718,148 @@ export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
     message.hostId = object.hostId ?? "";
     message.afterSeq = object.afterSeq ?? 0;
     message.replicaId = object.replicaId ?? "";
+    message.held = object.held?.map((e) => HeldToken.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseHeldToken(): HeldToken {
+  return { accessor: "", serviceAccount: "", scopes: [], version: 0, vmIds: [] };
+}
+
+export const HeldToken: MessageFns<HeldToken> = {
+  encode(message: HeldToken, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accessor !== "") {
+      writer.uint32(10).string(message.accessor);
+    }
+    if (message.serviceAccount !== "") {
+      writer.uint32(18).string(message.serviceAccount);
+    }
+    for (const v of message.scopes) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.version !== 0) {
+      writer.uint32(32).int64(message.version);
+    }
+    for (const v of message.vmIds) {
+      writer.uint32(42).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HeldToken {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHeldToken();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accessor = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.serviceAccount = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.scopes.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.version = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.vmIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HeldToken {
+    return {
+      accessor: isSet(object.accessor) ? globalThis.String(object.accessor) : "",
+      serviceAccount: isSet(object.serviceAccount)
+        ? globalThis.String(object.serviceAccount)
+        : isSet(object.service_account)
+        ? globalThis.String(object.service_account)
+        : "",
+      scopes: globalThis.Array.isArray(object?.scopes) ? object.scopes.map((e: any) => globalThis.String(e)) : [],
+      version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      vmIds: globalThis.Array.isArray(object?.vmIds)
+        ? object.vmIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.vm_ids)
+        ? object.vm_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: HeldToken): unknown {
+    const obj: any = {};
+    if (message.accessor !== "") {
+      obj.accessor = message.accessor;
+    }
+    if (message.serviceAccount !== "") {
+      obj.serviceAccount = message.serviceAccount;
+    }
+    if (message.scopes?.length) {
+      obj.scopes = message.scopes;
+    }
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
+    if (message.vmIds?.length) {
+      obj.vmIds = message.vmIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HeldToken>, I>>(base?: I): HeldToken {
+    return HeldToken.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HeldToken>, I>>(object: I): HeldToken {
+    const message = createBaseHeldToken();
+    message.accessor = object.accessor ?? "";
+    message.serviceAccount = object.serviceAccount ?? "";
+    message.scopes = object.scopes?.map((e) => e) || [];
+    message.version = object.version ?? 0;
+    message.vmIds = object.vmIds?.map((e) => e) || [];
     return message;
   },
 };
@@ -5737,6 +5922,127 @@ export const DetachVmResponse: MessageFns<DetachVmResponse> = {
   },
 };
 
+function createBaseListHeldTokensRequest(): ListHeldTokensRequest {
+  return {};
+}
+
+export const ListHeldTokensRequest: MessageFns<ListHeldTokensRequest> = {
+  encode(_: ListHeldTokensRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHeldTokensRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHeldTokensRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListHeldTokensRequest {
+    return {};
+  },
+
+  toJSON(_: ListHeldTokensRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListHeldTokensRequest>, I>>(base?: I): ListHeldTokensRequest {
+    return ListHeldTokensRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListHeldTokensRequest>, I>>(_: I): ListHeldTokensRequest {
+    const message = createBaseListHeldTokensRequest();
+    return message;
+  },
+};
+
+function createBaseListHeldTokensResponse(): ListHeldTokensResponse {
+  return { tokens: [] };
+}
+
+export const ListHeldTokensResponse: MessageFns<ListHeldTokensResponse> = {
+  encode(message: ListHeldTokensResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.tokens) {
+      HeldToken.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHeldTokensResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHeldTokensResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tokens.push(HeldToken.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListHeldTokensResponse {
+    return {
+      tokens: globalThis.Array.isArray(object?.tokens) ? object.tokens.map((e: any) => HeldToken.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListHeldTokensResponse): unknown {
+    const obj: any = {};
+    if (message.tokens?.length) {
+      obj.tokens = message.tokens.map((e) => HeldToken.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListHeldTokensResponse>, I>>(base?: I): ListHeldTokensResponse {
+    return ListHeldTokensResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListHeldTokensResponse>, I>>(object: I): ListHeldTokensResponse {
+    const message = createBaseListHeldTokensResponse();
+    message.tokens = object.tokens?.map((e) => HeldToken.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /**
  * Served by the server: the token authority (service accounts, long-term and short-term
  * tokens, JWKS) and the push channel of token updates to agents.
@@ -6427,6 +6733,22 @@ export const TokenAgentServiceService = {
     responseSerialize: (value: DetachVmResponse): Buffer => Buffer.from(DetachVmResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DetachVmResponse => DetachVmResponse.decode(value),
   },
+  /**
+   * The long-term tokens this host holds (accessors and versions, never secrets), so the VM
+   * manager can send held_version and another VM with the same (account, scopes) joins the
+   * token without forcing a rotation.
+   */
+  listHeldTokens: {
+    path: "/trustplane.token.v1.TokenAgentService/ListHeldTokens" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListHeldTokensRequest): Buffer =>
+      Buffer.from(ListHeldTokensRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListHeldTokensRequest => ListHeldTokensRequest.decode(value),
+    responseSerialize: (value: ListHeldTokensResponse): Buffer =>
+      Buffer.from(ListHeldTokensResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListHeldTokensResponse => ListHeldTokensResponse.decode(value),
+  },
 } as const;
 
 export interface TokenAgentServiceServer extends UntypedServiceImplementation {
@@ -6436,6 +6758,12 @@ export interface TokenAgentServiceServer extends UntypedServiceImplementation {
   updateVmAccounts: handleUnaryCall<UpdateVmAccountsRequest, UpdateVmAccountsResponse>;
   /** Stops the VM's authorization process and forgets its tokens. */
   detachVm: handleUnaryCall<DetachVmRequest, DetachVmResponse>;
+  /**
+   * The long-term tokens this host holds (accessors and versions, never secrets), so the VM
+   * manager can send held_version and another VM with the same (account, scopes) joins the
+   * token without forcing a rotation.
+   */
+  listHeldTokens: handleUnaryCall<ListHeldTokensRequest, ListHeldTokensResponse>;
 }
 
 export interface TokenAgentServiceClient extends Client {
@@ -6486,6 +6814,26 @@ export interface TokenAgentServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DetachVmResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The long-term tokens this host holds (accessors and versions, never secrets), so the VM
+   * manager can send held_version and another VM with the same (account, scopes) joins the
+   * token without forcing a rotation.
+   */
+  listHeldTokens(
+    request: ListHeldTokensRequest,
+    callback: (error: ServiceError | null, response: ListHeldTokensResponse) => void,
+  ): ClientUnaryCall;
+  listHeldTokens(
+    request: ListHeldTokensRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListHeldTokensResponse) => void,
+  ): ClientUnaryCall;
+  listHeldTokens(
+    request: ListHeldTokensRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListHeldTokensResponse) => void,
   ): ClientUnaryCall;
 }
 
