@@ -18,6 +18,7 @@ import type { CallContext } from "../../runtime/auth/service-binder.js";
 import type { Logger } from "../../runtime/logger.js";
 import { openSealedToken } from "../authority/host-token-sealer.js";
 import type { TokenUpdate } from "../authority/token-update-hub.js";
+import { INSTANCE_ZONE, numericProjectId } from "../instance-identity.js";
 import type { TokenUpstream } from "./token-cache.js";
 import { VmAuthorizationProcess, type AccountGrant, type LongTermTokenRenewer } from "./vm-authorization-process.js";
 
@@ -79,11 +80,6 @@ export interface HostTokenManagerOptions {
   bindHost?: string;
 }
 
-function numericProjectId(projectId: string): string {
-  // GCE project numbers are decimal; derive a stable one from the id.
-  return BigInt("0x" + createHash("sha256").update(projectId).digest("hex").slice(0, 12)).toString();
-}
-
 function toGrant(a: VmAccountInput): AccountGrant {
   const now = Date.now();
   return {
@@ -133,7 +129,7 @@ export class HostTokenManager implements VmTokenManager {
         hostId: this.o.hostId,
         hostname: vm.hostname || vm.vmId,
         instanceName: vm.hostname || vm.vmId,
-        zone: "local-a",
+        zone: INSTANCE_ZONE,
         projectId: vm.projectId || "trustplane",
         numericProjectId: numericProjectId(vm.projectId || "trustplane"),
       },

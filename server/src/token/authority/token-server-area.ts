@@ -5,7 +5,9 @@ import type { Config } from "../../runtime/config.js";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { exportPrivateJwk } from "../../../../sdk/src/auth/index.js";
+import { createClient } from "../../../../sdk/src/client/create-client.js";
 import { TokenServiceService } from "../../../../sdk/src/gen/trustplane/token/v1/token.js";
+import { VmServiceService } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import type { ServerArea } from "../../processes/area.js";
 import { PostgresDb } from "../../runtime/storage/postgres-db.js";
 import { SqlLongTermTokenStore } from "../store/sql-long-term-token-store.js";
@@ -22,6 +24,7 @@ import { TokenExchange } from "./token-exchange.js";
 import { createTokenServiceHandlers } from "./token-service-handlers.js";
 import { TokenUpdateHub } from "./token-update-hub.js";
 import { UserCreateRequestCheck } from "./user-create-request.js";
+import { vmInstanceFacts } from "./vm-instance-facts.js";
 
 
 /** The token area's settings, from the shared Config (file → TRUSTPLANE_* environment → flags). */
@@ -60,7 +63,12 @@ export const tokenServerArea: ServerArea = {
     }
     const longTermTokens = new LongTermTokens({ store: longTermStore, accounts, hub });
     const minter = new AccessTokenMinter({ keys, issuer: settings.issuer, maxTtlSeconds: settings.maxTtlSeconds });
-    const exchange = new TokenExchange({ longTermTokens, accounts, minter });
+    const exchange = new TokenExchange({
+      longTermTokens,
+      accounts,
+      minter,
+      instanceFacts: vmInstanceFacts(() => createClient(VmServiceService, ctx.address(), { key: ctx.serviceKey })),
+    });
 
     const jwks = createJwksHandler(keys, 60);
     const httpServer = http.createServer((req, res) => {
