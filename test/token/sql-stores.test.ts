@@ -118,16 +118,21 @@ describe.each(backends())("token SQL stores ($name)", (backend) => {
     await expect(store.insert(record())).rejects.toMatchObject({ reason: "LONG_TERM_TOKEN_RACE" });
 
     const rotated = { ...r, previousTokenHash: r.tokenHash, previousValidUntilMs: 99, tokenHash: hashLongTermToken("tplt_new"), version: 2, hostIds: ["h1", "h2"] };
-    await store.update(rotated);
+    await store.update(rotated, r);
+    // A writer that read the token before this rotation loses the compare-and-set.
+    await expect(store.update({ ...r, holders: [...r.holders, { vmId: "vm9", hostId: "h1" }] }, r)).rejects.toMatchObject({ status: "ABORTED", reason: "LONG_TERM_TOKEN_CONFLICT" });
     expect((await store.findByHash(r.tokenHash))?.version).toBe(2);
     expect((await store.findByHash(rotated.tokenHash))?.version).toBe(2);
     expect((await store.listByHost("h2")).map((x) => x.accessor)).toEqual([r.accessor]);
     expect(await store.listByHost("h")).toEqual([]);
 
-    await store.update({ ...rotated, revokedAtMs: 5, revokeReason: "TEST" });
+    // Same version and secret, but another holder set: still a conflict.
+    await expect(store.update({ ...rotated, revokedAtMs: 5 }, { ...rotated, holders: [] })).rejects.toMatchObject({ reason: "LONG_TERM_TOKEN_CONFLICT" });
+    await store.update({ ...rotated, revokedAtMs: 5, revokeReason: "TEST" }, rotated);
     expect(await store.findActive(r.serviceAccount, scopeKey(r.scopes))).toBeUndefined();
     await store.insert(record()); // revoked rows free the pair
-    await expect(store.update(record({ accessor: "tpla_missing" }))).rejects.toMatchObject({ reason: "LONG_TERM_TOKEN_UNKNOWN" });
+    const missing = record({ accessor: "tpla_missing" });
+    await expect(store.update(missing, missing)).rejects.toMatchObject({ reason: "LONG_TERM_TOKEN_UNKNOWN" });
   });
 
   it("remembers used user requests per (request, account), bound to one VM", async () => {

@@ -8,6 +8,8 @@ import { canonicalScopes, type ServiceAccountRegistry } from "./service-accounts
 import type { TokenUpdateHub } from "./token-update-hub.js";
 
 export const LONG_TERM_TOKEN_PREFIX = "tplt_";
+/** Lost compare-and-set races redone before the caller sees ABORTED (and may retry itself). */
+const MAX_CONFLICT_RETRIES = 16;
 export const ACCESSOR_PREFIX = "tpla_";
 const TOKEN_SHAPE = /^tplt_[A-Za-z0-9_-]{43}$/;
 
@@ -44,8 +46,13 @@ export interface LongTermTokenRecord {
  * partial index on (service_account, scope_key) WHERE revoked_at IS NULL.
  */
 export interface LongTermTokenStore {
+  /** ABORTED LONG_TERM_TOKEN_RACE when a live token for the pair already exists. */
   insert(record: LongTermTokenRecord): Promise<void>;
-  update(record: LongTermTokenRecord): Promise<void>;
+  /**
+   * Compare-and-set against `expected` (the record as read): ABORTED LONG_TERM_TOKEN_CONFLICT
+   * when another writer (another replica) changed it since.
+   */
+  update(record: LongTermTokenRecord, expected: LongTermTokenRecord): Promise<void>;
   /** Finds the record whose current or previous hash equals `hash`. */
   findByHash(hash: string): Promise<LongTermTokenRecord | undefined>;
   findByAccessor(accessor: string): Promise<LongTermTokenRecord | undefined>;
@@ -58,17 +65,32 @@ export function scopeKey(scopes: readonly string[]): string {
   return scopes.join(" ");
 }
 
+/** What a compare-and-set compares: the fields any change of a token moves. */
+function sameState(a: LongTermTokenRecord, b: LongTermTokenRecord): boolean {
+  return (
+    a.version === b.version &&
+    a.tokenHash === b.tokenHash &&
+    a.revokedAtMs === b.revokedAtMs &&
+    JSON.stringify(a.holders) === JSON.stringify(b.holders) &&
+    JSON.stringify(a.hostIds) === JSON.stringify(b.hostIds)
+  );
+}
+
 export class InMemoryLongTermTokenStore implements LongTermTokenStore {
   private readonly byAccessor = new Map<string, LongTermTokenRecord>();
   private readonly byHash = new Map<string, string>();
 
   async insert(record: LongTermTokenRecord) {
     if (this.byAccessor.has(record.accessor)) throw new TrustplaneError("ALREADY_EXISTS", "ACCESSOR_EXISTS", "accessor collision");
+    if (record.revokedAtMs === undefined && (await this.findActive(record.serviceAccount, scopeKey(record.scopes)))) {
+      throw new TrustplaneError("ABORTED", "LONG_TERM_TOKEN_RACE", "a live long-term token for this pair exists; retry");
+    }
     this.write(record);
   }
-  async update(record: LongTermTokenRecord) {
+  async update(record: LongTermTokenRecord, expected: LongTermTokenRecord) {
     const old = this.byAccessor.get(record.accessor);
     if (!old) throw new TrustplaneError("NOT_FOUND", "LONG_TERM_TOKEN_UNKNOWN", "no such long-term token");
+    if (!sameState(old, expected)) throw new TrustplaneError("ABORTED", "LONG_TERM_TOKEN_CONFLICT", `long-term token ${record.accessor} changed meanwhile; retry`);
     this.byHash.delete(old.tokenHash);
     if (old.previousTokenHash) this.byHash.delete(old.previousTokenHash);
     this.write(record);
@@ -146,10 +168,12 @@ export class LongTermTokens {
   private readonly graceMs: number;
   private readonly now: () => number;
   /**
-   * Serialises every change inside this replica (changes are rare next to exchanges); across
-   * replicas the SQL store's unique index and row locks take this role.
+   * Serialises every change inside this replica (changes are rare next to exchanges), so
+   * only changes from other replicas ever meet in the store's compare-and-set.
    */
   private lock: Promise<unknown> = Promise.resolve();
+  /** Each record as it was read, for the compare-and-set of its next write. */
+  private readonly asRead = new WeakMap<LongTermTokenRecord, LongTermTokenRecord>();
 
   constructor(options: LongTermTokensOptions) {
     this.store = options.store;
@@ -182,7 +206,7 @@ export class LongTermTokens {
     const scopes = canonicalScopes(input.scopes);
     await this.accounts.audiencesForScopes(scopes);
     return this.locked(async () => {
-      const existing = await this.store.findActive(input.serviceAccount, scopeKey(scopes));
+      const existing = this.track(await this.store.findActive(input.serviceAccount, scopeKey(scopes)));
       if (!existing || existing.expiresAtMs <= this.now()) {
         if (existing) await this.markRevoked(existing, "EXPIRED");
         return this.create(input.serviceAccount, scopes, input.hostId, input.vmId);
@@ -193,7 +217,7 @@ export class LongTermTokens {
       const hostHolds = existing.hostIds.includes(input.hostId) && input.hostHasVersion === existing.version;
       if (!existing.hostIds.includes(input.hostId)) existing.hostIds.push(input.hostId);
       if (hostHolds) {
-        await this.store.update(existing);
+        await this.save(existing);
         return view(existing);
       }
       return this.rotateRecord(existing);
@@ -258,7 +282,7 @@ export class LongTermTokens {
   async renew(token: string, hostId: string): Promise<IssuedLongTermToken> {
     const { record } = await this.authenticate(token, hostId);
     return this.locked(async () => {
-      const fresh = await this.store.findByAccessor(record.accessor);
+      const fresh = this.track(await this.store.findByAccessor(record.accessor));
       if (!fresh || fresh.revokedAtMs !== undefined) throw refused("LONG_TERM_TOKEN_REVOKED", `long-term token ${record.accessor} was revoked`);
       // Two holders renewing at once: the second gets the version the first just made
       // through the push, so it need not rotate again.
@@ -275,7 +299,7 @@ export class LongTermTokens {
   /** A VM terminated or dropped the account: when no VM holds the token any more, revoke it. */
   async release(input: { accessor: string; vmId: string }): Promise<{ revoked: boolean }> {
     return this.locked(async () => {
-      const record = await this.store.findByAccessor(input.accessor);
+      const record = this.track(await this.store.findByAccessor(input.accessor));
       if (!record || record.revokedAtMs !== undefined) return { revoked: false };
       const gone = record.holders.filter((h) => h.vmId === input.vmId);
       record.holders = record.holders.filter((h) => h.vmId !== input.vmId);
@@ -291,7 +315,7 @@ export class LongTermTokens {
         await this.markRevoked(record, "LAST_HOLDER_GONE", gone.map((h) => h.hostId));
         return { revoked: true };
       }
-      await this.store.update(record);
+      await this.save(record);
       if (unbound.length > 0) await this.publishRevoked(record, unbound, "HOST_RELEASED");
       // Other VMs on the host keep the secret; only this VM's authorization process drops it.
       for (const { hostId } of gone) if (!unbound.includes(hostId)) await this.publishAccountsChanged(hostId, input.vmId, record.accessor);
@@ -302,7 +326,7 @@ export class LongTermTokens {
   /** Vault-style revocation by accessor; every agent holding it drops it at once. */
   async revoke(accessor: string, reason = "REVOKED_BY_OPERATOR"): Promise<void> {
     await this.locked(async () => {
-      const record = await this.store.findByAccessor(accessor);
+      const record = this.track(await this.store.findByAccessor(accessor));
       if (!record) throw new TrustplaneError("NOT_FOUND", "LONG_TERM_TOKEN_UNKNOWN", `no long-term token with accessor ${accessor}`, "accessor");
       if (record.revokedAtMs === undefined) await this.markRevoked(record, reason);
     });
@@ -344,7 +368,7 @@ export class LongTermTokens {
     record.version += 1;
     record.issuedAtMs = nowMs;
     record.expiresAtMs = nowMs + this.ttlMs;
-    await this.store.update(record);
+    await this.save(record);
     if (this.hub) {
       for (const hostId of record.hostIds) {
         await this.hub.publish({
@@ -365,7 +389,7 @@ export class LongTermTokens {
   private async markRevoked(record: LongTermTokenRecord, reason: string, extraHosts: string[] = []): Promise<void> {
     record.revokedAtMs = this.now();
     record.revokeReason = reason;
-    await this.store.update(record);
+    await this.save(record);
     await this.publishRevoked(record, [...new Set([...record.hostIds, ...extraHosts])], reason);
   }
 
@@ -386,14 +410,44 @@ export class LongTermTokens {
   }
 
   private async requireActive(accessor: string): Promise<LongTermTokenRecord> {
-    const record = await this.store.findByAccessor(accessor);
+    const record = this.track(await this.store.findByAccessor(accessor));
     if (!record) throw new TrustplaneError("NOT_FOUND", "LONG_TERM_TOKEN_UNKNOWN", `no long-term token with accessor ${accessor}`, "accessor");
     if (record.revokedAtMs !== undefined) throw refused("LONG_TERM_TOKEN_REVOKED", `long-term token ${accessor} was revoked`);
     return record;
   }
 
+  private track(record: LongTermTokenRecord | undefined): LongTermTokenRecord | undefined {
+    if (record) this.asRead.set(record, structuredClone(record));
+    return record;
+  }
+
+  /** Writes a record read through track(), only if nobody changed it since. */
+  private async save(record: LongTermTokenRecord): Promise<void> {
+    const expected = this.asRead.get(record);
+    if (!expected) throw new TrustplaneError("INTERNAL", "LONG_TERM_TOKEN_UNTRACKED", "a long-term token write without the state it was read in");
+    await this.store.update(record, expected);
+    this.asRead.set(record, structuredClone(record));
+  }
+
+  /**
+   * One change at a time in this replica; a change that lost a race to another replica (the
+   * store's compare-and-set or the one-live-token index) is re-read and redone, with jitter
+   * so two replicas do not collide again in lockstep. Nothing is published before a write
+   * succeeded, so a retried attempt leaves no stray push behind.
+   */
   private locked<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.lock.then(fn, fn);
+    const attempt = async (): Promise<T> => {
+      for (let n = 0; ; n++) {
+        try {
+          return await fn();
+        } catch (e) {
+          const lost = e instanceof TrustplaneError && (e.reason === "LONG_TERM_TOKEN_CONFLICT" || e.reason === "LONG_TERM_TOKEN_RACE");
+          if (!lost || n >= MAX_CONFLICT_RETRIES) throw e;
+          await new Promise((r) => setTimeout(r, Math.random() * Math.min(50, 2 ** n)));
+        }
+      }
+    };
+    const run = this.lock.then(attempt, attempt);
     this.lock = run.catch(() => undefined);
     return run;
   }
