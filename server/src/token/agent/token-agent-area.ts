@@ -17,6 +17,7 @@ import { SERVER_PRINCIPAL } from "../../processes/server-keys.js";
 import type { CallContext } from "../../runtime/auth/service-binder.js";
 import type { Logger } from "../../runtime/logger.js";
 import { openSealedToken } from "../authority/host-token-sealer.js";
+import { ACCESSOR_PREFIX } from "../authority/long-term-tokens.js";
 import type { TokenUpdate } from "../authority/token-update-hub.js";
 import { INSTANCE_ZONE, numericProjectId } from "../instance-identity.js";
 import type { TokenUpstream } from "./token-cache.js";
@@ -244,22 +245,42 @@ function toUpdate(hostId: string, m: WatchTokenUpdatesResponse): TokenUpdate | u
   }
 }
 
+/** Where a watch stream stands: the last seq seen and the replica that numbered it. */
+export interface WatchPosition {
+  afterSeq: number;
+  replicaId: string;
+}
+
 /**
  * Keeps one WatchTokenUpdates stream open, resuming after the last seq seen; reconnects with
- * capped backoff so a server restart or replica failover loses no update still in a backlog.
+ * capped backoff. Every (re)connect tells the authority what this host holds, so when the
+ * stream cannot resume exactly (server restart, another replica, a backlog that no longer
+ * reaches back, a replica that lost its LISTEN connection) the authority resynchronises it
+ * from storage: revocations it missed, and fresh secrets for rotations it missed.
  */
-export function watchUpdates(o: { client: TokenClient; hostId: string; onUpdate: (m: WatchTokenUpdatesResponse) => Promise<void>; logger?: Logger }): { stop(): void; connected(): boolean } {
+export function watchUpdates(o: {
+  client: TokenClient;
+  hostId: string;
+  onUpdate: (m: WatchTokenUpdatesResponse) => Promise<void>;
+  /** What this host holds right now (sent at every connect). */
+  held?: () => HeldTokenView[];
+  /** Resume from here instead of from now. */
+  resumeFrom?: WatchPosition;
+  logger?: Logger;
+}): { stop(): void; connected(): boolean; position(): WatchPosition } {
   let stopped = false;
   let connected = false;
   let stream: { cancel(): void } | undefined;
-  let afterSeq = 0;
-  let replicaId = "";
+  let afterSeq = o.resumeFrom?.afterSeq ?? 0;
+  let replicaId = o.resumeFrom?.replicaId ?? "";
   let delay = 250;
   let timer: NodeJS.Timeout | undefined;
   const run = async () => {
     while (!stopped) {
       try {
-        const s = o.client.watchTokenUpdates({ hostId: o.hostId, afterSeq, replicaId });
+        // Only the authority's own tokens can be resynchronised (not locally named ones).
+        const held = (o.held?.() ?? []).filter((h) => h.accessor.startsWith(ACCESSOR_PREFIX));
+        const s = o.client.watchTokenUpdates({ hostId: o.hostId, afterSeq, replicaId, held });
         stream = s;
         connected = true;
         for await (const m of s) {
@@ -288,6 +309,7 @@ export function watchUpdates(o: { client: TokenClient; hostId: string; onUpdate:
       stream?.cancel();
     },
     connected: () => connected,
+    position: () => ({ afterSeq, replicaId }),
   };
 }
 
@@ -332,7 +354,7 @@ export const tokenAgentArea: AgentArea = {
       unseal: (sealed) => openSealedToken(ctx.sealing.privateKey, ctx.hostId, sealed),
       logger: ctx.logger,
     });
-    const watcher = watchUpdates({ client, hostId: ctx.hostId, onUpdate: (m) => manager.apply(m), logger: ctx.logger });
+    const watcher = watchUpdates({ client, hostId: ctx.hostId, onUpdate: (m) => manager.apply(m), held: () => manager.listHeld(), logger: ctx.logger });
     managers.set(ctx.hostId, manager);
     ctx.bind(TokenAgentServiceService, {
       async attachVm(req, call) {

@@ -332,6 +332,48 @@ export class LongTermTokens {
     });
   }
 
+  /**
+   * Brings a host that may have missed pushes (a stream that could not resume exactly) back
+   * in line with storage, from what its agent says it holds. A token the host may no longer
+   * hold is pushed as REVOKED; a VM no longer among the holders is told to drop it; a token
+   * whose current version the host lacks is rotated, since the authority keeps only hashes
+   * and cannot resend a secret: the new one reaches every bound host sealed, as any rotation.
+   */
+  async resyncHost(hostId: string, held: readonly { accessor: string; serviceAccount: string; version: number; vmIds: readonly string[] }[]): Promise<{ rotated: string[]; revoked: string[] }> {
+    const rotated: string[] = [];
+    const revoked: string[] = [];
+    if (held.length === 0) return { rotated, revoked };
+    const bound = new Map((await this.store.listByHost(hostId)).map((r) => [r.accessor, r]));
+    for (const h of held) {
+      const r = bound.get(h.accessor);
+      if (!r || r.revokedAtMs !== undefined || r.expiresAtMs <= this.now()) {
+        if (r && r.revokedAtMs === undefined) await this.locked(async () => {
+          const fresh = this.track(await this.store.findByAccessor(h.accessor));
+          if (fresh && fresh.revokedAtMs === undefined && fresh.expiresAtMs <= this.now()) await this.markRevoked(fresh, "EXPIRED");
+        });
+        if (this.hub) {
+          await this.hub.publish({ kind: "REVOKED", hostId, accessor: h.accessor, serviceAccount: r?.serviceAccount ?? h.serviceAccount, version: Math.max(h.version, r?.version ?? 0), reason: r?.revokeReason ?? (r ? "EXPIRED" : "HOST_RELEASED") });
+        }
+        revoked.push(h.accessor);
+        continue;
+      }
+      for (const vmId of h.vmIds) {
+        if (!r.holders.some((x) => x.vmId === vmId && x.hostId === hostId)) await this.publishAccountsChanged(hostId, vmId, h.accessor);
+      }
+      if (h.version < r.version) {
+        const done = await this.locked(async () => {
+          const fresh = this.track(await this.store.findByAccessor(h.accessor));
+          // Someone else rotated meanwhile: that push is on its way to the host already.
+          if (!fresh || fresh.revokedAtMs !== undefined || !fresh.hostIds.includes(hostId) || fresh.version !== r.version) return false;
+          await this.rotateRecord(fresh);
+          return true;
+        });
+        if (done) rotated.push(h.accessor);
+      }
+    }
+    return { rotated, revoked };
+  }
+
   /** Public view by accessor (no hash), e.g. for `trustplane token inspect`. */
   async describe(accessor: string): Promise<Omit<LongTermTokenRecord, "tokenHash" | "previousTokenHash">> {
     const record = await this.store.findByAccessor(accessor);

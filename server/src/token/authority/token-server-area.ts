@@ -58,7 +58,7 @@ export const tokenServerArea: ServerArea = {
     const hub = new TokenUpdateHub({ sealer });
     let bridge: PostgresTokenUpdateBridge | undefined;
     if (db instanceof PostgresDb) {
-      bridge = await PostgresTokenUpdateBridge.open(db, ctx.logger);
+      bridge = await PostgresTokenUpdateBridge.open(db, { logger: ctx.logger });
       hub.attachBridge(bridge, sealer);
     }
     const longTermTokens = new LongTermTokens({ store: longTermStore, accounts, hub });

@@ -8,6 +8,7 @@ import {
   type LongTermTokenInfo,
   type ServiceAccount as ServiceAccountMessage,
   type TokenServiceService,
+  type WatchTokenUpdatesRequest,
   type WatchTokenUpdatesResponse,
 } from "../../../../sdk/src/gen/trustplane/token/v1/token.js";
 import type { CallContext, Handlers } from "../../runtime/auth/service-binder.js";
@@ -79,9 +80,12 @@ function page<T>(items: T[], key: (t: T) => string, size: number, token: string)
   return { items: slice, next: rest.length > n ? key(slice[slice.length - 1]!) : "" };
 }
 
+function auditFor(d: TokenServiceDeps, ctx: CallContext, action: string, target: string, detail: Record<string, unknown> = {}) {
+  return d.storage.audit.append({ principal: ctx.caller.principal, action, target, outcome: "ok", requestId: ctx.requestId, detail });
+}
+
 export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHandlers> {
-  const audit = (ctx: CallContext, action: string, target: string, detail: Record<string, unknown> = {}) =>
-    d.storage.audit.append({ principal: ctx.caller.principal, action, target, outcome: "ok", requestId: ctx.requestId, detail });
+  const audit = (ctx: CallContext, action: string, target: string, detail: Record<string, unknown> = {}) => auditFor(d, ctx, action, target, detail);
 
   return {
     async createServiceAccount(req, ctx) {
@@ -229,30 +233,56 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
 
     watchTokenUpdates(req, ctx) {
       requireHostCaller(ctx, req.hostId);
-      // A seq numbered by another replica (failover, restart) says nothing about this one's
-      // backlog: replay all of it rather than risk skipping an update.
-      const afterSeq = req.afterSeq > 0 && req.replicaId !== d.hub.replicaId ? 0 : req.afterSeq;
-      return watch(d, req.hostId, afterSeq, req.afterSeq > 0, ctx.signal);
+      return watch(d, req, ctx);
     },
   };
 }
 
-/** The per-host push stream: backlog after `afterSeq`, then live updates until cancelled. */
-async function* watch(d: TokenServiceDeps, hostId: string, afterSeq: number, resume: boolean, signal: AbortSignal): AsyncIterable<WatchTokenUpdatesResponse> {
+/**
+ * The per-host push stream: the backlog after `after_seq` when the stream resumes exactly on
+ * this replica, otherwise a resynchronisation from storage against what the agent holds;
+ * then live updates until cancelled. If this replica may have missed updates while the
+ * stream is open, the stream ends UNAVAILABLE so the agent reconnects and resynchronises.
+ */
+async function* watch(d: TokenServiceDeps, req: WatchTokenUpdatesRequest, ctx: CallContext): AsyncIterable<WatchTokenUpdatesResponse> {
+  const { hostId } = req;
   const queue: DeliveredUpdate[] = [];
   let wake: (() => void) | undefined;
+  let subscribed = false;
+  // A seq numbered by another replica (failover, restart) says nothing about this one's backlog.
+  let resync = !(req.afterSeq > 0 && req.replicaId === d.hub.replicaId);
+  let broken = false;
   const unsubscribe = d.hub.subscribe(
     hostId,
     (u) => {
       queue.push(u);
       wake?.();
     },
-    resume ? { afterSeq } : {},
+    {
+      afterSeq: resync ? undefined : req.afterSeq,
+      onGap: () => {
+        if (!subscribed) resync = true;
+        else {
+          broken = true;
+          wake?.();
+        }
+      },
+    },
   );
+  subscribed = true;
+  const signal = ctx.signal;
   const onAbort = () => wake?.();
   signal.addEventListener("abort", onAbort);
   try {
+    if (resync && req.held.length > 0) {
+      // Subscribed first, so the rotations this causes arrive on this very stream.
+      const done = await d.longTermTokens.resyncHost(hostId, req.held);
+      ctx.logger.info({ hostId, held: req.held.length, ...done }, "token updates resynchronised from storage");
+      for (const accessor of done.rotated) await auditFor(d, ctx, "token.long_term.resync_rotate", accessor, { hostId });
+      for (const accessor of done.revoked) await auditFor(d, ctx, "token.long_term.resync_revoke", accessor, { hostId });
+    }
     while (!signal.aborted) {
+      if (broken) throw new TrustplaneError("UNAVAILABLE", "TOKEN_UPDATES_GAP", "this replica may have missed token updates; reconnect to resynchronise");
       const next = queue.shift();
       if (!next) {
         await new Promise<void>((resolve) => (wake = resolve));
