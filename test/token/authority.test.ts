@@ -46,6 +46,28 @@ describe("signing key ring", () => {
     const reopened = await SigningKeyRing.open({ store, maxTokenTtlSeconds: 3600, now: clock.now });
     expect(reopened.current().kid).toBe(second);
   });
+
+  it("announces the next key in the JWKS before it signs, then retires the old one like a rotation", async () => {
+    const clock = manualClock();
+    const ring = await SigningKeyRing.open({ store: new InMemorySigningKeyStore(), maxTokenTtlSeconds: 3600, now: clock.now });
+    const old = ring.current().kid;
+    const next = await ring.announce(90_000);
+    // Published, not signing: a verifier that fetched the JWKS now already knows it.
+    expect(ring.jwks().keys.map((k) => k.kid).sort()).toEqual([old, next].sort());
+    expect(ring.current().kid).toBe(old);
+    expect(ring.pending()).toEqual({ kid: next, activatesAtMs: clock.now() + 90_000 });
+    clock.advance(89_999);
+    expect(ring.current().kid).toBe(old);
+    clock.advance(1);
+    expect(ring.current().kid).toBe(next);
+    expect(ring.pending()).toBeUndefined();
+    expect(ring.currentActivatedAtMs()).toBe(clock.now());
+    // The old key keeps verifying until its last token (1 h) has expired.
+    clock.advance(3600_000 - 1);
+    expect(ring.jwks().keys.map((k) => k.kid)).toContain(old);
+    clock.advance(1);
+    expect(await ring.prune()).toEqual([old]);
+  });
 });
 
 describe("minter and resource-server verification", () => {
@@ -283,6 +305,38 @@ describe("token exchange", () => {
     const a = await longTermTokens.acquire({ principal: ALICE, serviceAccount: "reader@acme.trustplane", scopes: ["storage.read"], hostId: "h1", vmId: "v1" });
     await accounts.delete("reader@acme.trustplane");
     await rejects(exchange.accessToken({ longTermToken: a.token!, hostId: "h1", vmId: "v1" }), "NOT_FOUND", "ACCOUNT_NOT_FOUND");
+  });
+
+  it("revokes and pushes every token of a deleted account", async () => {
+    const { longTermTokens, accounts, hub } = await createAuthority();
+    const seen: DeliveredUpdate[] = [];
+    hub.subscribe("h1", (u) => seen.push(u));
+    const a = await longTermTokens.acquire({ principal: ALICE, serviceAccount: "reader@acme.trustplane", scopes: ["storage.read"], hostId: "h1", vmId: "v1" });
+    const b = await longTermTokens.acquire({ principal: ALICE, serviceAccount: "reader@acme.trustplane", scopes: ["storage.read", "storage.write"], hostId: "h1", vmId: "v2" });
+    const other = await longTermTokens.acquire({ principal: ALICE, serviceAccount: "builder@acme.trustplane", scopes: ["storage.read"], hostId: "h1", vmId: "v3" });
+    await accounts.delete("reader@acme.trustplane");
+    expect((await longTermTokens.revokeAccount("reader@acme.trustplane")).sort()).toEqual([a.accessor, b.accessor].sort());
+    expect(seen.filter((u) => u.kind === "REVOKED").map((u) => [u.accessor, (u as { reason: string }).reason]).sort()).toEqual(
+      [
+        [a.accessor, "ACCOUNT_DELETED"],
+        [b.accessor, "ACCOUNT_DELETED"],
+      ].sort(),
+    );
+    await rejects(longTermTokens.authenticate(a.token!, "h1"), "UNAUTHENTICATED", "LONG_TERM_TOKEN_REVOKED");
+    await longTermTokens.authenticate(other.token!, "h1");
+  });
+
+  it("refuses scopes outside the account's allowed_scopes", async () => {
+    const { longTermTokens, accounts } = await createAuthority();
+    await accounts.createAccount({ email: "narrow@acme.trustplane", actors: [ALICE], allowedScopes: ["storage.read"] });
+    await longTermTokens.acquire({ principal: ALICE, serviceAccount: "narrow@acme.trustplane", scopes: ["storage.read"], hostId: "h1", vmId: "v1" });
+    await rejects(
+      longTermTokens.acquire({ principal: ALICE, serviceAccount: "narrow@acme.trustplane", scopes: ["storage.read", "storage.write"], hostId: "h1", vmId: "v2" }),
+      "PERMISSION_DENIED",
+      "SCOPE_NOT_ALLOWED",
+    );
+    // No allowed_scopes: any declared scope, as before.
+    await longTermTokens.acquire({ principal: ALICE, serviceAccount: "builder@acme.trustplane", scopes: ["storage.write", "queue.publish"], hostId: "h1", vmId: "v3" });
   });
 });
 

@@ -59,6 +59,8 @@ export interface LongTermTokenStore {
   /** The unrevoked record for the pair, if any. */
   findActive(serviceAccount: string, scopeKey: string): Promise<LongTermTokenRecord | undefined>;
   listByHost(hostId: string): Promise<LongTermTokenRecord[]>;
+  /** The account's unrevoked tokens (every scope set). */
+  listActiveByAccount(serviceAccount: string): Promise<LongTermTokenRecord[]>;
 }
 
 export function scopeKey(scopes: readonly string[]): string {
@@ -111,6 +113,9 @@ export class InMemoryLongTermTokenStore implements LongTermTokenStore {
   }
   async listByHost(hostId: string) {
     return [...this.byAccessor.values()].filter((r) => r.hostIds.includes(hostId)).map((r) => structuredClone(r));
+  }
+  async listActiveByAccount(serviceAccount: string) {
+    return [...this.byAccessor.values()].filter((r) => r.serviceAccount === serviceAccount && r.revokedAtMs === undefined).map((r) => structuredClone(r));
   }
   private write(record: LongTermTokenRecord) {
     const copy = structuredClone(record);
@@ -202,8 +207,9 @@ export class LongTermTokens {
   }): Promise<IssuedLongTermToken> {
     requireId("hostId", input.hostId);
     requireId("vmId", input.vmId);
-    await this.accounts.requireActAs(input.principal, input.serviceAccount);
+    const account = await this.accounts.requireActAs(input.principal, input.serviceAccount);
     const scopes = canonicalScopes(input.scopes);
+    this.accounts.requireAllowedScopes(account, scopes);
     await this.accounts.audiencesForScopes(scopes);
     return this.locked(async () => {
       const existing = this.track(await this.store.findActive(input.serviceAccount, scopeKey(scopes)));
@@ -372,6 +378,16 @@ export class LongTermTokens {
       }
     }
     return { rotated, revoked };
+  }
+
+  /** The account is gone: every token of it is revoked and every holding agent told at once. */
+  async revokeAccount(serviceAccount: string, reason = "ACCOUNT_DELETED"): Promise<string[]> {
+    const revoked: string[] = [];
+    for (const r of await this.store.listActiveByAccount(serviceAccount)) {
+      await this.revoke(r.accessor, reason);
+      revoked.push(r.accessor);
+    }
+    return revoked;
   }
 
   /** Public view by accessor (no hash), e.g. for `trustplane token inspect`. */

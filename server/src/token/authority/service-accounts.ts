@@ -16,6 +16,8 @@ export interface ServiceAccount {
   displayName: string;
   /** Principals (user ids from the verified signed request) allowed to act as this account. */
   actors: string[];
+  /** Scopes VMs may be granted with the account (canonical); empty: any declared scope. */
+  allowedScopes: string[];
   createdAtMs: number;
 }
 
@@ -102,10 +104,13 @@ export class ServiceAccountRegistry {
     return def;
   }
 
-  async createAccount(input: { email: string; displayName?: string; actors?: string[] }, nowMs = Date.now()): Promise<ServiceAccount> {
+  async createAccount(input: { email: string; displayName?: string; actors?: string[]; allowedScopes?: readonly string[] }, nowMs = Date.now()): Promise<ServiceAccount> {
     if (!ACCOUNT_EMAIL.test(input.email)) {
       throw invalidArgument("email", "use a lowercase address like name@project.trustplane", "ACCOUNT_EMAIL_INVALID");
     }
+    const allowedScopes = input.allowedScopes && input.allowedScopes.length > 0 ? canonicalScopes(input.allowedScopes, "allowed_scopes") : [];
+    // Each allowed scope must belong to a declared service, or no VM could ever be granted it.
+    if (allowedScopes.length > 0) await this.audiencesForScopes(allowedScopes, "allowed_scopes");
     if (await this.store.getAccount(input.email)) {
       throw new TrustplaneError("ALREADY_EXISTS", "ACCOUNT_EXISTS", `service account ${input.email} already exists`, "email");
     }
@@ -113,6 +118,7 @@ export class ServiceAccountRegistry {
       email: input.email,
       displayName: input.displayName ?? input.email,
       actors: [...new Set(input.actors ?? [])].sort(),
+      allowedScopes,
       createdAtMs: nowMs,
     };
     await this.store.putAccount(account);
@@ -171,14 +177,31 @@ export class ServiceAccountRegistry {
     return account;
   }
 
+  /**
+   * Refuses scopes outside the account's allowed_scopes (PERMISSION_DENIED SCOPE_NOT_ALLOWED):
+   * the ACL says who may use the account, this says for what.
+   */
+  requireAllowedScopes(account: ServiceAccount, scopes: readonly string[]): void {
+    if (account.allowedScopes.length === 0) return;
+    const extra = scopes.filter((s) => !account.allowedScopes.includes(s));
+    if (extra.length > 0) {
+      throw new TrustplaneError(
+        "PERMISSION_DENIED",
+        "SCOPE_NOT_ALLOWED",
+        `service account ${account.email} may not be granted ${extra.join(", ")}; it allows ${account.allowedScopes.join(", ")}`,
+        "scopes",
+      );
+    }
+  }
+
   /** Checks every scope is owned by some service and returns the audiences they imply. */
-  async audiencesForScopes(scopes: readonly string[]): Promise<string[]> {
+  async audiencesForScopes(scopes: readonly string[], field = "scopes"): Promise<string[]> {
     const services = await this.store.listServices();
     const audiences = new Set<string>();
     for (const scope of scopes) {
       const service = services.find((s) => s.scopes.includes(scope));
       if (!service) {
-        throw invalidArgument("scopes", `scope "${scope.slice(0, 64)}" belongs to no service; define it with the service first`, "SCOPE_UNKNOWN");
+        throw invalidArgument(field, `scope "${scope.slice(0, 64)}" belongs to no service; define it with the service first`, "SCOPE_UNKNOWN");
       }
       audiences.add(service.audience);
     }

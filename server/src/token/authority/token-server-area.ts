@@ -27,6 +27,11 @@ import { UserCreateRequestCheck } from "./user-create-request.js";
 import { vmInstanceFacts } from "./vm-instance-facts.js";
 
 
+/** How long resource servers may cache the JWKS (Cache-Control max-age). */
+const JWKS_MAX_AGE_SECONDS = 60;
+/** How often each replica re-reads the signing keys and runs rotation upkeep. */
+const KEY_UPKEEP_MS = 10_000;
+
 /** The token area's settings, from the shared Config (file → TRUSTPLANE_* environment → flags). */
 export interface TokenAreaSettings {
   jwksListen: string;
@@ -70,7 +75,7 @@ export const tokenServerArea: ServerArea = {
       instanceFacts: vmInstanceFacts(() => createClient(VmServiceService, ctx.address(), { key: ctx.serviceKey })),
     });
 
-    const jwks = createJwksHandler(keys, 60);
+    const jwks = createJwksHandler(keys, JWKS_MAX_AGE_SECONDS);
     const httpServer = http.createServer((req, res) => {
       if (!jwks(req, res)) res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
     });
@@ -101,23 +106,27 @@ export const tokenServerArea: ServerArea = {
       }),
     );
     // Key upkeep: pick up keys other replicas made (their tokens must verify against this
-    // replica's JWKS too), rotate a key that has signed long enough, drop retired ones.
+    // replica's JWKS too), announce the next key ahead of its turn, drop retired ones. The
+    // lead covers two upkeep rounds on the other replicas plus a JWKS cached for its max-age,
+    // so no resource server meets a kid it cannot find.
+    const announceLeadMs = 2 * KEY_UPKEEP_MS + JWKS_MAX_AGE_SECONDS * 1000 + 10_000;
     let upkeepRunning = false;
     const upkeep = setInterval(() => {
       if (upkeepRunning) return;
       upkeepRunning = true;
       void (async () => {
         await keys.refresh();
-        if (Date.now() - keys.currentCreatedAtMs() >= settings.keyRotationMs) {
-          const kid = await keys.rotate();
-          await ctx.storage.audit.append({ principal: "trustplane-server", action: "token.signing_key.rotate", target: kid, outcome: "ok", requestId: `key-rotation-${kid}` });
-          ctx.logger.info({ kid }, "token signing key rotated");
+        const due = keys.currentActivatedAtMs() + settings.keyRotationMs - announceLeadMs;
+        if (!keys.pending() && Date.now() >= due) {
+          const kid = await keys.announce(announceLeadMs);
+          await ctx.storage.audit.append({ principal: "trustplane-server", action: "token.signing_key.announce", target: kid, outcome: "ok", requestId: `key-announce-${kid}`, detail: { activatesInMs: announceLeadMs } });
+          ctx.logger.info({ kid, activatesInMs: announceLeadMs }, "next token signing key announced");
         }
         await keys.prune();
       })()
         .catch((e: Error) => ctx.logger.warn({ err: e.message }, "token signing key upkeep failed"))
         .finally(() => (upkeepRunning = false));
-    }, 10_000);
+    }, KEY_UPKEEP_MS);
     upkeep.unref();
     return {
       async stop() {

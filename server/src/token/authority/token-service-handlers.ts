@@ -51,7 +51,7 @@ export function requireHostCaller(ctx: Pick<CallContext, "caller">, hostId: stri
 }
 
 function accountMessage(a: ServiceAccount): ServiceAccountMessage {
-  return { email: a.email, displayName: a.displayName, actAs: a.actors, allowedScopes: [], createdAtMs: a.createdAtMs };
+  return { email: a.email, displayName: a.displayName, actAs: a.actors, allowedScopes: a.allowedScopes, createdAtMs: a.createdAtMs };
 }
 
 function infoMessage(r: Omit<LongTermTokenRecord, "tokenHash" | "previousTokenHash">): LongTermTokenInfo {
@@ -89,8 +89,8 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
 
   return {
     async createServiceAccount(req, ctx) {
-      const account = await d.accounts.createAccount({ email: req.email, displayName: req.displayName || undefined });
-      await audit(ctx, "token.service_account.create", account.email);
+      const account = await d.accounts.createAccount({ email: req.email, displayName: req.displayName || undefined, allowedScopes: req.allowedScopes });
+      await audit(ctx, "token.service_account.create", account.email, { allowedScopes: account.allowedScopes });
       return { account: accountMessage(account) };
     },
 
@@ -105,7 +105,9 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
 
     async deleteServiceAccount(req, ctx) {
       await d.accounts.delete(req.email);
-      await audit(ctx, "token.service_account.delete", req.email);
+      // Deleted first, so nothing mints for the account while its tokens are being revoked.
+      const revoked = await d.longTermTokens.revokeAccount(req.email);
+      await audit(ctx, "token.service_account.delete", req.email, { revoked });
       return {};
     },
 
@@ -146,6 +148,8 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
       // Check everything that does not consume the user's request first, so a typo does not
       // burn it; then the request is marked used before anything is issued.
       await d.accounts.audiencesForScopes(scopes);
+      const account = await d.accounts.get(req.serviceAccount).catch(() => undefined);
+      if (account) d.accounts.requireAllowedScopes(account, scopes);
       const user = await d.userRequests.check(req.userRequest, { serviceAccount: req.serviceAccount, scopes, vmId: req.vmId }, req.userRequestBody);
       const issued = await d.longTermTokens.acquire({
         principal: user.principal,

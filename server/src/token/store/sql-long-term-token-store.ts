@@ -125,6 +125,10 @@ export class SqlLongTermTokenStore implements LongTermTokenStore {
     return r && fromRow(r);
   }
 
+  async listActiveByAccount(serviceAccount: string) {
+    return (await this.db.all<Row>("SELECT * FROM token_long_term WHERE service_account = ? AND revoked_at_ms IS NULL", [serviceAccount])).map(fromRow);
+  }
+
   async listByHost(hostId: string) {
     // Host ids are JSON strings inside the array; LIKE narrows, the parse decides.
     const rows = await this.db.all<Row>("SELECT * FROM token_long_term WHERE host_ids_json LIKE ?", [`%${JSON.stringify(hostId).replace(/[%_]/g, "")}%`]);

@@ -12,5 +12,6 @@ import { deploy } from "./004-deploy.js";
 import { job } from "./005-job.js";
 import type { Migration } from "./migration.js";
 import { vmHostInventory } from "../../../vm/manager/vm-migration.js";
+import { tokenAllowedScopesAndKeyActivation } from "../../../token/store/token-allowed-scopes-migration.js";
 
-export const MIGRATIONS: readonly Migration[] = [foundation, token, vm, deploy, job, vmHostInventory];
+export const MIGRATIONS: readonly Migration[] = [foundation, token, vm, deploy, job, vmHostInventory, tokenAllowedScopesAndKeyActivation];

@@ -103,7 +103,7 @@ export interface ServiceAccount {
   displayName: string;
   /** Principals that may act as the account (launch VMs with it). */
   actAs: string[];
-  /** Scopes the account may be granted. */
+  /** Scopes the account may be granted; empty: any scope a declared service owns. */
   allowedScopes: string[];
   createdAtMs: number;
 }
@@ -114,7 +114,8 @@ export interface CreateServiceAccountRequest {
   displayName: string;
   /**
    * Scopes VMs may be granted with this account; each must belong to a declared
-   * service (DefineService).
+   * service (DefineService). Empty: any declared scope. A long-term token for other
+   * scopes is refused with PERMISSION_DENIED SCOPE_NOT_ALLOWED.
    */
   allowedScopes: string[];
 }
