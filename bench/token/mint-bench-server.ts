@@ -20,6 +20,7 @@ import { LongTermTokens } from "../../server/src/token/authority/long-term-token
 import { ServiceAccountRegistry } from "../../server/src/token/authority/service-accounts.js";
 import { SigningKeyRing } from "../../server/src/token/authority/signing-keys.js";
 import { TokenExchange } from "../../server/src/token/authority/token-exchange.js";
+import { TokenRecordCache } from "../../server/src/token/authority/token-record-cache.js";
 import { createTokenServiceHandlers } from "../../server/src/token/authority/token-service-handlers.js";
 import { TokenUpdateHub } from "../../server/src/token/authority/token-update-hub.js";
 import { UserCreateRequestCheck } from "../../server/src/token/authority/user-create-request.js";
@@ -40,10 +41,11 @@ async function main(): Promise<void> {
   const storage = await Storage.open({ sqlitePath: path.join(dir, "bench.db") });
   const db = storage.db;
   const keys = await SigningKeyRing.open({ store: new SqlSigningKeyStore(db, deriveAtRestKey(randomBytes(32))), maxTokenTtlSeconds: 3600 });
-  const accounts = new ServiceAccountRegistry(new SqlServiceAccountStore(db));
+  // Wired as token-server-area.ts wires the authority, caches included.
+  const accounts = new ServiceAccountRegistry(new SqlServiceAccountStore(db), { cacheTtlMs: 5_000 });
   const longTermStore = new SqlLongTermTokenStore(db);
   const hub = new TokenUpdateHub();
-  const longTermTokens = new LongTermTokens({ store: longTermStore, accounts, hub });
+  const longTermTokens = new LongTermTokens({ store: longTermStore, accounts, hub, cache: new TokenRecordCache({ ttlMs: 5_000 }) });
   const minter = new AccessTokenMinter({ keys, issuer: "https://bench.trustplane" });
   const exchange = new TokenExchange({ longTermTokens, accounts, minter });
   await accounts.defineService({ name: "storage", audience: "https://storage.bench", scopes: ["storage.read"] });

@@ -5,7 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TrustplaneError } from "../../sdk/src/errors.js";
 import { AccessTokenMinter } from "../../server/src/token/authority/access-token-minter.js";
 import { verifyAccessToken, verifyIdentityToken } from "../../server/src/token/authority/access-token-verifier.js";
-import { hashLongTermToken } from "../../server/src/token/authority/long-term-tokens.js";
+import { LongTermTokens, hashLongTermToken } from "../../server/src/token/authority/long-term-tokens.js";
+import { TokenExchange } from "../../server/src/token/authority/token-exchange.js";
+import { TokenRecordCache } from "../../server/src/token/authority/token-record-cache.js";
 import { InMemorySigningKeyStore, SigningKeyRing } from "../../server/src/token/authority/signing-keys.js";
 import { TokenUpdateHub, type BridgedUpdate, type DeliveredUpdate, type TokenUpdateBridge } from "../../server/src/token/authority/token-update-hub.js";
 import { ALICE, createAuthority, ISSUER, manualClock, startJwksServer, STORAGE_AUD, QUEUE_AUD } from "./token-fixture.js";
@@ -337,6 +339,40 @@ describe("token exchange", () => {
     );
     // No allowed_scopes: any declared scope, as before.
     await longTermTokens.acquire({ principal: ALICE, serviceAccount: "builder@acme.trustplane", scopes: ["storage.write", "queue.publish"], hostId: "h1", vmId: "v3" });
+  });
+});
+
+describe("the mint path's record cache", () => {
+  it("refuses a revoked token at once, sees a new holder at once, and forgets what changed behind the hub's back within its lifetime", async () => {
+    const clock = manualClock();
+    const auth = await createAuthority({ now: clock.now });
+    const cache = new TokenRecordCache({ ttlMs: 5_000, now: clock.now });
+    // A second LongTermTokens over the same store and hub, with the cache: what the mint path uses.
+    const cached = new LongTermTokens({ store: auth.ltStore, accounts: auth.accounts, hub: auth.hub, cache, now: clock.now });
+    const a = await auth.longTermTokens.acquire({ principal: ALICE, serviceAccount: "builder@acme.trustplane", scopes: ["storage.read"], hostId: "h1", vmId: "v1" });
+    await cached.authenticate(a.token!, "h1");
+    expect((await cached.authenticate(a.token!, "h1")).fromCache).toBe(true);
+    // Another VM joins (no push for that): the cached record lacks it, storage decides.
+    await auth.longTermTokens.acquire({ principal: ALICE, serviceAccount: "builder@acme.trustplane", scopes: ["storage.read"], hostId: "h1", vmId: "v2", hostHasVersion: a.version });
+    const exchange = new TokenExchange({ longTermTokens: cached, accounts: auth.accounts, minter: auth.minter });
+    expect((await exchange.accessToken({ longTermToken: a.token!, hostId: "h1", vmId: "v2" })).jwt).toBeTruthy();
+    // Revoked elsewhere: the push drops the entry before the next mint.
+    await auth.longTermTokens.revoke(a.accessor);
+    await rejects(cached.authenticate(a.token!, "h1"), "UNAUTHENTICATED", "LONG_TERM_TOKEN_REVOKED");
+
+    // A change no push announced (written to storage directly) lasts at most the lifetime.
+    const b = await auth.longTermTokens.acquire({ principal: ALICE, serviceAccount: "reader@acme.trustplane", scopes: ["storage.read"], hostId: "h1", vmId: "v3" });
+    await cached.authenticate(b.token!, "h1");
+    const row = (await auth.ltStore.findByAccessor(b.accessor))!;
+    await auth.ltStore.update({ ...row, revokedAtMs: clock.now(), revokeReason: "TEST" }, row);
+    expect((await cached.authenticate(b.token!, "h1")).fromCache).toBe(true);
+    clock.advance(5_000);
+    await rejects(cached.authenticate(b.token!, "h1"), "UNAUTHENTICATED", "LONG_TERM_TOKEN_REVOKED");
+    // A gap (lost NOTIFYs) drops everything.
+    const c = await auth.longTermTokens.acquire({ principal: ALICE, serviceAccount: "reader@acme.trustplane", scopes: ["storage.write"], hostId: "h1", vmId: "v4" });
+    await cached.authenticate(c.token!, "h1");
+    auth.hub.markGap();
+    expect((await cached.authenticate(c.token!, "h1")).fromCache).toBe(false);
   });
 });
 

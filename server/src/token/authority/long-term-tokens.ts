@@ -5,6 +5,7 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { TrustplaneError, invalidArgument } from "../../../../sdk/src/errors.js";
 import { canonicalScopes, type ServiceAccountRegistry } from "./service-accounts.js";
+import type { TokenRecordCache } from "./token-record-cache.js";
 import type { TokenUpdateHub } from "./token-update-hub.js";
 
 export const LONG_TERM_TOKEN_PREFIX = "tplt_";
@@ -137,15 +138,20 @@ export interface IssuedLongTermToken {
 }
 
 export interface AuthenticatedLongTermToken {
+  /** Shared with the cache when `fromCache`: never mutate it. */
   record: LongTermTokenRecord;
   /** The version the presented secret belongs to (current, or the previous one in its grace). */
   presentedVersion: number;
+  /** The record came from the cache: a refusal derived from it must be re-checked fresh. */
+  fromCache: boolean;
 }
 
 export interface LongTermTokensOptions {
   store: LongTermTokenStore;
   accounts: ServiceAccountRegistry;
   hub?: TokenUpdateHub;
+  /** Caches records for authenticate(); invalidated through the hub (which it must be given). */
+  cache?: TokenRecordCache;
   /** Lifetime of each version; holders renew at half-life. Default 24 h. */
   ttlMs?: number;
   /** How long the previous secret stays valid after a rotation. Default 5 min. */
@@ -179,6 +185,7 @@ export class LongTermTokens {
   private lock: Promise<unknown> = Promise.resolve();
   /** Each record as it was read, for the compare-and-set of its next write. */
   private readonly asRead = new WeakMap<LongTermTokenRecord, LongTermTokenRecord>();
+  private readonly cache?: TokenRecordCache;
 
   constructor(options: LongTermTokensOptions) {
     this.store = options.store;
@@ -187,6 +194,12 @@ export class LongTermTokens {
     this.ttlMs = options.ttlMs ?? 24 * 3600_000;
     this.graceMs = options.rotationGraceMs ?? 5 * 60_000;
     this.now = options.now ?? Date.now;
+    this.cache = options.cache;
+    if (this.cache) {
+      const cache = this.cache;
+      // Every change that narrows what a token may do is published; a gap drops everything.
+      options.hub?.onAny((u) => (u === undefined ? cache.clear() : "accessor" in u && u.accessor ? cache.invalidate(u.accessor) : cache.clear()));
+    }
   }
 
   /**
@@ -235,13 +248,28 @@ export class LongTermTokens {
    * digest, so timing reveals nothing about stored secrets); the digest is then compared in
    * constant time to tell the current version from the previous one.
    */
-  async authenticate(token: string, hostId: string): Promise<AuthenticatedLongTermToken> {
+  async authenticate(token: string, hostId: string, options: { fresh?: boolean } = {}): Promise<AuthenticatedLongTermToken> {
     if (typeof token !== "string" || !TOKEN_SHAPE.test(token)) {
       throw refused("LONG_TERM_TOKEN_MALFORMED", "not a long-term token (expected tplt_ followed by 43 base64url characters)");
     }
     const digest = hashLongTermToken(token);
+    const cached = options.fresh ? undefined : this.cache?.get(digest);
+    if (cached) {
+      try {
+        return this.check(cached, digest, hostId, true);
+      } catch {
+        // A cached record may lag a change that widened it (a new holder or host): only
+        // storage may refuse.
+      }
+    }
+    const epoch = this.cache?.mark() ?? 0;
     const record = await this.store.findByHash(digest);
+    if (record) this.cache?.put(record, epoch);
     if (!record) throw refused("LONG_TERM_TOKEN_UNKNOWN", "unknown long-term token; the host must acquire a new one");
+    return this.check(record, digest, hostId, false);
+  }
+
+  private check(record: LongTermTokenRecord, digest: string, hostId: string, fromCache: boolean): AuthenticatedLongTermToken {
     if (record.revokedAtMs !== undefined) {
       throw refused("LONG_TERM_TOKEN_REVOKED", `long-term token ${record.accessor} was revoked (${record.revokeReason ?? "revoked"})`);
     }
@@ -262,7 +290,7 @@ export class LongTermTokens {
     if (!record.hostIds.includes(hostId)) {
       throw new TrustplaneError("PERMISSION_DENIED", "HOST_MISMATCH", `long-term token ${record.accessor} was not issued to host ${hostId}`, "host_id");
     }
-    return { record, presentedVersion };
+    return { record, presentedVersion, fromCache };
   }
 
   /**
@@ -484,6 +512,7 @@ export class LongTermTokens {
     const expected = this.asRead.get(record);
     if (!expected) throw new TrustplaneError("INTERNAL", "LONG_TERM_TOKEN_UNTRACKED", "a long-term token write without the state it was read in");
     await this.store.update(record, expected);
+    this.cache?.invalidate(record.accessor);
     this.asRead.set(record, structuredClone(record));
   }
 

@@ -82,8 +82,58 @@ export function canonicalScopes(scopes: readonly string[], field = "scopes"): st
   return [...new Set(scopes)].sort();
 }
 
+export interface ServiceAccountRegistryOptions {
+  /**
+   * How long the mint path may reuse what it read (the service catalogue, an account): 0
+   * (default) reads storage every time. Writes through this registry drop what it cached;
+   * writes on another replica are seen within this time.
+   */
+  cacheTtlMs?: number;
+  now?: () => number;
+}
+
 export class ServiceAccountRegistry {
-  constructor(private readonly store: ServiceAccountStore) {}
+  private readonly cacheTtlMs: number;
+  private readonly now: () => number;
+  private services?: { value: Promise<ServiceDefinition[]>; until: number };
+  private readonly accountCache = new Map<string, { value: Promise<ServiceAccount | undefined>; until: number }>();
+
+  constructor(
+    private readonly store: ServiceAccountStore,
+    options: ServiceAccountRegistryOptions = {},
+  ) {
+    this.cacheTtlMs = options.cacheTtlMs ?? 0;
+    this.now = options.now ?? Date.now;
+  }
+
+  private listServicesCached(): Promise<ServiceDefinition[]> {
+    if (this.cacheTtlMs <= 0) return this.store.listServices();
+    const t = this.now();
+    if (!this.services || this.services.until <= t) {
+      const value = this.store.listServices();
+      this.services = { value, until: t + this.cacheTtlMs };
+      value.catch(() => (this.services = undefined));
+    }
+    return this.services.value;
+  }
+
+  private getAccountCached(email: string): Promise<ServiceAccount | undefined> {
+    if (this.cacheTtlMs <= 0) return this.store.getAccount(email);
+    const t = this.now();
+    const hit = this.accountCache.get(email);
+    if (hit && hit.until > t) return hit.value;
+    if (this.accountCache.size >= 10_000) this.accountCache.clear();
+    const value = this.store.getAccount(email);
+    this.accountCache.set(email, { value, until: t + this.cacheTtlMs });
+    value.catch(() => this.accountCache.delete(email));
+    return value;
+  }
+
+  private forget(email?: string): void {
+    this.services = undefined;
+    if (email === undefined) this.accountCache.clear();
+    else this.accountCache.delete(email);
+  }
 
   async defineService(service: ServiceDefinition): Promise<ServiceDefinition> {
     if (!/^[a-z][a-z0-9-]{0,62}$/.test(service.name)) {
@@ -101,6 +151,7 @@ export class ServiceAccountRegistry {
     }
     const def = { name: service.name, audience: service.audience, scopes };
     await this.store.putService(def);
+    this.forget();
     return def;
   }
 
@@ -122,11 +173,20 @@ export class ServiceAccountRegistry {
       createdAtMs: nowMs,
     };
     await this.store.putAccount(account);
+    this.forget(account.email);
     return account;
   }
 
-  async get(email: string): Promise<ServiceAccount> {
+  /** The account as stored now (for changes and ACL decisions, never cached). */
+  private async fresh(email: string): Promise<ServiceAccount> {
     const account = await this.store.getAccount(email);
+    if (!account) throw new TrustplaneError("NOT_FOUND", "ACCOUNT_NOT_FOUND", `no service account ${email}`, "service_account");
+    return account;
+  }
+
+  /** The account (the mint path may see it up to cacheTtlMs late; do not mutate it). */
+  async get(email: string): Promise<ServiceAccount> {
+    const account = await this.getAccountCached(email);
     if (!account) throw new TrustplaneError("NOT_FOUND", "ACCOUNT_NOT_FOUND", `no service account ${email}`, "service_account");
     return account;
   }
@@ -136,6 +196,7 @@ export class ServiceAccountRegistry {
   }
 
   async delete(email: string): Promise<void> {
+    this.forget(email);
     if (!(await this.store.deleteAccount(email))) {
       throw new TrustplaneError("NOT_FOUND", "ACCOUNT_NOT_FOUND", `no service account ${email}`, "service_account");
     }
@@ -144,16 +205,18 @@ export class ServiceAccountRegistry {
   /** Lets `principal` act as the account (launch VMs with it). */
   async grant(email: string, principal: string): Promise<ServiceAccount> {
     if (principal.length === 0) throw invalidArgument("principal", "must not be empty");
-    const account = await this.get(email);
+    const account = await this.fresh(email);
     account.actors = [...new Set([...account.actors, principal])].sort();
     await this.store.putAccount(account);
+    this.forget(email);
     return account;
   }
 
   async revokeGrant(email: string, principal: string): Promise<ServiceAccount> {
-    const account = await this.get(email);
+    const account = await this.fresh(email);
     account.actors = account.actors.filter((a) => a !== principal);
     await this.store.putAccount(account);
+    this.forget(email);
     return account;
   }
 
@@ -196,7 +259,7 @@ export class ServiceAccountRegistry {
 
   /** Checks every scope is owned by some service and returns the audiences they imply. */
   async audiencesForScopes(scopes: readonly string[], field = "scopes"): Promise<string[]> {
-    const services = await this.store.listServices();
+    const services = await this.listServicesCached();
     const audiences = new Set<string>();
     for (const scope of scopes) {
       const service = services.find((s) => s.scopes.includes(scope));

@@ -21,6 +21,7 @@ import { PostgresTokenUpdateBridge } from "./postgres-token-update-bridge.js";
 import { ServiceAccountRegistry } from "./service-accounts.js";
 import { SigningKeyRing } from "./signing-keys.js";
 import { TokenExchange } from "./token-exchange.js";
+import { TokenRecordCache } from "./token-record-cache.js";
 import { createTokenServiceHandlers } from "./token-service-handlers.js";
 import { TokenUpdateHub } from "./token-update-hub.js";
 import { UserCreateRequestCheck } from "./user-create-request.js";
@@ -29,6 +30,8 @@ import { vmInstanceFacts } from "./vm-instance-facts.js";
 
 /** How long resource servers may cache the JWKS (Cache-Control max-age). */
 const JWKS_MAX_AGE_SECONDS = 60;
+/** Backstop lifetime of what the mint path caches (changes elsewhere are pushed sooner). */
+const MINT_CACHE_TTL_MS = 5_000;
 /** How often each replica re-reads the signing keys and runs rotation upkeep. */
 const KEY_UPKEEP_MS = 10_000;
 
@@ -57,7 +60,9 @@ export const tokenServerArea: ServerArea = {
     const db = ctx.storage.db;
     const caSecret = Buffer.from(String(exportPrivateJwk(ctx.ca).d), "base64url");
     const keys = await SigningKeyRing.open({ store: new SqlSigningKeyStore(db, deriveAtRestKey(caSecret)), maxTokenTtlSeconds: settings.maxTtlSeconds });
-    const accounts = new ServiceAccountRegistry(new SqlServiceAccountStore(db));
+    // The mint path reuses the service catalogue and account lookups for a few seconds, and
+    // token records until the hub says they changed (seed 000 minting at the authority).
+    const accounts = new ServiceAccountRegistry(new SqlServiceAccountStore(db), { cacheTtlMs: MINT_CACHE_TTL_MS });
     const longTermStore = new SqlLongTermTokenStore(db);
     const sealer = new HostTokenSealer(ctx.storage.hosts);
     const hub = new TokenUpdateHub({ sealer });
@@ -66,7 +71,7 @@ export const tokenServerArea: ServerArea = {
       bridge = await PostgresTokenUpdateBridge.open(db, { logger: ctx.logger });
       hub.attachBridge(bridge, sealer);
     }
-    const longTermTokens = new LongTermTokens({ store: longTermStore, accounts, hub });
+    const longTermTokens = new LongTermTokens({ store: longTermStore, accounts, hub, cache: new TokenRecordCache({ ttlMs: MINT_CACHE_TTL_MS }) });
     const minter = new AccessTokenMinter({ keys, issuer: settings.issuer, maxTtlSeconds: settings.maxTtlSeconds });
     const exchange = new TokenExchange({
       longTermTokens,

@@ -90,6 +90,7 @@ export interface TokenUpdateHubOptions {
 export class TokenUpdateHub {
   readonly replicaId: string;
   private readonly hosts = new Map<string, HostChannel>();
+  private readonly anyListeners = new Set<(update: TokenUpdate | undefined) => void>();
   private readonly backlogSize: number;
   private bridge?: { bridge: TokenUpdateBridge; sealer: TokenSealer; detach: () => void };
 
@@ -167,6 +168,7 @@ export class TokenUpdateHub {
    * and tell every subscriber to resynchronise.
    */
   markGap(): void {
+    for (const l of [...this.anyListeners]) l(undefined);
     for (const channel of this.hosts.values()) {
       channel.seq += 1;
       channel.backlog = [];
@@ -180,6 +182,15 @@ export class TokenUpdateHub {
     }
   }
 
+  /**
+   * Every update for any host, local or from another replica, and every gap (`update`
+   * undefined): what caches of token state invalidate on.
+   */
+  onAny(listener: (update: TokenUpdate | undefined) => void): () => void {
+    this.anyListeners.add(listener);
+    return () => this.anyListeners.delete(listener);
+  }
+
   /** Current sequence number for a host (the last delivered update). */
   lastSeq(hostId: string): number {
     return this.hosts.get(hostId)?.seq ?? 0;
@@ -190,6 +201,7 @@ export class TokenUpdateHub {
   }
 
   private deliver(update: TokenUpdate): DeliveredUpdate {
+    for (const l of [...this.anyListeners]) l(update);
     const channel = this.channel(update.hostId);
     const delivered = { ...update, seq: ++channel.seq } as DeliveredUpdate;
     // The backlog keeps sealed or secret-free copies only: a plaintext token lives no
