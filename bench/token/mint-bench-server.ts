@@ -1,6 +1,7 @@
 // Child process for the minting benchmark: one gRPC server on loopback with the real
 // TokenService handlers over SQLite (signed host call → long-term token lookup by hash → VM
 // holder check → EdDSA JWT), a signed Echo through the same binder, and an unsigned Echo.
+// Keys resolve from storage as on the server (KeyCache), so host mint sessions work too.
 import type { JsonWebKey } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
@@ -15,7 +16,10 @@ import { MemoryNonceStore } from "../../server/src/runtime/auth/memory-nonce-sto
 import { bindService } from "../../server/src/runtime/auth/service-binder.js";
 import { createLogger } from "../../server/src/runtime/logger.js";
 import { Storage } from "../../server/src/runtime/storage/storage.js";
+import { KeyCache } from "../../server/src/auth/key-cache.js";
 import { AccessTokenMinter } from "../../server/src/token/authority/access-token-minter.js";
+import { HostSessions } from "../../server/src/token/authority/host-sessions.js";
+import { HostTokenSealer } from "../../server/src/token/authority/host-token-sealer.js";
 import { LongTermTokens } from "../../server/src/token/authority/long-term-tokens.js";
 import { ServiceAccountRegistry } from "../../server/src/token/authority/service-accounts.js";
 import { SigningKeyRing } from "../../server/src/token/authority/signing-keys.js";
@@ -36,10 +40,16 @@ export const UNSIGNED_ECHO_SERVICE = {
 
 async function main(): Promise<void> {
   const hostJwk = JSON.parse(process.argv[2]!) as JsonWebKey;
+  const sealingJwk = process.argv[3]!;
   const hostKey = importVerificationKey(hostJwk);
   const dir = mkdtempSync(path.join(os.tmpdir(), "tp-mint-bench-"));
   const storage = await Storage.open({ sqlitePath: path.join(dir, "bench.db") });
   const db = storage.db;
+  // The host as JoinHost leaves it: its key registered for host:<id>, its sealing key on record.
+  const principal = `host:${BENCH_HOST}`;
+  await storage.principals.create({ name: principal, kind: "host", roles: ["host"], policy: { rules: [] }, createdAtMs: Date.now() });
+  await storage.keys.add({ keyId: hostKey.keyId, principal, algorithm: "Ed25519", jwk: JSON.stringify(hostJwk), createdAtMs: Date.now() });
+  await storage.hosts.upsert({ hostId: BENCH_HOST, signingKeyId: hostKey.keyId, signingJwk: JSON.stringify(hostJwk), sealingJwk, address: "", labels: {}, joinedAtMs: Date.now(), lastSeenMs: Date.now() });
   const keys = await SigningKeyRing.open({ store: new SqlSigningKeyStore(db, deriveAtRestKey(randomBytes(32))), maxTokenTtlSeconds: 3600 });
   // Wired as token-server-area.ts wires the authority, caches included.
   const accounts = new ServiceAccountRegistry(new SqlServiceAccountStore(db), { cacheTtlMs: 5_000 });
@@ -53,10 +63,11 @@ async function main(): Promise<void> {
   // Setup only: the bench measures minting, so the token is acquired directly.
   const lt = await longTermTokens.acquire({ principal: "bench-user", serviceAccount: "bench@p.trustplane", scopes: ["storage.read"], hostId: BENCH_HOST, vmId: BENCH_VM });
 
+  const sealer = new HostTokenSealer(storage.hosts);
   const server = new grpc.Server();
   const logger = createLogger({ level: "silent" });
   const verifier = new CallVerifier({
-    keys: { resolve: async (keyId) => (keyId === hostKey.keyId ? { principal: `host:${BENCH_HOST}`, key: hostKey, revoked: false, roles: [] } : undefined) },
+    keys: new KeyCache(storage),
     caKeys: () => [],
     nonces: new MemoryNonceStore(),
     policy: { authorize: async () => true },
@@ -69,8 +80,9 @@ async function main(): Promise<void> {
     exchange,
     keys,
     hub,
-    sealer: { seal: async () => "" },
+    sealer,
     userRequests: new UserCreateRequestCheck({ keys: storage.keys, accounts, ledger: longTermStore }),
+    sessions: new HostSessions({ storage, sealer }),
     issuer: "https://bench.trustplane",
     jwksUrl: () => "",
   });

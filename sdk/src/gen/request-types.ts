@@ -65,6 +65,7 @@ export const REQUEST_TYPES: Readonly<Record<string, { fromPartial(object: any): 
   "/trustplane.token.v1.TokenService/MintAccessToken": m6.MintAccessTokenRequest,
   "/trustplane.token.v1.TokenService/MintIdentityToken": m6.MintIdentityTokenRequest,
   "/trustplane.token.v1.TokenService/GetJwks": m6.GetJwksRequest,
+  "/trustplane.token.v1.TokenService/OpenHostSession": m6.OpenHostSessionRequest,
   "/trustplane.token.v1.TokenService/WatchTokenUpdates": m6.WatchTokenUpdatesRequest,
   "/trustplane.token.v1.TokenAgentService/AttachVm": m6.AttachVmRequest,
   "/trustplane.token.v1.TokenAgentService/UpdateVmAccounts": m6.UpdateVmAccountsRequest,

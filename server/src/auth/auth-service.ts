@@ -371,6 +371,7 @@ export const HOST_POLICY: PrincipalRecord["policy"] = {
         "/trustplane.token.v1.TokenService/RenewLongTermToken",
         "/trustplane.token.v1.TokenService/WatchTokenUpdates",
         "/trustplane.token.v1.TokenService/GetJwks",
+        "/trustplane.token.v1.TokenService/OpenHostSession",
       ],
       effect: "allow",
     },

@@ -20,6 +20,7 @@ import { openSealedToken } from "../authority/host-token-sealer.js";
 import { ACCESSOR_PREFIX } from "../authority/long-term-tokens.js";
 import type { TokenUpdate } from "../authority/token-update-hub.js";
 import { INSTANCE_ZONE, numericProjectId } from "../instance-identity.js";
+import { HostMintSession } from "./host-mint-session.js";
 import type { TokenUpstream } from "./token-cache.js";
 import { VmAuthorizationProcess, type AccountGrant, type LongTermTokenRenewer } from "./vm-authorization-process.js";
 
@@ -74,6 +75,8 @@ type TokenClient = SignedClient<typeof TokenServiceService>;
 export interface HostTokenManagerOptions {
   hostId: string;
   client: TokenClient;
+  /** Signs mint calls with a session key when given (else every mint uses `client`). */
+  mintSession?: HostMintSession;
   /** Opens a rotated secret sealed to this host (HPKE, host X25519 key). */
   unseal: (sealed: Uint8Array) => string;
   logger?: Logger;
@@ -103,13 +106,14 @@ export class HostTokenManager implements VmTokenManager {
 
   constructor(private readonly o: HostTokenManagerOptions) {
     const client = o.client;
+    const mint = <T>(fn: (c: TokenClient) => Promise<T>) => (o.mintSession ? o.mintSession.call(fn) : fn(client));
     this.upstream = {
       async mintAccessToken(req) {
-        const res = await client.mintAccessToken({ longTermToken: req.longTermToken, hostId: req.hostId, vmId: req.vmId, scopes: req.scopes ?? [] });
+        const res = await mint((c) => c.mintAccessToken({ longTermToken: req.longTermToken, hostId: req.hostId, vmId: req.vmId, scopes: req.scopes ?? [] }));
         return { token: res.accessToken, expiresAtMs: Date.now() + res.expiresInSeconds * 1000 };
       },
       async mintIdentityToken(req) {
-        const res = await client.mintIdentityToken({ longTermToken: req.longTermToken, hostId: req.hostId, vmId: req.vmId, audience: req.audience, format: req.format ?? "standard" });
+        const res = await mint((c) => c.mintIdentityToken({ longTermToken: req.longTermToken, hostId: req.hostId, vmId: req.vmId, audience: req.audience, format: req.format ?? "standard" }));
         return { token: res.idToken, expiresAtMs: Date.now() + res.expiresInSeconds * 1000 };
       },
     };
@@ -197,6 +201,11 @@ export class HostTokenManager implements VmTokenManager {
     if (!process) return;
     this.vms.delete(vmId);
     await process.stop();
+  }
+
+  /** The mint session, when this manager has one (tests, health). */
+  session(): HostMintSession | undefined {
+    return this.o.mintSession;
   }
 
   /** The VM's authorization process (tests, health). */
@@ -348,9 +357,17 @@ export const tokenAgentArea: AgentArea = {
   name: "token",
   async start(ctx) {
     const client = createClient(TokenServiceService, ctx.serverAddress, { key: ctx.signingKey, certificate: ctx.hostCertificate, credentials: ctx.serverCredentials });
+    const mintSession = new HostMintSession({
+      hostId: ctx.hostId,
+      hostClient: client,
+      connect: (key) => createClient(TokenServiceService, ctx.serverAddress, { key, credentials: ctx.serverCredentials }),
+      unseal: (sealed) => openSealedToken(ctx.sealing.privateKey, ctx.hostId, sealed, "host session"),
+      logger: ctx.logger,
+    });
     const manager = new HostTokenManager({
       hostId: ctx.hostId,
       client,
+      mintSession,
       unseal: (sealed) => openSealedToken(ctx.sealing.privateKey, ctx.hostId, sealed),
       logger: ctx.logger,
     });
@@ -382,6 +399,7 @@ export const tokenAgentArea: AgentArea = {
         watcher.stop();
         managers.delete(ctx.hostId);
         await manager.stop();
+        mintSession.close();
         client.close();
       },
     };

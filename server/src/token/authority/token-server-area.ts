@@ -14,6 +14,7 @@ import { SqlLongTermTokenStore } from "../store/sql-long-term-token-store.js";
 import { SqlServiceAccountStore } from "../store/sql-service-account-store.js";
 import { SqlSigningKeyStore, deriveAtRestKey } from "../store/sql-signing-key-store.js";
 import { AccessTokenMinter } from "./access-token-minter.js";
+import { HostSessions } from "./host-sessions.js";
 import { HostTokenSealer } from "./host-token-sealer.js";
 import { createJwksHandler, JWKS_PATH } from "./jwks-http-handler.js";
 import { LongTermTokens } from "./long-term-tokens.js";
@@ -80,6 +81,7 @@ export const tokenServerArea: ServerArea = {
       instanceFacts: vmInstanceFacts(() => createClient(VmServiceService, ctx.address(), { key: ctx.serviceKey })),
     });
 
+    const sessions = new HostSessions({ storage: ctx.storage, sealer });
     const jwks = createJwksHandler(keys, JWKS_MAX_AGE_SECONDS);
     const httpServer = http.createServer((req, res) => {
       if (!jwks(req, res)) res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
@@ -106,6 +108,7 @@ export const tokenServerArea: ServerArea = {
         hub,
         sealer,
         userRequests: new UserCreateRequestCheck({ keys: ctx.storage.keys, accounts, ledger: longTermStore }),
+        sessions,
         issuer: settings.issuer,
         jwksUrl: () => jwksUrl,
       }),
@@ -128,6 +131,9 @@ export const tokenServerArea: ServerArea = {
           ctx.logger.info({ kid, activatesInMs: announceLeadMs }, "next token signing key announced");
         }
         await keys.prune();
+        for (const keyId of await sessions.expire()) {
+          await ctx.storage.audit.append({ principal: "trustplane-server", action: "token.host_session.expire", target: keyId, outcome: "ok", requestId: `session-expire-${keyId}` });
+        }
       })()
         .catch((e: Error) => ctx.logger.warn({ err: e.message }, "token signing key upkeep failed"))
         .finally(() => (upkeepRunning = false));

@@ -18,6 +18,7 @@ import { canonicalScopes, type ServiceAccount, type ServiceAccountRegistry } fro
 import type { SigningKeyRing } from "./signing-keys.js";
 import type { TokenExchange } from "./token-exchange.js";
 import type { DeliveredUpdate, TokenSealer, TokenUpdateHub } from "./token-update-hub.js";
+import type { HostSessions } from "./host-sessions.js";
 import type { UserCreateRequestCheck } from "./user-create-request.js";
 import type { SqlLongTermTokenStore } from "../store/sql-long-term-token-store.js";
 
@@ -31,6 +32,7 @@ export interface TokenServiceDeps {
   hub: TokenUpdateHub;
   sealer: TokenSealer;
   userRequests: UserCreateRequestCheck;
+  sessions: HostSessions;
   issuer: string;
   jwksUrl: () => string;
 }
@@ -229,6 +231,17 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
       if (format !== "standard" && format !== "full") throw invalidArgument("format", 'use "standard" or "full"', "FORMAT_INVALID");
       const minted = await d.exchange.identityToken({ longTermToken: req.longTermToken, hostId: req.hostId, vmId: req.vmId, audience: req.audience, format });
       return { idToken: minted.jwt, expiresInSeconds: minted.expiresIn };
+    },
+
+    async openHostSession(req, ctx) {
+      // The host itself, not an admin acting for it: the key is sealed to the host anyway.
+      if (!req.hostId) throw invalidArgument("host_id", "must name the calling agent's host");
+      if (ctx.caller.principal !== `host:${req.hostId}`) {
+        throw new TrustplaneError("PERMISSION_DENIED", "HOST_MISMATCH", `principal ${ctx.caller.principal} may not open a session for host ${req.hostId}`, "host_id");
+      }
+      const opened = await d.sessions.open(req.hostId, ctx.caller.keyId);
+      await audit(ctx, "token.host_session.open", req.hostId, { keyId: opened.keyId, expiresAtMs: opened.expiresAtMs });
+      return { keyId: opened.keyId, sealedKey: Buffer.from(opened.sealedKey, "base64url"), expiresAtMs: opened.expiresAtMs };
     },
 
     async getJwks() {

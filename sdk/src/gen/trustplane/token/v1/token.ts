@@ -386,6 +386,21 @@ export interface GetJwksResponse {
   issuer: string;
 }
 
+export interface OpenHostSessionRequest {
+  requestId: string;
+  /** Must be the calling agent's own host id. */
+  hostId: string;
+}
+
+export interface OpenHostSessionResponse {
+  /** RFC 7638 thumbprint of the HMAC key, as sent in tp-key-id. */
+  keyId: string;
+  /** The oct JWK of the key, HPKE-sealed to the host's X25519 sealing key. */
+  sealedKey: Uint8Array;
+  /** After this the key is revoked; the agent opens a new session before then. */
+  expiresAtMs: number;
+}
+
 export interface WatchTokenUpdatesRequest {
   /** Must be the calling agent's own host id (its certificate's principal). */
   hostId: string;
@@ -4595,6 +4610,212 @@ export const GetJwksResponse: MessageFns<GetJwksResponse> = {
   },
 };
 
+function createBaseOpenHostSessionRequest(): OpenHostSessionRequest {
+  return { requestId: "", hostId: "" };
+}
+
+export const OpenHostSessionRequest: MessageFns<OpenHostSessionRequest> = {
+  encode(message: OpenHostSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.hostId !== "") {
+      writer.uint32(18).string(message.hostId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OpenHostSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOpenHostSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OpenHostSessionRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+    };
+  },
+
+  toJSON(message: OpenHostSessionRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OpenHostSessionRequest>, I>>(base?: I): OpenHostSessionRequest {
+    return OpenHostSessionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OpenHostSessionRequest>, I>>(object: I): OpenHostSessionRequest {
+    const message = createBaseOpenHostSessionRequest();
+    message.requestId = object.requestId ?? "";
+    message.hostId = object.hostId ?? "";
+    return message;
+  },
+};
+
+function createBaseOpenHostSessionResponse(): OpenHostSessionResponse {
+  return { keyId: "", sealedKey: new Uint8Array(0), expiresAtMs: 0 };
+}
+
+export const OpenHostSessionResponse: MessageFns<OpenHostSessionResponse> = {
+  encode(message: OpenHostSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.keyId !== "") {
+      writer.uint32(10).string(message.keyId);
+    }
+    if (message.sealedKey.length !== 0) {
+      writer.uint32(18).bytes(message.sealedKey);
+    }
+    if (message.expiresAtMs !== 0) {
+      writer.uint32(24).int64(message.expiresAtMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OpenHostSessionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOpenHostSessionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.keyId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sealedKey = reader.bytes();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.expiresAtMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OpenHostSessionResponse {
+    return {
+      keyId: isSet(object.keyId)
+        ? globalThis.String(object.keyId)
+        : isSet(object.key_id)
+        ? globalThis.String(object.key_id)
+        : "",
+      sealedKey: isSet(object.sealedKey)
+        ? bytesFromBase64(object.sealedKey)
+        : isSet(object.sealed_key)
+        ? bytesFromBase64(object.sealed_key)
+        : new Uint8Array(0),
+      expiresAtMs: isSet(object.expiresAtMs)
+        ? globalThis.Number(object.expiresAtMs)
+        : isSet(object.expires_at_ms)
+        ? globalThis.Number(object.expires_at_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: OpenHostSessionResponse): unknown {
+    const obj: any = {};
+    if (message.keyId !== "") {
+      obj.keyId = message.keyId;
+    }
+    if (message.sealedKey.length !== 0) {
+      obj.sealedKey = base64FromBytes(message.sealedKey);
+    }
+    if (message.expiresAtMs !== 0) {
+      obj.expiresAtMs = Math.round(message.expiresAtMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OpenHostSessionResponse>, I>>(base?: I): OpenHostSessionResponse {
+    return OpenHostSessionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OpenHostSessionResponse>, I>>(object: I): OpenHostSessionResponse {
+    const message = createBaseOpenHostSessionResponse();
+    message.keyId = object.keyId ?? "";
+    message.sealedKey = object.sealedKey ?? new Uint8Array(0);
+    message.expiresAtMs = object.expiresAtMs ?? 0;
+    return message;
+  },
+};
+
 function createBaseWatchTokenUpdatesRequest(): WatchTokenUpdatesRequest {
   return { hostId: "", afterSeq: 0, replicaId: "", held: [] };
 }
@@ -6280,6 +6501,24 @@ export const TokenServiceService = {
     responseDeserialize: (value: Buffer): GetJwksResponse => GetJwksResponse.decode(value),
   },
   /**
+   * A host's mint session: after this one call signed with its Ed25519 host key, the agent
+   * signs its mint calls with a symmetric HMAC-SHA256 key (seconds of CPU saved per thousand
+   * mints). The key is generated here, registered for host:<id>, sealed to the host's X25519
+   * key (HPKE) so only that host can use it, and revoked when it expires. A session key
+   * cannot open another session.
+   */
+  openHostSession: {
+    path: "/trustplane.token.v1.TokenService/OpenHostSession" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: OpenHostSessionRequest): Buffer =>
+      Buffer.from(OpenHostSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): OpenHostSessionRequest => OpenHostSessionRequest.decode(value),
+    responseSerialize: (value: OpenHostSessionResponse): Buffer =>
+      Buffer.from(OpenHostSessionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): OpenHostSessionResponse => OpenHostSessionResponse.decode(value),
+  },
+  /**
    * Versioned updates for the long-term tokens a host holds: rotations, revocations and
    * account changes, pushed to the host's agent (any replica, via LISTEN/NOTIFY).
    */
@@ -6354,6 +6593,14 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    * token they signed has expired. Also served over HTTP at /.well-known/jwks.json.
    */
   getJwks: handleUnaryCall<GetJwksRequest, GetJwksResponse>;
+  /**
+   * A host's mint session: after this one call signed with its Ed25519 host key, the agent
+   * signs its mint calls with a symmetric HMAC-SHA256 key (seconds of CPU saved per thousand
+   * mints). The key is generated here, registered for host:<id>, sealed to the host's X25519
+   * key (HPKE) so only that host can use it, and revoked when it expires. A session key
+   * cannot open another session.
+   */
+  openHostSession: handleUnaryCall<OpenHostSessionRequest, OpenHostSessionResponse>;
   /**
    * Versioned updates for the long-term tokens a host holds: rotations, revocations and
    * account changes, pushed to the host's agent (any replica, via LISTEN/NOTIFY).
@@ -6670,6 +6917,28 @@ export interface TokenServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetJwksResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * A host's mint session: after this one call signed with its Ed25519 host key, the agent
+   * signs its mint calls with a symmetric HMAC-SHA256 key (seconds of CPU saved per thousand
+   * mints). The key is generated here, registered for host:<id>, sealed to the host's X25519
+   * key (HPKE) so only that host can use it, and revoked when it expires. A session key
+   * cannot open another session.
+   */
+  openHostSession(
+    request: OpenHostSessionRequest,
+    callback: (error: ServiceError | null, response: OpenHostSessionResponse) => void,
+  ): ClientUnaryCall;
+  openHostSession(
+    request: OpenHostSessionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: OpenHostSessionResponse) => void,
+  ): ClientUnaryCall;
+  openHostSession(
+    request: OpenHostSessionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: OpenHostSessionResponse) => void,
   ): ClientUnaryCall;
   /**
    * Versioned updates for the long-term tokens a host holds: rotations, revocations and
