@@ -96,7 +96,16 @@ async function main(): Promise<void> {
     server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
   );
   process.stdout.write(`PORT ${port} TOKEN ${lt.token}\n`);
-  process.stdin.resume();
+  // "cpu" on stdin: this process's CPU time so far (µs), so the parent can price a call in
+  // server CPU, which other load on the machine does not distort the way it does throughput.
+  process.stdin.setEncoding("utf8");
+  process.stdin.on("data", (d: string) => {
+    for (const line of d.split("\n")) {
+      if (line.trim() !== "cpu") continue;
+      const u = process.cpuUsage();
+      process.stdout.write(`CPU ${u.user + u.system}\n`);
+    }
+  });
   process.stdin.on("end", () => {
     server.forceShutdown();
     void storage.close().then(() => rmSync(dir, { recursive: true, force: true }));

@@ -118,6 +118,24 @@ describe("host mint sessions", () => {
     expect([byAdmin.status, byAdmin.reason]).toEqual(["PERMISSION_DENIED", "HOST_MISMATCH"]);
   }, 30_000);
 
+  it("answers a batch of mints one by one, for the caller's own host only", async () => {
+    const host = createClient(TokenServiceService, env.dev.server.address, { key: env.dev.agent.signingKey });
+    try {
+      const issued = await issue("vm-b");
+      const mint = (vmId: string, hostId = DEV_HOST_ID) => ({ longTermToken: issued.token, hostId, vmId, scopes: [], audience: "" });
+      const res = await host.mintAccessTokens({ requests: [mint("vm-b"), mint("vm-not-holder"), mint("vm-b")] });
+      expect(res.results.map((r) => r.errorReason || r.token!.tokenType)).toEqual(["Bearer", "VM_NOT_HOLDER", "Bearer"]);
+      expect(res.results[1]!.errorStatus).toBe("PERMISSION_DENIED");
+      // One item for another host refuses the whole call, before anything is minted.
+      const foreign = await refusal(host.mintAccessTokens({ requests: [mint("vm-b"), mint("vm-b", "other-host")] }));
+      expect([foreign.status, foreign.reason]).toEqual(["PERMISSION_DENIED", "HOST_MISMATCH"]);
+      const huge = await refusal(host.mintAccessTokens({ requests: Array.from({ length: 65 }, () => mint("vm-b")) }));
+      expect([huge.status, huge.reason]).toEqual(["INVALID_ARGUMENT", "BATCH_TOO_LARGE"]);
+    } finally {
+      host.close();
+    }
+  });
+
   it("revokes session keys past their lifetime, and keeps at most the newest two per host", async () => {
     let t = Date.now();
     const storage = env.dev.server.storage;

@@ -63,6 +63,7 @@ export const REQUEST_TYPES: Readonly<Record<string, { fromPartial(object: any): 
   "/trustplane.token.v1.TokenService/GetLongTermToken": m6.GetLongTermTokenRequest,
   "/trustplane.token.v1.TokenService/ListLongTermTokens": m6.ListLongTermTokensRequest,
   "/trustplane.token.v1.TokenService/MintAccessToken": m6.MintAccessTokenRequest,
+  "/trustplane.token.v1.TokenService/MintAccessTokens": m6.MintAccessTokensRequest,
   "/trustplane.token.v1.TokenService/MintIdentityToken": m6.MintIdentityTokenRequest,
   "/trustplane.token.v1.TokenService/GetJwks": m6.GetJwksRequest,
   "/trustplane.token.v1.TokenService/OpenHostSession": m6.OpenHostSessionRequest,

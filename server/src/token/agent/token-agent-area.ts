@@ -21,6 +21,7 @@ import { ACCESSOR_PREFIX } from "../authority/long-term-tokens.js";
 import type { TokenUpdate } from "../authority/token-update-hub.js";
 import { INSTANCE_ZONE, numericProjectId } from "../instance-identity.js";
 import { HostMintSession } from "./host-mint-session.js";
+import { MintBatcher } from "./mint-batcher.js";
 import type { TokenUpstream } from "./token-cache.js";
 import { VmAuthorizationProcess, type AccountGrant, type LongTermTokenRenewer } from "./vm-authorization-process.js";
 
@@ -102,14 +103,36 @@ function toGrant(a: VmAccountInput): AccountGrant {
 export class HostTokenManager implements VmTokenManager {
   private readonly vms = new Map<string, VmAuthorizationProcess>();
   private readonly upstream: TokenUpstream;
+  /** Access-token mints of every VM on this host, batched while a call is in flight. */
+  readonly batcher: MintBatcher;
   private readonly renewer: LongTermTokenRenewer;
 
   constructor(private readonly o: HostTokenManagerOptions) {
     const client = o.client;
     const mint = <T>(fn: (c: TokenClient) => Promise<T>) => (o.mintSession ? o.mintSession.call(fn) : fn(client));
+    const batcher = (this.batcher = new MintBatcher(async (batch) => {
+      try {
+        return await mint((c) => c.mintAccessTokens(batch));
+      } catch (e) {
+        if (!(e instanceof TrustplaneError && e.status === "UNIMPLEMENTED")) throw e;
+        // An authority from before batching: one call per mint, each answered on its own.
+        const results = await Promise.all(
+          batch.requests.map((r) =>
+            mint((c) => c.mintAccessToken(r)).then(
+              (token) => ({ token, errorStatus: "", errorReason: "", errorMessage: "" }),
+              (err: unknown) => {
+                if (!(err instanceof TrustplaneError)) throw err;
+                return { token: undefined, errorStatus: err.status, errorReason: err.reason, errorMessage: err.message };
+              },
+            ),
+          ),
+        );
+        return { results };
+      }
+    }));
     this.upstream = {
       async mintAccessToken(req) {
-        const res = await mint((c) => c.mintAccessToken({ longTermToken: req.longTermToken, hostId: req.hostId, vmId: req.vmId, scopes: req.scopes ?? [] }));
+        const res = await batcher.mint({ longTermToken: req.longTermToken, hostId: req.hostId, vmId: req.vmId, scopes: req.scopes ?? [], audience: "" });
         return { token: res.accessToken, expiresAtMs: Date.now() + res.expiresInSeconds * 1000 };
       },
       async mintIdentityToken(req) {

@@ -40,6 +40,8 @@ export interface TokenServiceDeps {
 type TokenHandlers = Handlers<typeof TokenServiceService>;
 
 const ADMIN_ROLE = "admin";
+/** Mints per MintAccessTokens call: bounds the work one signed call can ask for. */
+export const MAX_MINT_BATCH = 64;
 
 /**
  * Host-bound calls: the caller must be the agent of `hostId` (principal host:<id>), or an
@@ -223,6 +225,26 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
       requireHostCaller(ctx, req.hostId);
       const minted = await d.exchange.accessToken({ longTermToken: req.longTermToken, hostId: req.hostId, vmId: req.vmId, scopes: req.scopes });
       return { accessToken: minted.jwt, expiresInSeconds: minted.expiresIn, tokenType: "Bearer" };
+    },
+
+    async mintAccessTokens(req, ctx) {
+      if (req.requests.length === 0) throw invalidArgument("requests", "send at least one mint request");
+      if (req.requests.length > MAX_MINT_BATCH) throw invalidArgument("requests", `at most ${MAX_MINT_BATCH} mints per call; split the batch`, "BATCH_TOO_LARGE");
+      // Every item is the caller's own host, checked before any is minted.
+      for (const r of req.requests) requireHostCaller(ctx, r.hostId);
+      const results = [];
+      for (const r of req.requests) {
+        try {
+          const minted = await d.exchange.accessToken({ longTermToken: r.longTermToken, hostId: r.hostId, vmId: r.vmId, scopes: r.scopes });
+          results.push({ token: { accessToken: minted.jwt, expiresInSeconds: minted.expiresIn, tokenType: "Bearer" }, errorStatus: "", errorReason: "", errorMessage: "" });
+        } catch (e) {
+          if (!(e instanceof TrustplaneError)) {
+            ctx.logger.error({ err: (e as Error).message }, "a batched mint failed");
+            results.push({ token: undefined, errorStatus: "INTERNAL", errorReason: "INTERNAL", errorMessage: "internal error" });
+          } else results.push({ token: undefined, errorStatus: e.status, errorReason: e.reason, errorMessage: e.message });
+        }
+      }
+      return { results };
     },
 
     async mintIdentityToken(req, ctx) {

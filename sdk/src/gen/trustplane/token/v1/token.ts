@@ -358,6 +358,28 @@ export interface MintAccessTokenResponse {
   tokenType: string;
 }
 
+export interface MintAccessTokensRequest {
+  /** Each as MintAccessToken; every host_id must be the calling agent's own. */
+  requests: MintAccessTokenRequest[];
+}
+
+/** One answer of a batch: the token, or why this one request was refused. */
+export interface MintAccessTokenResult {
+  token:
+    | MintAccessTokenResponse
+    | undefined;
+  /** Empty on success; else a gRPC status name (PERMISSION_DENIED, UNAUTHENTICATED, ...). */
+  errorStatus: string;
+  /** The stable reason code, as the tp-reason trailer of a unary call carries it. */
+  errorReason: string;
+  errorMessage: string;
+}
+
+export interface MintAccessTokensResponse {
+  /** In the order of the requests. */
+  results: MintAccessTokenResult[];
+}
+
 export interface MintIdentityTokenRequest {
   /** As in MintAccessTokenRequest. */
   longTermToken: string;
@@ -4211,6 +4233,279 @@ export const MintAccessTokenResponse: MessageFns<MintAccessTokenResponse> = {
   },
 };
 
+function createBaseMintAccessTokensRequest(): MintAccessTokensRequest {
+  return { requests: [] };
+}
+
+export const MintAccessTokensRequest: MessageFns<MintAccessTokensRequest> = {
+  encode(message: MintAccessTokensRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.requests) {
+      MintAccessTokenRequest.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MintAccessTokensRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMintAccessTokensRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requests.push(MintAccessTokenRequest.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MintAccessTokensRequest {
+    return {
+      requests: globalThis.Array.isArray(object?.requests)
+        ? object.requests.map((e: any) => MintAccessTokenRequest.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: MintAccessTokensRequest): unknown {
+    const obj: any = {};
+    if (message.requests?.length) {
+      obj.requests = message.requests.map((e) => MintAccessTokenRequest.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MintAccessTokensRequest>, I>>(base?: I): MintAccessTokensRequest {
+    return MintAccessTokensRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MintAccessTokensRequest>, I>>(object: I): MintAccessTokensRequest {
+    const message = createBaseMintAccessTokensRequest();
+    message.requests = object.requests?.map((e) => MintAccessTokenRequest.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseMintAccessTokenResult(): MintAccessTokenResult {
+  return { token: undefined, errorStatus: "", errorReason: "", errorMessage: "" };
+}
+
+export const MintAccessTokenResult: MessageFns<MintAccessTokenResult> = {
+  encode(message: MintAccessTokenResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.token !== undefined) {
+      MintAccessTokenResponse.encode(message.token, writer.uint32(10).fork()).join();
+    }
+    if (message.errorStatus !== "") {
+      writer.uint32(18).string(message.errorStatus);
+    }
+    if (message.errorReason !== "") {
+      writer.uint32(26).string(message.errorReason);
+    }
+    if (message.errorMessage !== "") {
+      writer.uint32(34).string(message.errorMessage);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MintAccessTokenResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMintAccessTokenResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.token = MintAccessTokenResponse.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.errorStatus = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.errorReason = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.errorMessage = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MintAccessTokenResult {
+    return {
+      token: isSet(object.token) ? MintAccessTokenResponse.fromJSON(object.token) : undefined,
+      errorStatus: isSet(object.errorStatus)
+        ? globalThis.String(object.errorStatus)
+        : isSet(object.error_status)
+        ? globalThis.String(object.error_status)
+        : "",
+      errorReason: isSet(object.errorReason)
+        ? globalThis.String(object.errorReason)
+        : isSet(object.error_reason)
+        ? globalThis.String(object.error_reason)
+        : "",
+      errorMessage: isSet(object.errorMessage)
+        ? globalThis.String(object.errorMessage)
+        : isSet(object.error_message)
+        ? globalThis.String(object.error_message)
+        : "",
+    };
+  },
+
+  toJSON(message: MintAccessTokenResult): unknown {
+    const obj: any = {};
+    if (message.token !== undefined) {
+      obj.token = MintAccessTokenResponse.toJSON(message.token);
+    }
+    if (message.errorStatus !== "") {
+      obj.errorStatus = message.errorStatus;
+    }
+    if (message.errorReason !== "") {
+      obj.errorReason = message.errorReason;
+    }
+    if (message.errorMessage !== "") {
+      obj.errorMessage = message.errorMessage;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MintAccessTokenResult>, I>>(base?: I): MintAccessTokenResult {
+    return MintAccessTokenResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MintAccessTokenResult>, I>>(object: I): MintAccessTokenResult {
+    const message = createBaseMintAccessTokenResult();
+    message.token = (object.token !== undefined && object.token !== null)
+      ? MintAccessTokenResponse.fromPartial(object.token)
+      : undefined;
+    message.errorStatus = object.errorStatus ?? "";
+    message.errorReason = object.errorReason ?? "";
+    message.errorMessage = object.errorMessage ?? "";
+    return message;
+  },
+};
+
+function createBaseMintAccessTokensResponse(): MintAccessTokensResponse {
+  return { results: [] };
+}
+
+export const MintAccessTokensResponse: MessageFns<MintAccessTokensResponse> = {
+  encode(message: MintAccessTokensResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      MintAccessTokenResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MintAccessTokensResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMintAccessTokensResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(MintAccessTokenResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MintAccessTokensResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => MintAccessTokenResult.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: MintAccessTokensResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => MintAccessTokenResult.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MintAccessTokensResponse>, I>>(base?: I): MintAccessTokensResponse {
+    return MintAccessTokensResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MintAccessTokensResponse>, I>>(object: I): MintAccessTokensResponse {
+    const message = createBaseMintAccessTokensResponse();
+    message.results = object.results?.map((e) => MintAccessTokenResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 function createBaseMintIdentityTokenRequest(): MintIdentityTokenRequest {
   return { longTermToken: "", audience: "", vmId: "", hostId: "", format: "" };
 }
@@ -6473,6 +6768,22 @@ export const TokenServiceService = {
     responseDeserialize: (value: Buffer): MintAccessTokenResponse => MintAccessTokenResponse.decode(value),
   },
   /**
+   * Several MintAccessToken requests in one call (at most 64), each answered on its own: the
+   * agent sends the mints that queue up while one call is in flight together, so the call
+   * signature and the round trip are paid once per batch rather than once per token.
+   */
+  mintAccessTokens: {
+    path: "/trustplane.token.v1.TokenService/MintAccessTokens" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MintAccessTokensRequest): Buffer =>
+      Buffer.from(MintAccessTokensRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MintAccessTokensRequest => MintAccessTokensRequest.decode(value),
+    responseSerialize: (value: MintAccessTokensResponse): Buffer =>
+      Buffer.from(MintAccessTokensResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MintAccessTokensResponse => MintAccessTokensResponse.decode(value),
+  },
+  /**
    * An identity token (OIDC-style JWT) whose audience the guest chooses, as GCE's
    * identity?audience= endpoint.
    */
@@ -6583,6 +6894,12 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    * The caller must be the agent of the host the long-term token is bound to.
    */
   mintAccessToken: handleUnaryCall<MintAccessTokenRequest, MintAccessTokenResponse>;
+  /**
+   * Several MintAccessToken requests in one call (at most 64), each answered on its own: the
+   * agent sends the mints that queue up while one call is in flight together, so the call
+   * signature and the round trip are paid once per batch rather than once per token.
+   */
+  mintAccessTokens: handleUnaryCall<MintAccessTokensRequest, MintAccessTokensResponse>;
   /**
    * An identity token (OIDC-style JWT) whose audience the guest chooses, as GCE's
    * identity?audience= endpoint.
@@ -6879,6 +7196,26 @@ export interface TokenServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: MintAccessTokenResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Several MintAccessToken requests in one call (at most 64), each answered on its own: the
+   * agent sends the mints that queue up while one call is in flight together, so the call
+   * signature and the round trip are paid once per batch rather than once per token.
+   */
+  mintAccessTokens(
+    request: MintAccessTokensRequest,
+    callback: (error: ServiceError | null, response: MintAccessTokensResponse) => void,
+  ): ClientUnaryCall;
+  mintAccessTokens(
+    request: MintAccessTokensRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: MintAccessTokensResponse) => void,
+  ): ClientUnaryCall;
+  mintAccessTokens(
+    request: MintAccessTokensRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: MintAccessTokensResponse) => void,
   ): ClientUnaryCall;
   /**
    * An identity token (OIDC-style JWT) whose audience the guest chooses, as GCE's
