@@ -118,6 +118,20 @@ describe("host mint sessions", () => {
     expect([byAdmin.status, byAdmin.reason]).toEqual(["PERMISSION_DENIED", "HOST_MISMATCH"]);
   }, 30_000);
 
+  it("renews with the new secret sealed to the host when asked", async () => {
+    const host = createClient(TokenServiceService, env.dev.server.address, { key: env.dev.agent.signingKey });
+    try {
+      const issued = await issue("vm-r");
+      const renewed = await host.renewLongTermToken({ requestId: "renew-sealed", token: issued.token, hostId: DEV_HOST_ID, sealToHost: true });
+      expect(renewed.token).toBe("");
+      const secret = openSealedToken(sealingPrivate, DEV_HOST_ID, renewed.sealedToken);
+      expect(secret).toMatch(/^tplt_/);
+      expect((await host.mintAccessToken({ longTermToken: secret, hostId: DEV_HOST_ID, vmId: "vm-r", scopes: [] })).tokenType).toBe("Bearer");
+    } finally {
+      host.close();
+    }
+  });
+
   it("answers a batch of mints one by one, for the caller's own host only", async () => {
     const host = createClient(TokenServiceService, env.dev.server.address, { key: env.dev.agent.signingKey });
     try {

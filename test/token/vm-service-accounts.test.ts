@@ -135,6 +135,11 @@ describe.skipIf(!rootWithTools).each(variants)("service accounts through VmServi
     await until("second VM holds the account", () => (holds(second, email) ? true : undefined));
     const [token] = await tokensOf(email);
     expect(token!.holders.map((h) => h.vmId).sort()).toEqual([first, second].sort());
+    // The VM manager carried the secret sealed to the host: no stored response (idempotent
+    // replay of IssueLongTermToken or UpdateVmAccounts) holds it in clear.
+    const stored = await env.dev.server.storage.db.all<{ response: Uint8Array }>("SELECT response FROM idempotency");
+    expect(stored.length).toBeGreaterThan(0);
+    for (const r of stored) expect(Buffer.from(r.response).toString("latin1")).not.toContain("tplt_");
     // The second VM joined the token this host already held: no rotation for it.
     expect(token!.version).toBe(1);
 

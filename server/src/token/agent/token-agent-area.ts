@@ -142,8 +142,9 @@ export class HostTokenManager implements VmTokenManager {
     };
     this.renewer = {
       async renew(req) {
-        const res = await client.renewLongTermToken({ requestId: `renew-${Date.now()}-${Math.random().toString(36).slice(2)}`, token: req.longTermToken, hostId: req.hostId });
-        return { version: res.version, token: res.token || undefined, issuedAtMs: Date.now(), expiresAtMs: res.expiresAtMs };
+        const res = await client.renewLongTermToken({ requestId: `renew-${Date.now()}-${Math.random().toString(36).slice(2)}`, token: req.longTermToken, hostId: req.hostId, sealToHost: true });
+        const token = res.sealedToken.length > 0 ? o.unseal(res.sealedToken) : res.token || undefined;
+        return { version: res.version, token, issuedAtMs: Date.now(), expiresAtMs: res.expiresAtMs };
       },
     };
   }
@@ -357,11 +358,12 @@ export function hostTokenManager(hostId: string): HostTokenManager | undefined {
   return managers.get(hostId);
 }
 
-function fromMessage(a: VmAccount): VmAccountInput {
+/** `unseal` opens a secret the VM manager carried sealed to this host. */
+function fromMessage(a: VmAccount, unseal: (sealed: Uint8Array) => string): VmAccountInput {
   return {
     email: a.email,
     scopes: a.scopes,
-    longTermToken: a.longTermToken,
+    longTermToken: a.sealedLongTermToken.length > 0 ? unseal(a.sealedLongTermToken) : a.longTermToken,
     accessor: a.info?.accessor || undefined,
     version: a.info?.version || undefined,
     issuedAtMs: a.info?.issuedAtMs || undefined,
@@ -387,11 +389,12 @@ export const tokenAgentArea: AgentArea = {
       unseal: (sealed) => openSealedToken(ctx.sealing.privateKey, ctx.hostId, sealed, "host session"),
       logger: ctx.logger,
     });
+    const unseal = (sealed: Uint8Array) => openSealedToken(ctx.sealing.privateKey, ctx.hostId, sealed);
     const manager = new HostTokenManager({
       hostId: ctx.hostId,
       client,
       mintSession,
-      unseal: (sealed) => openSealedToken(ctx.sealing.privateKey, ctx.hostId, sealed),
+      unseal,
       logger: ctx.logger,
     });
     const watcher = watchUpdates({ client, hostId: ctx.hostId, onUpdate: (m) => manager.apply(m), held: () => manager.listHeld(), logger: ctx.logger });
@@ -399,12 +402,12 @@ export const tokenAgentArea: AgentArea = {
     ctx.bind(TokenAgentServiceService, {
       async attachVm(req, call) {
         requireVmManager(call);
-        const at = await manager.attachVm({ vmId: req.vmId, hostname: req.hostname, projectId: req.projectId, accounts: req.accounts.map(fromMessage) });
+        const at = await manager.attachVm({ vmId: req.vmId, hostname: req.hostname, projectId: req.projectId, accounts: req.accounts.map((a) => fromMessage(a, unseal)) });
         return { metadataHost: at.host, metadataPort: at.port };
       },
       async updateVmAccounts(req, call) {
         requireVmManager(call);
-        await manager.updateAccounts(req.vmId, req.accounts.map(fromMessage));
+        await manager.updateAccounts(req.vmId, req.accounts.map((a) => fromMessage(a, unseal)));
         return {};
       },
       async detachVm(req, call) {

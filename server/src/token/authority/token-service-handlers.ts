@@ -173,7 +173,10 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
         userKeyId: user.keyId,
         version: issued.version,
       });
-      return { token: issued.token ?? "", info: infoMessage(info) };
+      if (req.sealToHost && issued.token) {
+        return { token: "", info: infoMessage(info), sealedToken: Buffer.from(await d.sealer.seal(req.hostId, issued.token), "base64url") };
+      }
+      return { token: issued.token ?? "", info: infoMessage(info), sealedToken: new Uint8Array(0) };
     },
 
     async rotateLongTermToken(req, ctx) {
@@ -194,7 +197,10 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
       requireHostCaller(ctx, req.hostId);
       const renewed = await d.longTermTokens.renew(req.token, req.hostId);
       await audit(ctx, "token.long_term.renew", renewed.accessor, { version: renewed.version, hostId: req.hostId });
-      return { expiresAtMs: renewed.expiresAtMs, version: renewed.version, token: renewed.token ?? "" };
+      if (req.sealToHost && renewed.token) {
+        return { expiresAtMs: renewed.expiresAtMs, version: renewed.version, token: "", sealedToken: Buffer.from(await d.sealer.seal(req.hostId, renewed.token), "base64url") };
+      }
+      return { expiresAtMs: renewed.expiresAtMs, version: renewed.version, token: renewed.token ?? "", sealedToken: new Uint8Array(0) };
     },
 
     async releaseLongTermToken(req, ctx) {

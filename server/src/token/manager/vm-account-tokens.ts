@@ -98,7 +98,7 @@ export class VmAccountTokens {
         for (const a of kept) {
           const token = held.find((h) => h.vmIds.includes(vm.vmId) && h.serviceAccount === a.email);
           if (!token) throw new TrustplaneError("FAILED_PRECONDITION", "ACCOUNT_NOT_HELD", `VM ${vm.vmId} does not hold ${a.email} on ${vm.hostId}; remove and add it again`, "service_accounts");
-          delivered.push({ email: a.email, scopes: a.scopes, longTermToken: "", info: infoOf(token) });
+          delivered.push({ email: a.email, scopes: a.scopes, longTermToken: "", info: infoOf(token), sealedLongTermToken: new Uint8Array(0) });
         }
         for (const a of added) {
           const scopes = canonicalScopes(a.scopes, "service_accounts.scopes");
@@ -111,11 +111,13 @@ export class VmAccountTokens {
             hostId: vm.hostId,
             vmId: vm.vmId,
             heldVersion: sameHost?.version ?? 0,
+            // The secret goes to the agent sealed: this process never holds it in clear.
+            sealToHost: true,
             userRequest: { payloadType: CALL_STATEMENT_TYPE, payload: proof.statement, signatures: [{ keyId: proof.keyId, sig: proof.signature, certificate: new Uint8Array() }] },
             userRequestBody: proof.body,
           });
           issued.push(res.info!);
-          delivered.push({ email: a.email, scopes, longTermToken: res.token, info: res.info });
+          delivered.push({ email: a.email, scopes, longTermToken: res.token, info: res.info, sealedLongTermToken: res.sealedToken });
         }
         await agent.updateVmAccounts({ requestId: `accounts-${requestId}-${vm.vmId}`, vmId: vm.vmId, accounts: delivered });
       } catch (e) {

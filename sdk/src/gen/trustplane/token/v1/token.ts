@@ -241,6 +241,12 @@ export interface IssueLongTermTokenRequest {
   heldVersion: number;
   /** With a call-statement user_request: the exact wire bytes of the user's request. */
   userRequestBody: Uint8Array;
+  /**
+   * Return a new secret HPKE-sealed to host_id's X25519 key (sealed_token) instead of in
+   * clear: the VM manager carries it to the host's agent without ever holding it, and a
+   * stored response (idempotent replay) holds nothing usable.
+   */
+  sealToHost: boolean;
 }
 
 export interface IssueLongTermTokenResponse {
@@ -250,7 +256,11 @@ export interface IssueLongTermTokenResponse {
    * hashes, so it can never show an existing secret again.
    */
   token: string;
-  info: LongTermTokenInfo | undefined;
+  info:
+    | LongTermTokenInfo
+    | undefined;
+  /** With seal_to_host: the new secret sealed to the host (token stays empty). */
+  sealedToken: Uint8Array;
 }
 
 export interface RotateLongTermTokenRequest {
@@ -278,6 +288,8 @@ export interface RenewLongTermTokenRequest {
   /** The current secret, proving the caller holds it. */
   token: string;
   hostId: string;
+  /** Return the new secret sealed to the host (sealed_token) rather than in clear. */
+  sealToHost: boolean;
 }
 
 export interface RenewLongTermTokenResponse {
@@ -288,6 +300,8 @@ export interface RenewLongTermTokenResponse {
    * empty: the new version arrives (sealed) over WatchTokenUpdates.
    */
   token: string;
+  /** With seal_to_host: the new secret sealed to the host (token stays empty). */
+  sealedToken: Uint8Array;
 }
 
 export interface ReleaseLongTermTokenRequest {
@@ -499,7 +513,14 @@ export interface VmAccount {
   /** The long-term token secret from IssueLongTermToken; held in the agent's memory only. */
   longTermToken: string;
   /** Accessor, version and expiry of that token (IssueLongTermTokenResponse.info). */
-  info: LongTermTokenInfo | undefined;
+  info:
+    | LongTermTokenInfo
+    | undefined;
+  /**
+   * Instead of long_term_token: the secret sealed to this host
+   * (IssueLongTermTokenResponse.sealed_token), opened only by the agent.
+   */
+  sealedLongTermToken: Uint8Array;
 }
 
 export interface AttachVmRequest {
@@ -2372,6 +2393,7 @@ function createBaseIssueLongTermTokenRequest(): IssueLongTermTokenRequest {
     userRequest: undefined,
     heldVersion: 0,
     userRequestBody: new Uint8Array(0),
+    sealToHost: false,
   };
 }
 
@@ -2400,6 +2422,9 @@ export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = 
     }
     if (message.userRequestBody.length !== 0) {
       writer.uint32(66).bytes(message.userRequestBody);
+    }
+    if (message.sealToHost !== false) {
+      writer.uint32(72).bool(message.sealToHost);
     }
     return writer;
   },
@@ -2481,6 +2506,14 @@ export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = 
             message.userRequestBody = reader.bytes();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.sealToHost = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2531,6 +2564,11 @@ export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = 
         : isSet(object.user_request_body)
         ? bytesFromBase64(object.user_request_body)
         : new Uint8Array(0),
+      sealToHost: isSet(object.sealToHost)
+        ? globalThis.Boolean(object.sealToHost)
+        : isSet(object.seal_to_host)
+        ? globalThis.Boolean(object.seal_to_host)
+        : false,
     };
   },
 
@@ -2560,6 +2598,9 @@ export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = 
     if (message.userRequestBody.length !== 0) {
       obj.userRequestBody = base64FromBytes(message.userRequestBody);
     }
+    if (message.sealToHost !== false) {
+      obj.sealToHost = message.sealToHost;
+    }
     return obj;
   },
 
@@ -2578,12 +2619,13 @@ export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = 
       : undefined;
     message.heldVersion = object.heldVersion ?? 0;
     message.userRequestBody = object.userRequestBody ?? new Uint8Array(0);
+    message.sealToHost = object.sealToHost ?? false;
     return message;
   },
 };
 
 function createBaseIssueLongTermTokenResponse(): IssueLongTermTokenResponse {
-  return { token: "", info: undefined };
+  return { token: "", info: undefined, sealedToken: new Uint8Array(0) };
 }
 
 export const IssueLongTermTokenResponse: MessageFns<IssueLongTermTokenResponse> = {
@@ -2593,6 +2635,9 @@ export const IssueLongTermTokenResponse: MessageFns<IssueLongTermTokenResponse> 
     }
     if (message.info !== undefined) {
       LongTermTokenInfo.encode(message.info, writer.uint32(18).fork()).join();
+    }
+    if (message.sealedToken.length !== 0) {
+      writer.uint32(26).bytes(message.sealedToken);
     }
     return writer;
   },
@@ -2626,6 +2671,14 @@ export const IssueLongTermTokenResponse: MessageFns<IssueLongTermTokenResponse> 
             message.info = LongTermTokenInfo.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sealedToken = reader.bytes();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2642,6 +2695,11 @@ export const IssueLongTermTokenResponse: MessageFns<IssueLongTermTokenResponse> 
     return {
       token: isSet(object.token) ? globalThis.String(object.token) : "",
       info: isSet(object.info) ? LongTermTokenInfo.fromJSON(object.info) : undefined,
+      sealedToken: isSet(object.sealedToken)
+        ? bytesFromBase64(object.sealedToken)
+        : isSet(object.sealed_token)
+        ? bytesFromBase64(object.sealed_token)
+        : new Uint8Array(0),
     };
   },
 
@@ -2652,6 +2710,9 @@ export const IssueLongTermTokenResponse: MessageFns<IssueLongTermTokenResponse> 
     }
     if (message.info !== undefined) {
       obj.info = LongTermTokenInfo.toJSON(message.info);
+    }
+    if (message.sealedToken.length !== 0) {
+      obj.sealedToken = base64FromBytes(message.sealedToken);
     }
     return obj;
   },
@@ -2665,6 +2726,7 @@ export const IssueLongTermTokenResponse: MessageFns<IssueLongTermTokenResponse> 
     message.info = (object.info !== undefined && object.info !== null)
       ? LongTermTokenInfo.fromPartial(object.info)
       : undefined;
+    message.sealedToken = object.sealedToken ?? new Uint8Array(0);
     return message;
   },
 };
@@ -3002,7 +3064,7 @@ export const RevokeLongTermTokenResponse: MessageFns<RevokeLongTermTokenResponse
 };
 
 function createBaseRenewLongTermTokenRequest(): RenewLongTermTokenRequest {
-  return { requestId: "", token: "", hostId: "" };
+  return { requestId: "", token: "", hostId: "", sealToHost: false };
 }
 
 export const RenewLongTermTokenRequest: MessageFns<RenewLongTermTokenRequest> = {
@@ -3015,6 +3077,9 @@ export const RenewLongTermTokenRequest: MessageFns<RenewLongTermTokenRequest> = 
     }
     if (message.hostId !== "") {
       writer.uint32(26).string(message.hostId);
+    }
+    if (message.sealToHost !== false) {
+      writer.uint32(32).bool(message.sealToHost);
     }
     return writer;
   },
@@ -3056,6 +3121,14 @@ export const RenewLongTermTokenRequest: MessageFns<RenewLongTermTokenRequest> = 
             message.hostId = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.sealToHost = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3081,6 +3154,11 @@ export const RenewLongTermTokenRequest: MessageFns<RenewLongTermTokenRequest> = 
         : isSet(object.host_id)
         ? globalThis.String(object.host_id)
         : "",
+      sealToHost: isSet(object.sealToHost)
+        ? globalThis.Boolean(object.sealToHost)
+        : isSet(object.seal_to_host)
+        ? globalThis.Boolean(object.seal_to_host)
+        : false,
     };
   },
 
@@ -3095,6 +3173,9 @@ export const RenewLongTermTokenRequest: MessageFns<RenewLongTermTokenRequest> = 
     if (message.hostId !== "") {
       obj.hostId = message.hostId;
     }
+    if (message.sealToHost !== false) {
+      obj.sealToHost = message.sealToHost;
+    }
     return obj;
   },
 
@@ -3106,12 +3187,13 @@ export const RenewLongTermTokenRequest: MessageFns<RenewLongTermTokenRequest> = 
     message.requestId = object.requestId ?? "";
     message.token = object.token ?? "";
     message.hostId = object.hostId ?? "";
+    message.sealToHost = object.sealToHost ?? false;
     return message;
   },
 };
 
 function createBaseRenewLongTermTokenResponse(): RenewLongTermTokenResponse {
-  return { expiresAtMs: 0, version: 0, token: "" };
+  return { expiresAtMs: 0, version: 0, token: "", sealedToken: new Uint8Array(0) };
 }
 
 export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> = {
@@ -3124,6 +3206,9 @@ export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> 
     }
     if (message.token !== "") {
       writer.uint32(26).string(message.token);
+    }
+    if (message.sealedToken.length !== 0) {
+      writer.uint32(34).bytes(message.sealedToken);
     }
     return writer;
   },
@@ -3165,6 +3250,14 @@ export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> 
             message.token = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.sealedToken = reader.bytes();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3186,6 +3279,11 @@ export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> 
         : 0,
       version: isSet(object.version) ? globalThis.Number(object.version) : 0,
       token: isSet(object.token) ? globalThis.String(object.token) : "",
+      sealedToken: isSet(object.sealedToken)
+        ? bytesFromBase64(object.sealedToken)
+        : isSet(object.sealed_token)
+        ? bytesFromBase64(object.sealed_token)
+        : new Uint8Array(0),
     };
   },
 
@@ -3200,6 +3298,9 @@ export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> 
     if (message.token !== "") {
       obj.token = message.token;
     }
+    if (message.sealedToken.length !== 0) {
+      obj.sealedToken = base64FromBytes(message.sealedToken);
+    }
     return obj;
   },
 
@@ -3211,6 +3312,7 @@ export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> 
     message.expiresAtMs = object.expiresAtMs ?? 0;
     message.version = object.version ?? 0;
     message.token = object.token ?? "";
+    message.sealedToken = object.sealedToken ?? new Uint8Array(0);
     return message;
   },
 };
@@ -5769,7 +5871,7 @@ export const HeldAccount: MessageFns<HeldAccount> = {
 };
 
 function createBaseVmAccount(): VmAccount {
-  return { email: "", scopes: [], longTermToken: "", info: undefined };
+  return { email: "", scopes: [], longTermToken: "", info: undefined, sealedLongTermToken: new Uint8Array(0) };
 }
 
 export const VmAccount: MessageFns<VmAccount> = {
@@ -5785,6 +5887,9 @@ export const VmAccount: MessageFns<VmAccount> = {
     }
     if (message.info !== undefined) {
       LongTermTokenInfo.encode(message.info, writer.uint32(34).fork()).join();
+    }
+    if (message.sealedLongTermToken.length !== 0) {
+      writer.uint32(42).bytes(message.sealedLongTermToken);
     }
     return writer;
   },
@@ -5834,6 +5939,14 @@ export const VmAccount: MessageFns<VmAccount> = {
             message.info = LongTermTokenInfo.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.sealedLongTermToken = reader.bytes();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5856,6 +5969,11 @@ export const VmAccount: MessageFns<VmAccount> = {
         ? globalThis.String(object.long_term_token)
         : "",
       info: isSet(object.info) ? LongTermTokenInfo.fromJSON(object.info) : undefined,
+      sealedLongTermToken: isSet(object.sealedLongTermToken)
+        ? bytesFromBase64(object.sealedLongTermToken)
+        : isSet(object.sealed_long_term_token)
+        ? bytesFromBase64(object.sealed_long_term_token)
+        : new Uint8Array(0),
     };
   },
 
@@ -5873,6 +5991,9 @@ export const VmAccount: MessageFns<VmAccount> = {
     if (message.info !== undefined) {
       obj.info = LongTermTokenInfo.toJSON(message.info);
     }
+    if (message.sealedLongTermToken.length !== 0) {
+      obj.sealedLongTermToken = base64FromBytes(message.sealedLongTermToken);
+    }
     return obj;
   },
 
@@ -5887,6 +6008,7 @@ export const VmAccount: MessageFns<VmAccount> = {
     message.info = (object.info !== undefined && object.info !== null)
       ? LongTermTokenInfo.fromPartial(object.info)
       : undefined;
+    message.sealedLongTermToken = object.sealedLongTermToken ?? new Uint8Array(0);
     return message;
   },
 };
