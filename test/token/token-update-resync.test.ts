@@ -16,7 +16,7 @@ import { signVmCreateRequest } from "../../sdk/src/token/index.js";
 import { DEV_HOST_ID } from "../../server/src/processes/dev-process.js";
 import { openDatabase } from "../../server/src/runtime/storage/open-database.js";
 import { PostgresDb } from "../../server/src/runtime/storage/postgres-db.js";
-import { HostTokenManager, watchUpdates } from "../../server/src/token/agent/token-agent-area.js";
+import { HostTokenManager, hostTokenManager, watchUpdates } from "../../server/src/token/agent/token-agent-area.js";
 import { openSealedToken } from "../../server/src/token/authority/host-token-sealer.js";
 import { PostgresTokenUpdateBridge } from "../../server/src/token/authority/postgres-token-update-bridge.js";
 import { TokenUpdateHub, type TokenUpdate } from "../../server/src/token/authority/token-update-hub.js";
@@ -144,6 +144,70 @@ describe.each(variants)("an agent that missed pushes resynchronises ($name)", (v
       client.close();
       await admin.revokeLongTermToken({ requestId: "rev-kept", accessor: kept.info!.accessor }).catch(() => undefined);
       await admin.revokeLongTermToken({ requestId: "rev-noisy", accessor: noisy.info!.accessor }).catch(() => undefined);
+    }
+  }, 60_000);
+});
+
+describe.skipIf(!PG_URL)("a replica whose LISTEN connection drops (trustplane dev on PostgreSQL)", () => {
+  const schema = `tp_listen_${randomBytes(5).toString("hex")}`;
+  let env: DevEnv;
+
+  beforeAll(async () => {
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    await c.query(`CREATE SCHEMA ${schema}`);
+    await c.end();
+    const sep = PG_URL!.includes("?") ? "&" : "?";
+    env = await startDevEnv({ databaseUrl: `${PG_URL}${sep}options=${encodeURIComponent(`-c search_path=${schema}`)}` });
+  }, 60_000);
+
+  afterAll(async () => {
+    await env?.stop();
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await c.end();
+  });
+
+  it("ends its agents' streams so they reconnect and resynchronise, and pushes arrive again", async () => {
+    const admin = createClient(TokenServiceService, env.dev.server.address, { key: env.admin });
+    const alice = generateSigningKey("Ed25519");
+    const auth = createClient(AuthServiceService, env.dev.server.address, { key: env.admin });
+    try {
+      await auth.createPrincipal({ requestId: "p", name: "alice", kind: "user" });
+      await auth.addKey({ requestId: "k", principal: "alice", jwk: JSON.stringify(alice.publicJwk) });
+      await admin.defineService({ requestId: "svc", service: { service: "storage", audience: "https://storage.test", scopes: ["storage.read"] } });
+      await admin.createServiceAccount({ requestId: "sa", email: "lis@proj.trustplane" });
+      await admin.grantActAs({ requestId: "g", email: "lis@proj.trustplane", principal: "alice" });
+      const issued = await admin.issueLongTermToken({
+        requestId: "i",
+        serviceAccount: "lis@proj.trustplane",
+        scopes: ["storage.read"],
+        hostId: DEV_HOST_ID,
+        vmId: "vm-l",
+        userRequest: signVmCreateRequest({ requestId: "c", name: "vm-l", serviceAccounts: [{ email: "lis@proj.trustplane", scopes: ["storage.read"] }] }, [alice]),
+      });
+      const manager = hostTokenManager(DEV_HOST_ID)!;
+      await manager.attachVm({ vmId: "vm-l", hostname: "vm-l", projectId: "p", accounts: [{ email: "lis@proj.trustplane", scopes: ["storage.read"], longTermToken: issued.token, accessor: issued.info!.accessor, version: 1 }] });
+      const vm = manager.vm("vm-l")!;
+      await admin.rotateLongTermToken({ requestId: "r1", accessor: issued.info!.accessor });
+      await until("first rotation pushed", () => (vm.heldVersion("lis@proj.trustplane") === 2 ? true : undefined));
+
+      const killer = new pg.Client({ connectionString: PG_URL });
+      await killer.connect();
+      const { rows } = await killer.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE query = $1", [`LISTEN tp_token_updates_${schema}`]);
+      expect(rows.length).toBe(1);
+      await killer.query("SELECT pg_terminate_backend($1)", [rows[0]!.pid]);
+      await killer.end();
+      await until("the replica re-established LISTEN", () => (env.logs().includes("token update LISTEN connection re-established") ? true : undefined));
+      await until("the agent's stream ended for a resync", () => (env.logs().includes("TOKEN_UPDATES_GAP") ? true : undefined));
+      await until("the agent resynchronised", () => (env.logs().includes("token updates resynchronised from storage") ? true : undefined));
+      await admin.rotateLongTermToken({ requestId: "r2", accessor: issued.info!.accessor });
+      await until("a rotation after the reconnect reaches the agent", () => (vm.heldVersion("lis@proj.trustplane")! >= 3 ? true : undefined));
+      await manager.detachVm("vm-l");
+    } finally {
+      admin.close();
+      auth.close();
     }
   }, 60_000);
 });

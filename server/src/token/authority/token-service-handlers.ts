@@ -214,10 +214,16 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
     },
 
     async listLongTermTokens(req) {
-      const rows = await d.storage.db.all<{ accessor: string }>("SELECT accessor FROM token_long_term ORDER BY accessor");
+      // One query: by host (what the VM manager asks on every terminate) or by account, else all.
+      const records = req.hostId
+        ? await d.longTermStore.listByHost(req.hostId)
+        : req.serviceAccount && !req.includeRevoked
+          ? await d.longTermStore.listActiveByAccount(req.serviceAccount)
+          : await d.longTermStore.listAll();
+      records.sort((a, b) => (a.accessor < b.accessor ? -1 : a.accessor > b.accessor ? 1 : 0));
       const infos: LongTermTokenInfo[] = [];
-      for (const r of rows) {
-        const info = infoMessage(await d.longTermTokens.describe(r.accessor));
+      for (const r of records) {
+        const info = infoMessage(r);
         if (!req.includeRevoked && info.revoked) continue;
         if (req.serviceAccount && info.serviceAccount !== req.serviceAccount) continue;
         if (req.hostId && !info.hostIds.includes(req.hostId)) continue;

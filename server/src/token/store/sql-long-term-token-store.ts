@@ -125,6 +125,11 @@ export class SqlLongTermTokenStore implements LongTermTokenStore {
     return r && fromRow(r);
   }
 
+  /** Every token, revoked ones included (operator listings). */
+  async listAll() {
+    return (await this.db.all<Row>("SELECT * FROM token_long_term")).map(fromRow);
+  }
+
   async listActiveByAccount(serviceAccount: string) {
     return (await this.db.all<Row>("SELECT * FROM token_long_term WHERE service_account = ? AND revoked_at_ms IS NULL", [serviceAccount])).map(fromRow);
   }
