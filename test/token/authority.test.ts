@@ -5,7 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TrustplaneError } from "../../sdk/src/errors.js";
 import { AccessTokenMinter } from "../../server/src/token/authority/access-token-minter.js";
 import { verifyAccessToken, verifyIdentityToken } from "../../server/src/token/authority/access-token-verifier.js";
-import { hashLongTermToken } from "../../server/src/token/authority/long-term-tokens.js";
+import { LongTermTokens, hashLongTermToken } from "../../server/src/token/authority/long-term-tokens.js";
+import { TokenExchange } from "../../server/src/token/authority/token-exchange.js";
+import { TokenRecordCache } from "../../server/src/token/authority/token-record-cache.js";
 import { InMemorySigningKeyStore, SigningKeyRing } from "../../server/src/token/authority/signing-keys.js";
 import { TokenUpdateHub, type BridgedUpdate, type DeliveredUpdate, type TokenUpdateBridge } from "../../server/src/token/authority/token-update-hub.js";
 import { ALICE, createAuthority, ISSUER, manualClock, startJwksServer, STORAGE_AUD, QUEUE_AUD } from "./token-fixture.js";
@@ -45,6 +47,28 @@ describe("signing key ring", () => {
     // Reopening from the store gives the same current key.
     const reopened = await SigningKeyRing.open({ store, maxTokenTtlSeconds: 3600, now: clock.now });
     expect(reopened.current().kid).toBe(second);
+  });
+
+  it("announces the next key in the JWKS before it signs, then retires the old one like a rotation", async () => {
+    const clock = manualClock();
+    const ring = await SigningKeyRing.open({ store: new InMemorySigningKeyStore(), maxTokenTtlSeconds: 3600, now: clock.now });
+    const old = ring.current().kid;
+    const next = await ring.announce(90_000);
+    // Published, not signing: a verifier that fetched the JWKS now already knows it.
+    expect(ring.jwks().keys.map((k) => k.kid).sort()).toEqual([old, next].sort());
+    expect(ring.current().kid).toBe(old);
+    expect(ring.pending()).toEqual({ kid: next, activatesAtMs: clock.now() + 90_000 });
+    clock.advance(89_999);
+    expect(ring.current().kid).toBe(old);
+    clock.advance(1);
+    expect(ring.current().kid).toBe(next);
+    expect(ring.pending()).toBeUndefined();
+    expect(ring.currentActivatedAtMs()).toBe(clock.now());
+    // The old key keeps verifying until its last token (1 h) has expired.
+    clock.advance(3600_000 - 1);
+    expect(ring.jwks().keys.map((k) => k.kid)).toContain(old);
+    clock.advance(1);
+    expect(await ring.prune()).toEqual([old]);
   });
 });
 
@@ -239,8 +263,10 @@ describe("long-term tokens", () => {
     await longTermTokens.authenticate(renewed.token!, "h1");
     expect(await longTermTokens.release({ accessor: a.accessor, vmId: "v2" })).toEqual({ revoked: true });
     await rejects(longTermTokens.authenticate(renewed.token!, "h1"), "UNAUTHENTICATED", "LONG_TERM_TOKEN_REVOKED");
-    expect(seen.map((u) => u.kind)).toEqual(["ROTATED", "REVOKED"]);
-    expect(seen[1]).toMatchObject({ reason: "LAST_HOLDER_GONE", accessor: a.accessor });
+    // v1's release leaves v2 on the host: only v1's process is told to drop the token.
+    expect(seen.map((u) => u.kind)).toEqual(["ROTATED", "ACCOUNTS_CHANGED", "REVOKED"]);
+    expect(seen[1]).toMatchObject({ vmId: "v1", accessor: a.accessor, accounts: [] });
+    expect(seen[2]).toMatchObject({ reason: "LAST_HOLDER_GONE", accessor: a.accessor });
     // After revocation a new VM gets a fresh token (new accessor).
     const fresh = await longTermTokens.acquire({ principal: ALICE, serviceAccount: SA, scopes: ["storage.read"], hostId: "h1", vmId: "v9" });
     expect(fresh.accessor).not.toBe(a.accessor);
@@ -281,6 +307,72 @@ describe("token exchange", () => {
     const a = await longTermTokens.acquire({ principal: ALICE, serviceAccount: "reader@acme.trustplane", scopes: ["storage.read"], hostId: "h1", vmId: "v1" });
     await accounts.delete("reader@acme.trustplane");
     await rejects(exchange.accessToken({ longTermToken: a.token!, hostId: "h1", vmId: "v1" }), "NOT_FOUND", "ACCOUNT_NOT_FOUND");
+  });
+
+  it("revokes and pushes every token of a deleted account", async () => {
+    const { longTermTokens, accounts, hub } = await createAuthority();
+    const seen: DeliveredUpdate[] = [];
+    hub.subscribe("h1", (u) => seen.push(u));
+    const a = await longTermTokens.acquire({ principal: ALICE, serviceAccount: "reader@acme.trustplane", scopes: ["storage.read"], hostId: "h1", vmId: "v1" });
+    const b = await longTermTokens.acquire({ principal: ALICE, serviceAccount: "reader@acme.trustplane", scopes: ["storage.read", "storage.write"], hostId: "h1", vmId: "v2" });
+    const other = await longTermTokens.acquire({ principal: ALICE, serviceAccount: "builder@acme.trustplane", scopes: ["storage.read"], hostId: "h1", vmId: "v3" });
+    await accounts.delete("reader@acme.trustplane");
+    expect((await longTermTokens.revokeAccount("reader@acme.trustplane")).sort()).toEqual([a.accessor, b.accessor].sort());
+    expect(seen.filter((u) => u.kind === "REVOKED").map((u) => [u.accessor, (u as { reason: string }).reason]).sort()).toEqual(
+      [
+        [a.accessor, "ACCOUNT_DELETED"],
+        [b.accessor, "ACCOUNT_DELETED"],
+      ].sort(),
+    );
+    await rejects(longTermTokens.authenticate(a.token!, "h1"), "UNAUTHENTICATED", "LONG_TERM_TOKEN_REVOKED");
+    await longTermTokens.authenticate(other.token!, "h1");
+  });
+
+  it("refuses scopes outside the account's allowed_scopes", async () => {
+    const { longTermTokens, accounts } = await createAuthority();
+    await accounts.createAccount({ email: "narrow@acme.trustplane", actors: [ALICE], allowedScopes: ["storage.read"] });
+    await longTermTokens.acquire({ principal: ALICE, serviceAccount: "narrow@acme.trustplane", scopes: ["storage.read"], hostId: "h1", vmId: "v1" });
+    await rejects(
+      longTermTokens.acquire({ principal: ALICE, serviceAccount: "narrow@acme.trustplane", scopes: ["storage.read", "storage.write"], hostId: "h1", vmId: "v2" }),
+      "PERMISSION_DENIED",
+      "SCOPE_NOT_ALLOWED",
+    );
+    // No allowed_scopes: any declared scope, as before.
+    await longTermTokens.acquire({ principal: ALICE, serviceAccount: "builder@acme.trustplane", scopes: ["storage.write", "queue.publish"], hostId: "h1", vmId: "v3" });
+  });
+});
+
+describe("the mint path's record cache", () => {
+  it("refuses a revoked token at once, sees a new holder at once, and forgets what changed behind the hub's back within its lifetime", async () => {
+    const clock = manualClock();
+    const auth = await createAuthority({ now: clock.now });
+    const cache = new TokenRecordCache({ ttlMs: 5_000, now: clock.now });
+    // A second LongTermTokens over the same store and hub, with the cache: what the mint path uses.
+    const cached = new LongTermTokens({ store: auth.ltStore, accounts: auth.accounts, hub: auth.hub, cache, now: clock.now });
+    const a = await auth.longTermTokens.acquire({ principal: ALICE, serviceAccount: "builder@acme.trustplane", scopes: ["storage.read"], hostId: "h1", vmId: "v1" });
+    await cached.authenticate(a.token!, "h1");
+    expect((await cached.authenticate(a.token!, "h1")).fromCache).toBe(true);
+    // Another VM joins (no push for that): the cached record lacks it, storage decides.
+    await auth.longTermTokens.acquire({ principal: ALICE, serviceAccount: "builder@acme.trustplane", scopes: ["storage.read"], hostId: "h1", vmId: "v2", hostHasVersion: a.version });
+    const exchange = new TokenExchange({ longTermTokens: cached, accounts: auth.accounts, minter: auth.minter });
+    expect((await exchange.accessToken({ longTermToken: a.token!, hostId: "h1", vmId: "v2" })).jwt).toBeTruthy();
+    // Revoked elsewhere: the push drops the entry before the next mint.
+    await auth.longTermTokens.revoke(a.accessor);
+    await rejects(cached.authenticate(a.token!, "h1"), "UNAUTHENTICATED", "LONG_TERM_TOKEN_REVOKED");
+
+    // A change no push announced (written to storage directly) lasts at most the lifetime.
+    const b = await auth.longTermTokens.acquire({ principal: ALICE, serviceAccount: "reader@acme.trustplane", scopes: ["storage.read"], hostId: "h1", vmId: "v3" });
+    await cached.authenticate(b.token!, "h1");
+    const row = (await auth.ltStore.findByAccessor(b.accessor))!;
+    await auth.ltStore.update({ ...row, revokedAtMs: clock.now(), revokeReason: "TEST" }, row);
+    expect((await cached.authenticate(b.token!, "h1")).fromCache).toBe(true);
+    clock.advance(5_000);
+    await rejects(cached.authenticate(b.token!, "h1"), "UNAUTHENTICATED", "LONG_TERM_TOKEN_REVOKED");
+    // A gap (lost NOTIFYs) drops everything.
+    const c = await auth.longTermTokens.acquire({ principal: ALICE, serviceAccount: "reader@acme.trustplane", scopes: ["storage.write"], hostId: "h1", vmId: "v4" });
+    await cached.authenticate(c.token!, "h1");
+    auth.hub.markGap();
+    expect((await cached.authenticate(c.token!, "h1")).fromCache).toBe(false);
   });
 });
 

@@ -90,6 +90,25 @@ describe.each(backends())("token SQL stores ($name)", (backend) => {
     await storage.db.run("DELETE FROM token_signing_keys");
   });
 
+  it("an announced key reaches the other replica's JWKS before it signs on either", async () => {
+    const key = deriveAtRestKey(randomBytes(32));
+    let t = Date.now();
+    const now = () => t;
+    const a = await SigningKeyRing.open({ store: new SqlSigningKeyStore(storage.db, key), maxTokenTtlSeconds: 600, now });
+    const b = await SigningKeyRing.open({ store: new SqlSigningKeyStore(storage.db, key), maxTokenTtlSeconds: 600, now });
+    const old = a.current().kid;
+    const next = await a.announce(30_000);
+    await b.refresh();
+    expect(b.jwks().keys.map((k) => k.kid)).toContain(next);
+    expect([a.current().kid, b.current().kid]).toEqual([old, old]);
+    t += 30_000;
+    expect([a.current().kid, b.current().kid]).toEqual([next, next]);
+    await b.refresh();
+    const stored = (await new SqlSigningKeyStore(storage.db, key).load()).find((k) => k.kid === old)!;
+    expect(stored.retireAtMs).toBe(t + 600_000);
+    await storage.db.run("DELETE FROM token_signing_keys");
+  });
+
   it("stores accounts with their ACL and services", async () => {
     const registry = new ServiceAccountRegistry(new SqlServiceAccountStore(storage.db));
     await registry.defineService({ name: "svc", audience: "https://svc", scopes: ["svc.read", "svc.write"] });
@@ -97,6 +116,10 @@ describe.each(backends())("token SQL stores ($name)", (backend) => {
     expect(await registry.audiencesForScopes(["svc.read"])).toEqual(["https://svc2"]);
     await registry.createAccount({ email: "x@p.trustplane" });
     await expect(registry.createAccount({ email: "x@p.trustplane" })).rejects.toMatchObject({ reason: "ACCOUNT_EXISTS" });
+    await registry.createAccount({ email: "narrow@p.trustplane", allowedScopes: ["svc.read", "svc.read"] });
+    expect((await registry.get("narrow@p.trustplane")).allowedScopes).toEqual(["svc.read"]);
+    await expect(registry.createAccount({ email: "typo@p.trustplane", allowedScopes: ["svc.raed"] })).rejects.toMatchObject({ reason: "SCOPE_UNKNOWN", field: "allowed_scopes" });
+    await registry.delete("narrow@p.trustplane");
     await registry.grant("x@p.trustplane", "alice");
     expect(await registry.canActAs("alice", "x@p.trustplane")).toBe(true);
     expect(await registry.canActAs("bob", "x@p.trustplane")).toBe(false);
@@ -118,16 +141,21 @@ describe.each(backends())("token SQL stores ($name)", (backend) => {
     await expect(store.insert(record())).rejects.toMatchObject({ reason: "LONG_TERM_TOKEN_RACE" });
 
     const rotated = { ...r, previousTokenHash: r.tokenHash, previousValidUntilMs: 99, tokenHash: hashLongTermToken("tplt_new"), version: 2, hostIds: ["h1", "h2"] };
-    await store.update(rotated);
+    await store.update(rotated, r);
+    // A writer that read the token before this rotation loses the compare-and-set.
+    await expect(store.update({ ...r, holders: [...r.holders, { vmId: "vm9", hostId: "h1" }] }, r)).rejects.toMatchObject({ status: "ABORTED", reason: "LONG_TERM_TOKEN_CONFLICT" });
     expect((await store.findByHash(r.tokenHash))?.version).toBe(2);
     expect((await store.findByHash(rotated.tokenHash))?.version).toBe(2);
     expect((await store.listByHost("h2")).map((x) => x.accessor)).toEqual([r.accessor]);
     expect(await store.listByHost("h")).toEqual([]);
 
-    await store.update({ ...rotated, revokedAtMs: 5, revokeReason: "TEST" });
+    // Same version and secret, but another holder set: still a conflict.
+    await expect(store.update({ ...rotated, revokedAtMs: 5 }, { ...rotated, holders: [] })).rejects.toMatchObject({ reason: "LONG_TERM_TOKEN_CONFLICT" });
+    await store.update({ ...rotated, revokedAtMs: 5, revokeReason: "TEST" }, rotated);
     expect(await store.findActive(r.serviceAccount, scopeKey(r.scopes))).toBeUndefined();
     await store.insert(record()); // revoked rows free the pair
-    await expect(store.update(record({ accessor: "tpla_missing" }))).rejects.toMatchObject({ reason: "LONG_TERM_TOKEN_UNKNOWN" });
+    const missing = record({ accessor: "tpla_missing" });
+    await expect(store.update(missing, missing)).rejects.toMatchObject({ reason: "LONG_TERM_TOKEN_UNKNOWN" });
   });
 
   it("remembers used user requests per (request, account), bound to one VM", async () => {

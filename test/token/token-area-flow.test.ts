@@ -189,6 +189,33 @@ describe.each(variants)("token area in the dev processes ($name)", (variant) => 
     await hostTokenManager(DEV_HOST_ID)!.detachVm("vm-a");
   }, 60_000);
 
+  it("deleting an account revokes its tokens and the agent drops them; allowed_scopes bounds what may be issued", async () => {
+    const doomed = "doomed@proj.trustplane";
+    await admin.createServiceAccount({ requestId: "sa-doomed", email: doomed, allowedScopes: ["storage.read"] });
+    expect((await admin.getServiceAccount({ email: doomed })).account!.allowedScopes).toEqual(["storage.read"]);
+    await admin.grantActAs({ requestId: "g-doomed", email: doomed, principal: "alice" });
+    const beyond = await refusal(
+      admin.issueLongTermToken({
+        requestId: "doomed-write",
+        serviceAccount: doomed,
+        scopes: ["storage.read", "storage.write"],
+        hostId: DEV_HOST_ID,
+        vmId: "vm-d0",
+        userRequest: signVmCreateRequest({ requestId: "d0", name: "d0", serviceAccounts: [{ email: doomed, scopes: ["storage.read", "storage.write"] }] }, [alice]),
+      }),
+    );
+    expect([beyond.status, beyond.reason]).toEqual(["PERMISSION_DENIED", "SCOPE_NOT_ALLOWED"]);
+    const issued = await issue("vm-d1", doomed);
+    const at = await attach("vm-d1", [{ email: doomed, res: issued }]);
+    const url = `http://${at.host}:${at.port}/computeMetadata/v1/instance/service-accounts/${doomed}/token`;
+    expect((await fetch(url, { headers: META })).status).toBe(200);
+    await admin.deleteServiceAccount({ requestId: "del-doomed", email: doomed });
+    expect((await admin.getLongTermToken({ accessor: issued.info!.accessor })).info).toMatchObject({ revoked: true, revokeReason: "ACCOUNT_DELETED" });
+    await until("the agent dropped the deleted account", () => (hostTokenManager(DEV_HOST_ID)!.vm("vm-d1")!.heldVersion(doomed) === undefined ? true : undefined));
+    expect((await fetch(url, { headers: META })).status).toBe(404);
+    await hostTokenManager(DEV_HOST_ID)!.detachVm("vm-d1");
+  });
+
   it("refuses a create request whose user is not on the account's ACL", async () => {
     const e = await refusal(issue("vm-bob", account, bob));
     expect(e.status).toBe("PERMISSION_DENIED");

@@ -22,6 +22,8 @@ export interface VerifyAccessTokenOptions {
   audience: string;
   requiredScopes?: readonly string[];
   clockToleranceSeconds?: number;
+  /** The time to verify at (default now): lets a resource server check a token's expiry ahead. */
+  currentDate?: Date;
 }
 
 // One remote key set per URL, so its cache survives across calls.
@@ -48,6 +50,7 @@ export async function verifyAccessToken(jwt: string, options: VerifyAccessTokenO
       requiredClaims: ["exp", "iat", "jti", "sub", "scope"],
       clockTolerance: options.clockToleranceSeconds ?? 5,
       maxTokenAge: 3600 + (options.clockToleranceSeconds ?? 5),
+      currentDate: options.currentDate,
     }));
   } catch (e) {
     const reason = e instanceof errors.JWTExpired ? "TOKEN_EXPIRED" : e instanceof errors.JWTClaimValidationFailed ? "TOKEN_CLAIM_INVALID" : "TOKEN_INVALID";

@@ -367,10 +367,12 @@ export const HOST_POLICY: PrincipalRecord["policy"] = {
     {
       methods: [
         "/trustplane.token.v1.TokenService/MintAccessToken",
+        "/trustplane.token.v1.TokenService/MintAccessTokens",
         "/trustplane.token.v1.TokenService/MintIdentityToken",
         "/trustplane.token.v1.TokenService/RenewLongTermToken",
         "/trustplane.token.v1.TokenService/WatchTokenUpdates",
         "/trustplane.token.v1.TokenService/GetJwks",
+        "/trustplane.token.v1.TokenService/OpenHostSession",
       ],
       effect: "allow",
     },

@@ -17,7 +17,11 @@ import { SERVER_PRINCIPAL } from "../../processes/server-keys.js";
 import type { CallContext } from "../../runtime/auth/service-binder.js";
 import type { Logger } from "../../runtime/logger.js";
 import { openSealedToken } from "../authority/host-token-sealer.js";
+import { ACCESSOR_PREFIX } from "../authority/long-term-tokens.js";
 import type { TokenUpdate } from "../authority/token-update-hub.js";
+import { INSTANCE_ZONE, numericProjectId } from "../instance-identity.js";
+import { HostMintSession } from "./host-mint-session.js";
+import { MintBatcher } from "./mint-batcher.js";
 import type { TokenUpstream } from "./token-cache.js";
 import { VmAuthorizationProcess, type AccountGrant, type LongTermTokenRenewer } from "./vm-authorization-process.js";
 
@@ -50,7 +54,21 @@ export interface VmTokenManager {
   /** Starts the VM's authorization process; the driver forwards 169.254.169.254:80 to the answer. */
   attachVm(vm: VmRecord): Promise<{ host: string; port: number }>;
   updateAccounts(vmId: string, accounts: VmAccountInput[]): Promise<void>;
+  /**
+   * The VM's account list changed on the control plane: drop at once what is no longer on
+   * it (additions need their long-term tokens and arrive through updateAccounts).
+   */
+  retainAccounts(vmId: string, accounts: { email: string; scopes: string[] }[]): void;
   detachVm(vmId: string): Promise<void>;
+}
+
+/** A long-term token this host holds, as the VM manager and the resync see it (no secret). */
+export interface HeldTokenView {
+  accessor: string;
+  serviceAccount: string;
+  scopes: string[];
+  version: number;
+  vmIds: string[];
 }
 
 type TokenClient = SignedClient<typeof TokenServiceService>;
@@ -58,16 +76,13 @@ type TokenClient = SignedClient<typeof TokenServiceService>;
 export interface HostTokenManagerOptions {
   hostId: string;
   client: TokenClient;
+  /** Signs mint calls with a session key when given (else every mint uses `client`). */
+  mintSession?: HostMintSession;
   /** Opens a rotated secret sealed to this host (HPKE, host X25519 key). */
   unseal: (sealed: Uint8Array) => string;
   logger?: Logger;
   /** Loopback address each VM endpoint binds (port 0: one free port per VM). */
   bindHost?: string;
-}
-
-function numericProjectId(projectId: string): string {
-  // GCE project numbers are decimal; derive a stable one from the id.
-  return BigInt("0x" + createHash("sha256").update(projectId).digest("hex").slice(0, 12)).toString();
 }
 
 function toGrant(a: VmAccountInput): AccountGrant {
@@ -88,24 +103,48 @@ function toGrant(a: VmAccountInput): AccountGrant {
 export class HostTokenManager implements VmTokenManager {
   private readonly vms = new Map<string, VmAuthorizationProcess>();
   private readonly upstream: TokenUpstream;
+  /** Access-token mints of every VM on this host, batched while a call is in flight. */
+  readonly batcher: MintBatcher;
   private readonly renewer: LongTermTokenRenewer;
 
   constructor(private readonly o: HostTokenManagerOptions) {
     const client = o.client;
+    const mint = <T>(fn: (c: TokenClient) => Promise<T>) => (o.mintSession ? o.mintSession.call(fn) : fn(client));
+    const batcher = (this.batcher = new MintBatcher(async (batch) => {
+      try {
+        return await mint((c) => c.mintAccessTokens(batch));
+      } catch (e) {
+        if (!(e instanceof TrustplaneError && e.status === "UNIMPLEMENTED")) throw e;
+        // An authority from before batching: one call per mint, each answered on its own.
+        const results = await Promise.all(
+          batch.requests.map((r) =>
+            mint((c) => c.mintAccessToken(r)).then(
+              (token) => ({ token, errorStatus: "", errorReason: "", errorMessage: "" }),
+              (err: unknown) => {
+                if (!(err instanceof TrustplaneError)) throw err;
+                return { token: undefined, errorStatus: err.status, errorReason: err.reason, errorMessage: err.message };
+              },
+            ),
+          ),
+        );
+        return { results };
+      }
+    }));
     this.upstream = {
       async mintAccessToken(req) {
-        const res = await client.mintAccessToken({ longTermToken: req.longTermToken, hostId: req.hostId, vmId: req.vmId, scopes: req.scopes ?? [] });
+        const res = await batcher.mint({ longTermToken: req.longTermToken, hostId: req.hostId, vmId: req.vmId, scopes: req.scopes ?? [], audience: "" });
         return { token: res.accessToken, expiresAtMs: Date.now() + res.expiresInSeconds * 1000 };
       },
       async mintIdentityToken(req) {
-        const res = await client.mintIdentityToken({ longTermToken: req.longTermToken, hostId: req.hostId, vmId: req.vmId, audience: req.audience, format: req.format ?? "standard" });
+        const res = await mint((c) => c.mintIdentityToken({ longTermToken: req.longTermToken, hostId: req.hostId, vmId: req.vmId, audience: req.audience, format: req.format ?? "standard" }));
         return { token: res.idToken, expiresAtMs: Date.now() + res.expiresInSeconds * 1000 };
       },
     };
     this.renewer = {
       async renew(req) {
-        const res = await client.renewLongTermToken({ requestId: `renew-${Date.now()}-${Math.random().toString(36).slice(2)}`, token: req.longTermToken, hostId: req.hostId });
-        return { version: res.version, token: res.token || undefined, issuedAtMs: Date.now(), expiresAtMs: res.expiresAtMs };
+        const res = await client.renewLongTermToken({ requestId: `renew-${Date.now()}-${Math.random().toString(36).slice(2)}`, token: req.longTermToken, hostId: req.hostId, sealToHost: true });
+        const token = res.sealedToken.length > 0 ? o.unseal(res.sealedToken) : res.token || undefined;
+        return { version: res.version, token, issuedAtMs: Date.now(), expiresAtMs: res.expiresAtMs };
       },
     };
   }
@@ -119,7 +158,7 @@ export class HostTokenManager implements VmTokenManager {
         hostId: this.o.hostId,
         hostname: vm.hostname || vm.vmId,
         instanceName: vm.hostname || vm.vmId,
-        zone: "local-a",
+        zone: INSTANCE_ZONE,
         projectId: vm.projectId || "trustplane",
         numericProjectId: numericProjectId(vm.projectId || "trustplane"),
       },
@@ -147,6 +186,29 @@ export class HostTokenManager implements VmTokenManager {
     for (const a of accounts) process.addAccount(this.grant(a));
   }
 
+  retainAccounts(vmId: string, accounts: { email: string; scopes: string[] }[]): void {
+    const process = this.vms.get(vmId);
+    if (!process) return;
+    const keep = new Set(accounts.map((a) => `${a.email} ${[...new Set(a.scopes)].sort().join(" ")}`));
+    for (const a of process.accounts()) if (!keep.has(`${a.email} ${a.scopes.join(" ")}`)) process.removeAccount(a.email);
+  }
+
+  /** Every long-term token held on this host, with the newest version any VM has of it. */
+  listHeld(): HeldTokenView[] {
+    const byAccessor = new Map<string, HeldTokenView>();
+    for (const [vmId, p] of this.vms) {
+      for (const g of p.grants()) {
+        const seen = byAccessor.get(g.accessor);
+        if (!seen) byAccessor.set(g.accessor, { accessor: g.accessor, serviceAccount: g.serviceAccount, scopes: [...g.scopes], version: g.version, vmIds: [vmId] });
+        else {
+          seen.version = Math.max(seen.version, g.version);
+          seen.vmIds.push(vmId);
+        }
+      }
+    }
+    return [...byAccessor.values()];
+  }
+
   /** A grant with its secret: the given one, or the one this host already holds for the accessor. */
   private grant(a: VmAccountInput): AccountGrant {
     if (a.longTermToken) return toGrant(a);
@@ -163,6 +225,11 @@ export class HostTokenManager implements VmTokenManager {
     if (!process) return;
     this.vms.delete(vmId);
     await process.stop();
+  }
+
+  /** The mint session, when this manager has one (tests, health). */
+  session(): HostMintSession | undefined {
+    return this.o.mintSession;
   }
 
   /** The VM's authorization process (tests, health). */
@@ -199,28 +266,54 @@ function toUpdate(hostId: string, m: WatchTokenUpdatesResponse): TokenUpdate | u
     case TokenUpdateKind.TOKEN_UPDATE_KIND_REVOKED:
       return { kind: "REVOKED", hostId, accessor: m.accessor, serviceAccount: m.serviceAccount, version: m.version, reason: m.reason };
     case TokenUpdateKind.TOKEN_UPDATE_KIND_ACCOUNTS_CHANGED:
-      return { kind: "ACCOUNTS_CHANGED", hostId, vmId: m.vmId, accounts: m.accounts.map((a) => ({ serviceAccount: a.serviceAccount, scopes: a.scopes, accessor: a.accessor })) };
+      return {
+        kind: "ACCOUNTS_CHANGED",
+        hostId,
+        vmId: m.vmId,
+        accessor: m.accessor || undefined,
+        accounts: m.accounts.map((a) => ({ serviceAccount: a.serviceAccount, scopes: a.scopes, accessor: a.accessor })),
+      };
     default:
       return undefined;
   }
 }
 
+/** Where a watch stream stands: the last seq seen and the replica that numbered it. */
+export interface WatchPosition {
+  afterSeq: number;
+  replicaId: string;
+}
+
 /**
  * Keeps one WatchTokenUpdates stream open, resuming after the last seq seen; reconnects with
- * capped backoff so a server restart or replica failover loses no update still in a backlog.
+ * capped backoff. Every (re)connect tells the authority what this host holds, so when the
+ * stream cannot resume exactly (server restart, another replica, a backlog that no longer
+ * reaches back, a replica that lost its LISTEN connection) the authority resynchronises it
+ * from storage: revocations it missed, and fresh secrets for rotations it missed.
  */
-export function watchUpdates(o: { client: TokenClient; hostId: string; onUpdate: (m: WatchTokenUpdatesResponse) => Promise<void>; logger?: Logger }): { stop(): void; connected(): boolean } {
+export function watchUpdates(o: {
+  client: TokenClient;
+  hostId: string;
+  onUpdate: (m: WatchTokenUpdatesResponse) => Promise<void>;
+  /** What this host holds right now (sent at every connect). */
+  held?: () => HeldTokenView[];
+  /** Resume from here instead of from now. */
+  resumeFrom?: WatchPosition;
+  logger?: Logger;
+}): { stop(): void; connected(): boolean; position(): WatchPosition } {
   let stopped = false;
   let connected = false;
   let stream: { cancel(): void } | undefined;
-  let afterSeq = 0;
-  let replicaId = "";
+  let afterSeq = o.resumeFrom?.afterSeq ?? 0;
+  let replicaId = o.resumeFrom?.replicaId ?? "";
   let delay = 250;
   let timer: NodeJS.Timeout | undefined;
   const run = async () => {
     while (!stopped) {
       try {
-        const s = o.client.watchTokenUpdates({ hostId: o.hostId, afterSeq, replicaId });
+        // Only the authority's own tokens can be resynchronised (not locally named ones).
+        const held = (o.held?.() ?? []).filter((h) => h.accessor.startsWith(ACCESSOR_PREFIX));
+        const s = o.client.watchTokenUpdates({ hostId: o.hostId, afterSeq, replicaId, held });
         stream = s;
         connected = true;
         for await (const m of s) {
@@ -249,6 +342,7 @@ export function watchUpdates(o: { client: TokenClient; hostId: string; onUpdate:
       stream?.cancel();
     },
     connected: () => connected,
+    position: () => ({ afterSeq, replicaId }),
   };
 }
 
@@ -264,11 +358,12 @@ export function hostTokenManager(hostId: string): HostTokenManager | undefined {
   return managers.get(hostId);
 }
 
-function fromMessage(a: VmAccount): VmAccountInput {
+/** `unseal` opens a secret the VM manager carried sealed to this host. */
+function fromMessage(a: VmAccount, unseal: (sealed: Uint8Array) => string): VmAccountInput {
   return {
     email: a.email,
     scopes: a.scopes,
-    longTermToken: a.longTermToken,
+    longTermToken: a.sealedLongTermToken.length > 0 ? unseal(a.sealedLongTermToken) : a.longTermToken,
     accessor: a.info?.accessor || undefined,
     version: a.info?.version || undefined,
     issuedAtMs: a.info?.issuedAtMs || undefined,
@@ -287,23 +382,32 @@ export const tokenAgentArea: AgentArea = {
   name: "token",
   async start(ctx) {
     const client = createClient(TokenServiceService, ctx.serverAddress, { key: ctx.signingKey, certificate: ctx.hostCertificate, credentials: ctx.serverCredentials });
+    const mintSession = new HostMintSession({
+      hostId: ctx.hostId,
+      hostClient: client,
+      connect: (key) => createClient(TokenServiceService, ctx.serverAddress, { key, credentials: ctx.serverCredentials }),
+      unseal: (sealed) => openSealedToken(ctx.sealing.privateKey, ctx.hostId, sealed, "host session"),
+      logger: ctx.logger,
+    });
+    const unseal = (sealed: Uint8Array) => openSealedToken(ctx.sealing.privateKey, ctx.hostId, sealed);
     const manager = new HostTokenManager({
       hostId: ctx.hostId,
       client,
-      unseal: (sealed) => openSealedToken(ctx.sealing.privateKey, ctx.hostId, sealed),
+      mintSession,
+      unseal,
       logger: ctx.logger,
     });
-    const watcher = watchUpdates({ client, hostId: ctx.hostId, onUpdate: (m) => manager.apply(m), logger: ctx.logger });
+    const watcher = watchUpdates({ client, hostId: ctx.hostId, onUpdate: (m) => manager.apply(m), held: () => manager.listHeld(), logger: ctx.logger });
     managers.set(ctx.hostId, manager);
     ctx.bind(TokenAgentServiceService, {
       async attachVm(req, call) {
         requireVmManager(call);
-        const at = await manager.attachVm({ vmId: req.vmId, hostname: req.hostname, projectId: req.projectId, accounts: req.accounts.map(fromMessage) });
+        const at = await manager.attachVm({ vmId: req.vmId, hostname: req.hostname, projectId: req.projectId, accounts: req.accounts.map((a) => fromMessage(a, unseal)) });
         return { metadataHost: at.host, metadataPort: at.port };
       },
       async updateVmAccounts(req, call) {
         requireVmManager(call);
-        await manager.updateAccounts(req.vmId, req.accounts.map(fromMessage));
+        await manager.updateAccounts(req.vmId, req.accounts.map((a) => fromMessage(a, unseal)));
         return {};
       },
       async detachVm(req, call) {
@@ -311,12 +415,17 @@ export const tokenAgentArea: AgentArea = {
         await manager.detachVm(req.vmId);
         return {};
       },
+      async listHeldTokens(_req, call) {
+        requireVmManager(call);
+        return { tokens: manager.listHeld() };
+      },
     });
     return {
       async stop() {
         watcher.stop();
         managers.delete(ctx.hostId);
         await manager.stop();
+        mintSession.close();
         client.close();
       },
     };

@@ -98,6 +98,12 @@ export class VmAuthorizationProcess implements MetadataSource {
     return address;
   }
 
+  /** Where the metadata endpoint listens on the host side (the driver forwards the guest here). */
+  endpoint(): AddressInfo | undefined {
+    const a = this.metadata?.server.address();
+    return a && typeof a === "object" ? a : undefined;
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     for (const h of this.held.values()) clearTimeout(h.timer);
@@ -141,8 +147,14 @@ export class VmAuthorizationProcess implements MetadataSource {
     if (update.hostId !== this.o.identity.hostId) return;
     if (update.kind === "ACCOUNTS_CHANGED") {
       if (update.vmId !== this.o.identity.vmId) return;
-      const keep = new Set(update.accounts.map((a) => a.serviceAccount));
-      for (const email of [...this.held.keys()]) if (!keep.has(email)) this.removeAccount(email);
+      const keep = new Set(update.accounts.map((a) => a.accessor));
+      // A change naming the token the VM stopped holding drops only that one: pushes and the
+      // VM manager's direct updates are not ordered, so a complete list pushed earlier must
+      // not undo an account the VM manager has added since.
+      for (const [email, h] of [...this.held]) {
+        if (keep.has(h.grant.accessor)) continue;
+        if (update.accessor === undefined || update.accessor === h.grant.accessor) this.removeAccount(email);
+      }
       return;
     }
     const entry = [...this.held.values()].find((h) => h.grant.accessor === update.accessor);
@@ -174,6 +186,11 @@ export class VmAuthorizationProcess implements MetadataSource {
   grantFor(accessor: string): AccountGrant | undefined {
     for (const h of this.held.values()) if (h.grant.accessor === accessor) return { ...h.grant, scopes: [...h.grant.scopes] };
     return undefined;
+  }
+
+  /** The grants held (secrets included; for this host's token manager only). */
+  grants(): AccountGrant[] {
+    return [...this.held.values()].map((h) => ({ ...h.grant, scopes: [...h.grant.scopes] }));
   }
 
   /** Version of the long-term token held for an account (tests and health). */

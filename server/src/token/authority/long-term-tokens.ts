@@ -5,9 +5,12 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { TrustplaneError, invalidArgument } from "../../../../sdk/src/errors.js";
 import { canonicalScopes, type ServiceAccountRegistry } from "./service-accounts.js";
+import type { TokenRecordCache } from "./token-record-cache.js";
 import type { TokenUpdateHub } from "./token-update-hub.js";
 
 export const LONG_TERM_TOKEN_PREFIX = "tplt_";
+/** Lost compare-and-set races redone before the caller sees ABORTED (and may retry itself). */
+const MAX_CONFLICT_RETRIES = 16;
 export const ACCESSOR_PREFIX = "tpla_";
 const TOKEN_SHAPE = /^tplt_[A-Za-z0-9_-]{43}$/;
 
@@ -44,18 +47,36 @@ export interface LongTermTokenRecord {
  * partial index on (service_account, scope_key) WHERE revoked_at IS NULL.
  */
 export interface LongTermTokenStore {
+  /** ABORTED LONG_TERM_TOKEN_RACE when a live token for the pair already exists. */
   insert(record: LongTermTokenRecord): Promise<void>;
-  update(record: LongTermTokenRecord): Promise<void>;
+  /**
+   * Compare-and-set against `expected` (the record as read): ABORTED LONG_TERM_TOKEN_CONFLICT
+   * when another writer (another replica) changed it since.
+   */
+  update(record: LongTermTokenRecord, expected: LongTermTokenRecord): Promise<void>;
   /** Finds the record whose current or previous hash equals `hash`. */
   findByHash(hash: string): Promise<LongTermTokenRecord | undefined>;
   findByAccessor(accessor: string): Promise<LongTermTokenRecord | undefined>;
   /** The unrevoked record for the pair, if any. */
   findActive(serviceAccount: string, scopeKey: string): Promise<LongTermTokenRecord | undefined>;
   listByHost(hostId: string): Promise<LongTermTokenRecord[]>;
+  /** The account's unrevoked tokens (every scope set). */
+  listActiveByAccount(serviceAccount: string): Promise<LongTermTokenRecord[]>;
 }
 
 export function scopeKey(scopes: readonly string[]): string {
   return scopes.join(" ");
+}
+
+/** What a compare-and-set compares: the fields any change of a token moves. */
+function sameState(a: LongTermTokenRecord, b: LongTermTokenRecord): boolean {
+  return (
+    a.version === b.version &&
+    a.tokenHash === b.tokenHash &&
+    a.revokedAtMs === b.revokedAtMs &&
+    JSON.stringify(a.holders) === JSON.stringify(b.holders) &&
+    JSON.stringify(a.hostIds) === JSON.stringify(b.hostIds)
+  );
 }
 
 export class InMemoryLongTermTokenStore implements LongTermTokenStore {
@@ -64,11 +85,15 @@ export class InMemoryLongTermTokenStore implements LongTermTokenStore {
 
   async insert(record: LongTermTokenRecord) {
     if (this.byAccessor.has(record.accessor)) throw new TrustplaneError("ALREADY_EXISTS", "ACCESSOR_EXISTS", "accessor collision");
+    if (record.revokedAtMs === undefined && (await this.findActive(record.serviceAccount, scopeKey(record.scopes)))) {
+      throw new TrustplaneError("ABORTED", "LONG_TERM_TOKEN_RACE", "a live long-term token for this pair exists; retry");
+    }
     this.write(record);
   }
-  async update(record: LongTermTokenRecord) {
+  async update(record: LongTermTokenRecord, expected: LongTermTokenRecord) {
     const old = this.byAccessor.get(record.accessor);
     if (!old) throw new TrustplaneError("NOT_FOUND", "LONG_TERM_TOKEN_UNKNOWN", "no such long-term token");
+    if (!sameState(old, expected)) throw new TrustplaneError("ABORTED", "LONG_TERM_TOKEN_CONFLICT", `long-term token ${record.accessor} changed meanwhile; retry`);
     this.byHash.delete(old.tokenHash);
     if (old.previousTokenHash) this.byHash.delete(old.previousTokenHash);
     this.write(record);
@@ -90,6 +115,9 @@ export class InMemoryLongTermTokenStore implements LongTermTokenStore {
   async listByHost(hostId: string) {
     return [...this.byAccessor.values()].filter((r) => r.hostIds.includes(hostId)).map((r) => structuredClone(r));
   }
+  async listActiveByAccount(serviceAccount: string) {
+    return [...this.byAccessor.values()].filter((r) => r.serviceAccount === serviceAccount && r.revokedAtMs === undefined).map((r) => structuredClone(r));
+  }
   private write(record: LongTermTokenRecord) {
     const copy = structuredClone(record);
     this.byAccessor.set(copy.accessor, copy);
@@ -110,15 +138,20 @@ export interface IssuedLongTermToken {
 }
 
 export interface AuthenticatedLongTermToken {
+  /** Shared with the cache when `fromCache`: never mutate it. */
   record: LongTermTokenRecord;
   /** The version the presented secret belongs to (current, or the previous one in its grace). */
   presentedVersion: number;
+  /** The record came from the cache: a refusal derived from it must be re-checked fresh. */
+  fromCache: boolean;
 }
 
 export interface LongTermTokensOptions {
   store: LongTermTokenStore;
   accounts: ServiceAccountRegistry;
   hub?: TokenUpdateHub;
+  /** Caches records for authenticate(); invalidated through the hub (which it must be given). */
+  cache?: TokenRecordCache;
   /** Lifetime of each version; holders renew at half-life. Default 24 h. */
   ttlMs?: number;
   /** How long the previous secret stays valid after a rotation. Default 5 min. */
@@ -146,10 +179,13 @@ export class LongTermTokens {
   private readonly graceMs: number;
   private readonly now: () => number;
   /**
-   * Serialises every change inside this replica (changes are rare next to exchanges); across
-   * replicas the SQL store's unique index and row locks take this role.
+   * Serialises every change inside this replica (changes are rare next to exchanges), so
+   * only changes from other replicas ever meet in the store's compare-and-set.
    */
   private lock: Promise<unknown> = Promise.resolve();
+  /** Each record as it was read, for the compare-and-set of its next write. */
+  private readonly asRead = new WeakMap<LongTermTokenRecord, LongTermTokenRecord>();
+  private readonly cache?: TokenRecordCache;
 
   constructor(options: LongTermTokensOptions) {
     this.store = options.store;
@@ -158,6 +194,12 @@ export class LongTermTokens {
     this.ttlMs = options.ttlMs ?? 24 * 3600_000;
     this.graceMs = options.rotationGraceMs ?? 5 * 60_000;
     this.now = options.now ?? Date.now;
+    this.cache = options.cache;
+    if (this.cache) {
+      const cache = this.cache;
+      // Every change that narrows what a token may do is published; a gap drops everything.
+      options.hub?.onAny((u) => (u === undefined ? cache.clear() : "accessor" in u && u.accessor ? cache.invalidate(u.accessor) : cache.clear()));
+    }
   }
 
   /**
@@ -178,11 +220,12 @@ export class LongTermTokens {
   }): Promise<IssuedLongTermToken> {
     requireId("hostId", input.hostId);
     requireId("vmId", input.vmId);
-    await this.accounts.requireActAs(input.principal, input.serviceAccount);
+    const account = await this.accounts.requireActAs(input.principal, input.serviceAccount);
     const scopes = canonicalScopes(input.scopes);
+    this.accounts.requireAllowedScopes(account, scopes);
     await this.accounts.audiencesForScopes(scopes);
     return this.locked(async () => {
-      const existing = await this.store.findActive(input.serviceAccount, scopeKey(scopes));
+      const existing = this.track(await this.store.findActive(input.serviceAccount, scopeKey(scopes)));
       if (!existing || existing.expiresAtMs <= this.now()) {
         if (existing) await this.markRevoked(existing, "EXPIRED");
         return this.create(input.serviceAccount, scopes, input.hostId, input.vmId);
@@ -193,7 +236,7 @@ export class LongTermTokens {
       const hostHolds = existing.hostIds.includes(input.hostId) && input.hostHasVersion === existing.version;
       if (!existing.hostIds.includes(input.hostId)) existing.hostIds.push(input.hostId);
       if (hostHolds) {
-        await this.store.update(existing);
+        await this.save(existing);
         return view(existing);
       }
       return this.rotateRecord(existing);
@@ -205,13 +248,28 @@ export class LongTermTokens {
    * digest, so timing reveals nothing about stored secrets); the digest is then compared in
    * constant time to tell the current version from the previous one.
    */
-  async authenticate(token: string, hostId: string): Promise<AuthenticatedLongTermToken> {
+  async authenticate(token: string, hostId: string, options: { fresh?: boolean } = {}): Promise<AuthenticatedLongTermToken> {
     if (typeof token !== "string" || !TOKEN_SHAPE.test(token)) {
       throw refused("LONG_TERM_TOKEN_MALFORMED", "not a long-term token (expected tplt_ followed by 43 base64url characters)");
     }
     const digest = hashLongTermToken(token);
+    const cached = options.fresh ? undefined : this.cache?.get(digest);
+    if (cached) {
+      try {
+        return this.check(cached, digest, hostId, true);
+      } catch {
+        // A cached record may lag a change that widened it (a new holder or host): only
+        // storage may refuse.
+      }
+    }
+    const epoch = this.cache?.mark() ?? 0;
     const record = await this.store.findByHash(digest);
+    if (record) this.cache?.put(record, epoch);
     if (!record) throw refused("LONG_TERM_TOKEN_UNKNOWN", "unknown long-term token; the host must acquire a new one");
+    return this.check(record, digest, hostId, false);
+  }
+
+  private check(record: LongTermTokenRecord, digest: string, hostId: string, fromCache: boolean): AuthenticatedLongTermToken {
     if (record.revokedAtMs !== undefined) {
       throw refused("LONG_TERM_TOKEN_REVOKED", `long-term token ${record.accessor} was revoked (${record.revokeReason ?? "revoked"})`);
     }
@@ -232,7 +290,7 @@ export class LongTermTokens {
     if (!record.hostIds.includes(hostId)) {
       throw new TrustplaneError("PERMISSION_DENIED", "HOST_MISMATCH", `long-term token ${record.accessor} was not issued to host ${hostId}`, "host_id");
     }
-    return { record, presentedVersion };
+    return { record, presentedVersion, fromCache };
   }
 
   /**
@@ -258,7 +316,7 @@ export class LongTermTokens {
   async renew(token: string, hostId: string): Promise<IssuedLongTermToken> {
     const { record } = await this.authenticate(token, hostId);
     return this.locked(async () => {
-      const fresh = await this.store.findByAccessor(record.accessor);
+      const fresh = this.track(await this.store.findByAccessor(record.accessor));
       if (!fresh || fresh.revokedAtMs !== undefined) throw refused("LONG_TERM_TOKEN_REVOKED", `long-term token ${record.accessor} was revoked`);
       // Two holders renewing at once: the second gets the version the first just made
       // through the push, so it need not rotate again.
@@ -275,22 +333,26 @@ export class LongTermTokens {
   /** A VM terminated or dropped the account: when no VM holds the token any more, revoke it. */
   async release(input: { accessor: string; vmId: string }): Promise<{ revoked: boolean }> {
     return this.locked(async () => {
-      const record = await this.store.findByAccessor(input.accessor);
+      const record = this.track(await this.store.findByAccessor(input.accessor));
       if (!record || record.revokedAtMs !== undefined) return { revoked: false };
       const gone = record.holders.filter((h) => h.vmId === input.vmId);
       record.holders = record.holders.filter((h) => h.vmId !== input.vmId);
       // A host with no holder left loses the binding, and is told to drop the secret.
+      const unbound: string[] = [];
       for (const { hostId } of gone) {
         if (!record.holders.some((h) => h.hostId === hostId)) {
           record.hostIds = record.hostIds.filter((h) => h !== hostId);
-          if (record.holders.length > 0) await this.publishRevoked(record, [hostId], "HOST_RELEASED");
+          unbound.push(hostId);
         }
       }
       if (record.holders.length === 0) {
         await this.markRevoked(record, "LAST_HOLDER_GONE", gone.map((h) => h.hostId));
         return { revoked: true };
       }
-      await this.store.update(record);
+      await this.save(record);
+      if (unbound.length > 0) await this.publishRevoked(record, unbound, "HOST_RELEASED");
+      // Other VMs on the host keep the secret; only this VM's authorization process drops it.
+      for (const { hostId } of gone) if (!unbound.includes(hostId)) await this.publishAccountsChanged(hostId, input.vmId, record.accessor);
       return { revoked: false };
     });
   }
@@ -298,10 +360,62 @@ export class LongTermTokens {
   /** Vault-style revocation by accessor; every agent holding it drops it at once. */
   async revoke(accessor: string, reason = "REVOKED_BY_OPERATOR"): Promise<void> {
     await this.locked(async () => {
-      const record = await this.store.findByAccessor(accessor);
+      const record = this.track(await this.store.findByAccessor(accessor));
       if (!record) throw new TrustplaneError("NOT_FOUND", "LONG_TERM_TOKEN_UNKNOWN", `no long-term token with accessor ${accessor}`, "accessor");
       if (record.revokedAtMs === undefined) await this.markRevoked(record, reason);
     });
+  }
+
+  /**
+   * Brings a host that may have missed pushes (a stream that could not resume exactly) back
+   * in line with storage, from what its agent says it holds. A token the host may no longer
+   * hold is pushed as REVOKED; a VM no longer among the holders is told to drop it; a token
+   * whose current version the host lacks is rotated, since the authority keeps only hashes
+   * and cannot resend a secret: the new one reaches every bound host sealed, as any rotation.
+   */
+  async resyncHost(hostId: string, held: readonly { accessor: string; serviceAccount: string; version: number; vmIds: readonly string[] }[]): Promise<{ rotated: string[]; revoked: string[] }> {
+    const rotated: string[] = [];
+    const revoked: string[] = [];
+    if (held.length === 0) return { rotated, revoked };
+    const bound = new Map((await this.store.listByHost(hostId)).map((r) => [r.accessor, r]));
+    for (const h of held) {
+      const r = bound.get(h.accessor);
+      if (!r || r.revokedAtMs !== undefined || r.expiresAtMs <= this.now()) {
+        if (r && r.revokedAtMs === undefined) await this.locked(async () => {
+          const fresh = this.track(await this.store.findByAccessor(h.accessor));
+          if (fresh && fresh.revokedAtMs === undefined && fresh.expiresAtMs <= this.now()) await this.markRevoked(fresh, "EXPIRED");
+        });
+        if (this.hub) {
+          await this.hub.publish({ kind: "REVOKED", hostId, accessor: h.accessor, serviceAccount: r?.serviceAccount ?? h.serviceAccount, version: Math.max(h.version, r?.version ?? 0), reason: r?.revokeReason ?? (r ? "EXPIRED" : "HOST_RELEASED") });
+        }
+        revoked.push(h.accessor);
+        continue;
+      }
+      for (const vmId of h.vmIds) {
+        if (!r.holders.some((x) => x.vmId === vmId && x.hostId === hostId)) await this.publishAccountsChanged(hostId, vmId, h.accessor);
+      }
+      if (h.version < r.version) {
+        const done = await this.locked(async () => {
+          const fresh = this.track(await this.store.findByAccessor(h.accessor));
+          // Someone else rotated meanwhile: that push is on its way to the host already.
+          if (!fresh || fresh.revokedAtMs !== undefined || !fresh.hostIds.includes(hostId) || fresh.version !== r.version) return false;
+          await this.rotateRecord(fresh);
+          return true;
+        });
+        if (done) rotated.push(h.accessor);
+      }
+    }
+    return { rotated, revoked };
+  }
+
+  /** The account is gone: every token of it is revoked and every holding agent told at once. */
+  async revokeAccount(serviceAccount: string, reason = "ACCOUNT_DELETED"): Promise<string[]> {
+    const revoked: string[] = [];
+    for (const r of await this.store.listActiveByAccount(serviceAccount)) {
+      await this.revoke(r.accessor, reason);
+      revoked.push(r.accessor);
+    }
+    return revoked;
   }
 
   /** Public view by accessor (no hash), e.g. for `trustplane token inspect`. */
@@ -340,7 +454,7 @@ export class LongTermTokens {
     record.version += 1;
     record.issuedAtMs = nowMs;
     record.expiresAtMs = nowMs + this.ttlMs;
-    await this.store.update(record);
+    await this.save(record);
     if (this.hub) {
       for (const hostId of record.hostIds) {
         await this.hub.publish({
@@ -361,7 +475,7 @@ export class LongTermTokens {
   private async markRevoked(record: LongTermTokenRecord, reason: string, extraHosts: string[] = []): Promise<void> {
     record.revokedAtMs = this.now();
     record.revokeReason = reason;
-    await this.store.update(record);
+    await this.save(record);
     await this.publishRevoked(record, [...new Set([...record.hostIds, ...extraHosts])], reason);
   }
 
@@ -372,15 +486,55 @@ export class LongTermTokens {
     }
   }
 
+  /** Tells the host which tokens `vmId` still holds after it released `accessor`. */
+  private async publishAccountsChanged(hostId: string, vmId: string, accessor: string): Promise<void> {
+    if (!this.hub) return;
+    const accounts = (await this.store.listByHost(hostId))
+      .filter((r) => r.revokedAtMs === undefined && r.holders.some((h) => h.vmId === vmId && h.hostId === hostId))
+      .map((r) => ({ serviceAccount: r.serviceAccount, scopes: [...r.scopes], accessor: r.accessor }));
+    await this.hub.publish({ kind: "ACCOUNTS_CHANGED", hostId, vmId, accessor, accounts });
+  }
+
   private async requireActive(accessor: string): Promise<LongTermTokenRecord> {
-    const record = await this.store.findByAccessor(accessor);
+    const record = this.track(await this.store.findByAccessor(accessor));
     if (!record) throw new TrustplaneError("NOT_FOUND", "LONG_TERM_TOKEN_UNKNOWN", `no long-term token with accessor ${accessor}`, "accessor");
     if (record.revokedAtMs !== undefined) throw refused("LONG_TERM_TOKEN_REVOKED", `long-term token ${accessor} was revoked`);
     return record;
   }
 
+  private track(record: LongTermTokenRecord | undefined): LongTermTokenRecord | undefined {
+    if (record) this.asRead.set(record, structuredClone(record));
+    return record;
+  }
+
+  /** Writes a record read through track(), only if nobody changed it since. */
+  private async save(record: LongTermTokenRecord): Promise<void> {
+    const expected = this.asRead.get(record);
+    if (!expected) throw new TrustplaneError("INTERNAL", "LONG_TERM_TOKEN_UNTRACKED", "a long-term token write without the state it was read in");
+    await this.store.update(record, expected);
+    this.cache?.invalidate(record.accessor);
+    this.asRead.set(record, structuredClone(record));
+  }
+
+  /**
+   * One change at a time in this replica; a change that lost a race to another replica (the
+   * store's compare-and-set or the one-live-token index) is re-read and redone, with jitter
+   * so two replicas do not collide again in lockstep. Nothing is published before a write
+   * succeeded, so a retried attempt leaves no stray push behind.
+   */
   private locked<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.lock.then(fn, fn);
+    const attempt = async (): Promise<T> => {
+      for (let n = 0; ; n++) {
+        try {
+          return await fn();
+        } catch (e) {
+          const lost = e instanceof TrustplaneError && (e.reason === "LONG_TERM_TOKEN_CONFLICT" || e.reason === "LONG_TERM_TOKEN_RACE");
+          if (!lost || n >= MAX_CONFLICT_RETRIES) throw e;
+          await new Promise((r) => setTimeout(r, Math.random() * Math.min(50, 2 ** n)));
+        }
+      }
+    };
+    const run = this.lock.then(attempt, attempt);
     this.lock = run.catch(() => undefined);
     return run;
   }

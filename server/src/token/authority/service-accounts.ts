@@ -16,6 +16,8 @@ export interface ServiceAccount {
   displayName: string;
   /** Principals (user ids from the verified signed request) allowed to act as this account. */
   actors: string[];
+  /** Scopes VMs may be granted with the account (canonical); empty: any declared scope. */
+  allowedScopes: string[];
   createdAtMs: number;
 }
 
@@ -80,8 +82,58 @@ export function canonicalScopes(scopes: readonly string[], field = "scopes"): st
   return [...new Set(scopes)].sort();
 }
 
+export interface ServiceAccountRegistryOptions {
+  /**
+   * How long the mint path may reuse what it read (the service catalogue, an account): 0
+   * (default) reads storage every time. Writes through this registry drop what it cached;
+   * writes on another replica are seen within this time.
+   */
+  cacheTtlMs?: number;
+  now?: () => number;
+}
+
 export class ServiceAccountRegistry {
-  constructor(private readonly store: ServiceAccountStore) {}
+  private readonly cacheTtlMs: number;
+  private readonly now: () => number;
+  private services?: { value: Promise<ServiceDefinition[]>; until: number };
+  private readonly accountCache = new Map<string, { value: Promise<ServiceAccount | undefined>; until: number }>();
+
+  constructor(
+    private readonly store: ServiceAccountStore,
+    options: ServiceAccountRegistryOptions = {},
+  ) {
+    this.cacheTtlMs = options.cacheTtlMs ?? 0;
+    this.now = options.now ?? Date.now;
+  }
+
+  private listServicesCached(): Promise<ServiceDefinition[]> {
+    if (this.cacheTtlMs <= 0) return this.store.listServices();
+    const t = this.now();
+    if (!this.services || this.services.until <= t) {
+      const value = this.store.listServices();
+      this.services = { value, until: t + this.cacheTtlMs };
+      value.catch(() => (this.services = undefined));
+    }
+    return this.services.value;
+  }
+
+  private getAccountCached(email: string): Promise<ServiceAccount | undefined> {
+    if (this.cacheTtlMs <= 0) return this.store.getAccount(email);
+    const t = this.now();
+    const hit = this.accountCache.get(email);
+    if (hit && hit.until > t) return hit.value;
+    if (this.accountCache.size >= 10_000) this.accountCache.clear();
+    const value = this.store.getAccount(email);
+    this.accountCache.set(email, { value, until: t + this.cacheTtlMs });
+    value.catch(() => this.accountCache.delete(email));
+    return value;
+  }
+
+  private forget(email?: string): void {
+    this.services = undefined;
+    if (email === undefined) this.accountCache.clear();
+    else this.accountCache.delete(email);
+  }
 
   async defineService(service: ServiceDefinition): Promise<ServiceDefinition> {
     if (!/^[a-z][a-z0-9-]{0,62}$/.test(service.name)) {
@@ -99,13 +151,17 @@ export class ServiceAccountRegistry {
     }
     const def = { name: service.name, audience: service.audience, scopes };
     await this.store.putService(def);
+    this.forget();
     return def;
   }
 
-  async createAccount(input: { email: string; displayName?: string; actors?: string[] }, nowMs = Date.now()): Promise<ServiceAccount> {
+  async createAccount(input: { email: string; displayName?: string; actors?: string[]; allowedScopes?: readonly string[] }, nowMs = Date.now()): Promise<ServiceAccount> {
     if (!ACCOUNT_EMAIL.test(input.email)) {
       throw invalidArgument("email", "use a lowercase address like name@project.trustplane", "ACCOUNT_EMAIL_INVALID");
     }
+    const allowedScopes = input.allowedScopes && input.allowedScopes.length > 0 ? canonicalScopes(input.allowedScopes, "allowed_scopes") : [];
+    // Each allowed scope must belong to a declared service, or no VM could ever be granted it.
+    if (allowedScopes.length > 0) await this.audiencesForScopes(allowedScopes, "allowed_scopes");
     if (await this.store.getAccount(input.email)) {
       throw new TrustplaneError("ALREADY_EXISTS", "ACCOUNT_EXISTS", `service account ${input.email} already exists`, "email");
     }
@@ -113,14 +169,24 @@ export class ServiceAccountRegistry {
       email: input.email,
       displayName: input.displayName ?? input.email,
       actors: [...new Set(input.actors ?? [])].sort(),
+      allowedScopes,
       createdAtMs: nowMs,
     };
     await this.store.putAccount(account);
+    this.forget(account.email);
     return account;
   }
 
-  async get(email: string): Promise<ServiceAccount> {
+  /** The account as stored now (for changes and ACL decisions, never cached). */
+  private async fresh(email: string): Promise<ServiceAccount> {
     const account = await this.store.getAccount(email);
+    if (!account) throw new TrustplaneError("NOT_FOUND", "ACCOUNT_NOT_FOUND", `no service account ${email}`, "service_account");
+    return account;
+  }
+
+  /** The account (the mint path may see it up to cacheTtlMs late; do not mutate it). */
+  async get(email: string): Promise<ServiceAccount> {
+    const account = await this.getAccountCached(email);
     if (!account) throw new TrustplaneError("NOT_FOUND", "ACCOUNT_NOT_FOUND", `no service account ${email}`, "service_account");
     return account;
   }
@@ -130,6 +196,7 @@ export class ServiceAccountRegistry {
   }
 
   async delete(email: string): Promise<void> {
+    this.forget(email);
     if (!(await this.store.deleteAccount(email))) {
       throw new TrustplaneError("NOT_FOUND", "ACCOUNT_NOT_FOUND", `no service account ${email}`, "service_account");
     }
@@ -138,16 +205,18 @@ export class ServiceAccountRegistry {
   /** Lets `principal` act as the account (launch VMs with it). */
   async grant(email: string, principal: string): Promise<ServiceAccount> {
     if (principal.length === 0) throw invalidArgument("principal", "must not be empty");
-    const account = await this.get(email);
+    const account = await this.fresh(email);
     account.actors = [...new Set([...account.actors, principal])].sort();
     await this.store.putAccount(account);
+    this.forget(email);
     return account;
   }
 
   async revokeGrant(email: string, principal: string): Promise<ServiceAccount> {
-    const account = await this.get(email);
+    const account = await this.fresh(email);
     account.actors = account.actors.filter((a) => a !== principal);
     await this.store.putAccount(account);
+    this.forget(email);
     return account;
   }
 
@@ -171,14 +240,31 @@ export class ServiceAccountRegistry {
     return account;
   }
 
+  /**
+   * Refuses scopes outside the account's allowed_scopes (PERMISSION_DENIED SCOPE_NOT_ALLOWED):
+   * the ACL says who may use the account, this says for what.
+   */
+  requireAllowedScopes(account: ServiceAccount, scopes: readonly string[]): void {
+    if (account.allowedScopes.length === 0) return;
+    const extra = scopes.filter((s) => !account.allowedScopes.includes(s));
+    if (extra.length > 0) {
+      throw new TrustplaneError(
+        "PERMISSION_DENIED",
+        "SCOPE_NOT_ALLOWED",
+        `service account ${account.email} may not be granted ${extra.join(", ")}; it allows ${account.allowedScopes.join(", ")}`,
+        "scopes",
+      );
+    }
+  }
+
   /** Checks every scope is owned by some service and returns the audiences they imply. */
-  async audiencesForScopes(scopes: readonly string[]): Promise<string[]> {
-    const services = await this.store.listServices();
+  async audiencesForScopes(scopes: readonly string[], field = "scopes"): Promise<string[]> {
+    const services = await this.listServicesCached();
     const audiences = new Set<string>();
     for (const scope of scopes) {
       const service = services.find((s) => s.scopes.includes(scope));
       if (!service) {
-        throw invalidArgument("scopes", `scope "${scope.slice(0, 64)}" belongs to no service; define it with the service first`, "SCOPE_UNKNOWN");
+        throw invalidArgument(field, `scope "${scope.slice(0, 64)}" belongs to no service; define it with the service first`, "SCOPE_UNKNOWN");
       }
       audiences.add(service.audience);
     }

@@ -1,6 +1,7 @@
-// The token authority's EdDSA (Ed25519) JWT signing key ring: one current key signs, keys
-// rotated out stay published in the JWKS until the last token they signed can have expired
-// (rotatedAt + max token TTL). Implements "Signing keys rotate; old keys kept" of seed 000.
+// The token authority's EdDSA (Ed25519) JWT signing key ring: one current key signs, the next
+// one is announced (published in the JWKS) before it signs, so every replica and every cached
+// JWKS knows it first; keys rotated out stay published until the last token they signed can
+// have expired (rotatedAt + max token TTL). Implements "Signing keys rotate; old keys kept".
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from "jose";
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
 
@@ -11,6 +12,8 @@ export interface StoredSigningKey {
   privateJwk: JWK;
   publicJwk: JWK;
   createdAtMs: number;
+  /** When the key starts signing (absent: at createdAtMs); published in the JWKS before that. */
+  activatesAtMs?: number;
   /** Set when the key stopped being current; it keeps verifying until `retireAtMs`. */
   rotatedAtMs?: number;
   /** When the key leaves the JWKS: rotatedAtMs + the longest token lifetime. */
@@ -64,9 +67,13 @@ interface LoadedKey {
   privateKey: CryptoKey;
 }
 
+const activation = (k: StoredSigningKey) => k.activatesAtMs ?? k.createdAtMs;
+
 export class SigningKeyRing {
   private readonly keys = new Map<string, LoadedKey>();
   private currentKid = "";
+  /** When an announced key starts signing (Infinity: none announced). */
+  private switchAtMs = Infinity;
   private readonly now: () => number;
 
   private constructor(
@@ -92,50 +99,62 @@ export class SigningKeyRing {
       const privateKey = (await importJWK(stored.privateJwk, "EdDSA")) as CryptoKey;
       ring.keys.set(stored.kid, { stored, privateKey });
     }
-    const current = [...ring.keys.values()]
-      .filter((k) => k.stored.rotatedAtMs === undefined)
-      .sort((a, b) => b.stored.createdAtMs - a.stored.createdAtMs || (a.stored.kid < b.stored.kid ? -1 : 1))[0];
-    if (current) ring.currentKid = current.stored.kid;
-    else await ring.rotate();
+    ring.elect();
+    // Nothing can have published a key yet, so the very first one signs at once.
+    if (!ring.currentKid) await ring.rotate();
     return ring;
   }
 
   /** The key that signs new tokens. */
   current(): SigningKey {
+    if (this.now() >= this.switchAtMs) this.elect();
     const key = this.keys.get(this.currentKid);
     if (!key) throw new TrustplaneError("INTERNAL", "NO_SIGNING_KEY", "the signing key ring has no current key");
     return { kid: key.stored.kid, privateKey: key.privateKey };
   }
 
   /**
-   * Makes a fresh key current. The previous key keeps verifying (stays in the JWKS) until
-   * every token it may have signed has expired. Returns the new kid.
+   * Publishes a fresh key that starts signing `leadMs` from now. Until then it is only in the
+   * JWKS, so replicas (which pick it up on their next refresh) and resource servers (which
+   * cache the JWKS) know it before the first token it signs. Returns the new kid.
    */
-  async rotate(): Promise<string> {
+  async announce(leadMs: number): Promise<string> {
     const { publicKey, privateKey } = await generateKeyPair("EdDSA", { crv: "Ed25519", extractable: true });
     const publicJwk = await exportJWK(publicKey);
     const privateJwk = await exportJWK(privateKey);
     const kid = await calculateJwkThumbprint(publicJwk, "sha256");
     const nowMs = this.now();
-    const stored: StoredSigningKey = { kid, privateJwk, publicJwk, createdAtMs: nowMs };
-    // Persist the new key before retiring the old one, so a crash between the two writes
-    // leaves two current keys (the newest wins on load) rather than none.
+    const stored: StoredSigningKey = { kid, privateJwk, publicJwk, createdAtMs: nowMs, activatesAtMs: nowMs + Math.max(0, leadMs) };
+    // Persisted before it is used anywhere, so a crash leaves it announced rather than lost.
     await this.store.save(stored);
-    const previous = this.keys.get(this.currentKid);
-    if (previous) {
-      previous.stored.rotatedAtMs = nowMs;
-      previous.stored.retireAtMs = nowMs + this.maxTokenTtlMs;
-      await this.store.save(previous.stored);
-    }
     this.keys.set(kid, { stored, privateKey: (await importJWK(privateJwk, "EdDSA")) as CryptoKey });
-    this.currentKid = kid;
-    await this.prune();
+    await this.persistRetirements(this.elect());
     return kid;
   }
 
   /**
-   * Re-reads the store so replicas sharing it converge: keys another replica created or
-   * rotated appear here (and in this replica's JWKS), and the newest unrotated key signs.
+   * Makes a fresh key current now (the first key; an emergency after a suspected leak, when
+   * waiting for the announcement is worse than a verifier briefly missing the key).
+   */
+  async rotate(): Promise<string> {
+    const kid = await this.announce(0);
+    await this.prune();
+    return kid;
+  }
+
+  /** The announced key that has not started signing yet, if any. */
+  pending(): { kid: string; activatesAtMs: number } | undefined {
+    const nowMs = this.now();
+    let next: StoredSigningKey | undefined;
+    for (const { stored } of this.keys.values()) {
+      if (stored.rotatedAtMs === undefined && activation(stored) > nowMs && (!next || activation(stored) < activation(next))) next = stored;
+    }
+    return next && { kid: next.kid, activatesAtMs: activation(next) };
+  }
+
+  /**
+   * Re-reads the store so replicas sharing it converge: keys another replica created,
+   * announced or rotated appear here (and in this replica's JWKS), and the same key signs.
    */
   async refresh(): Promise<void> {
     const stored = await this.store.load();
@@ -152,24 +171,44 @@ export class SigningKeyRing {
     }
     // Keys pruned by another replica are gone for good.
     for (const kid of [...this.keys.keys()]) if (!seen.has(kid)) this.keys.delete(kid);
-    const unrotated = [...this.keys.values()]
-      .filter((k) => k.stored.rotatedAtMs === undefined)
-      .sort((a, b) => b.stored.createdAtMs - a.stored.createdAtMs || (a.stored.kid < b.stored.kid ? -1 : 1));
-    const current = unrotated[0];
-    if (!current) return;
-    this.currentKid = current.stored.kid;
-    // Two replicas rotating at once leave two unrotated keys: retire the older ones like a
-    // rotation would, so they leave the JWKS once their tokens have expired.
-    for (const older of unrotated.slice(1)) {
-      older.stored.rotatedAtMs = current.stored.createdAtMs;
-      older.stored.retireAtMs = current.stored.createdAtMs + this.maxTokenTtlMs;
-      await this.store.save(older.stored);
-    }
+    await this.persistRetirements(this.elect());
   }
 
-  /** When the key that signs now was created (for scheduled rotation). */
-  currentCreatedAtMs(): number {
-    return this.keys.get(this.currentKid)?.stored.createdAtMs ?? 0;
+  /** When the key that signs now started signing (for scheduled rotation). */
+  currentActivatedAtMs(): number {
+    const k = this.keys.get(this.currentKid)?.stored;
+    return k ? activation(k) : 0;
+  }
+
+  /**
+   * Picks the signing key: among unrotated keys already active, the latest to activate. Older
+   * active ones (superseded by an announced key coming due, or two replicas rotating at once)
+   * retire as a rotation would: they stay in the JWKS until their tokens have expired.
+   * Returns the keys it retired, for the caller to persist.
+   */
+  private elect(): StoredSigningKey[] {
+    const nowMs = this.now();
+    const active: StoredSigningKey[] = [];
+    let switchAt = Infinity;
+    for (const { stored } of this.keys.values()) {
+      if (stored.rotatedAtMs !== undefined) continue;
+      if (activation(stored) <= nowMs) active.push(stored);
+      else switchAt = Math.min(switchAt, activation(stored));
+    }
+    active.sort((a, b) => activation(b) - activation(a) || b.createdAtMs - a.createdAtMs || (a.kid < b.kid ? -1 : 1));
+    this.switchAtMs = switchAt;
+    const current = active[0];
+    if (!current) return [];
+    this.currentKid = current.kid;
+    for (const older of active.slice(1)) {
+      older.rotatedAtMs = activation(current);
+      older.retireAtMs = activation(current) + this.maxTokenTtlMs;
+    }
+    return active.slice(1);
+  }
+
+  private async persistRetirements(retired: StoredSigningKey[]): Promise<void> {
+    for (const k of retired) await this.store.save(k);
   }
 
   /** Drops keys whose last token has expired; returns the kids removed. */

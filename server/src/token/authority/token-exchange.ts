@@ -61,10 +61,13 @@ export class TokenExchange {
   }
 
   private async authorize(req: ExchangeCaller): Promise<LongTermTokenRecord> {
-    const { record } = await this.options.longTermTokens.authenticate(req.longTermToken, req.hostId);
+    let { record, fromCache } = await this.options.longTermTokens.authenticate(req.longTermToken, req.hostId);
+    const holds = (r: LongTermTokenRecord) => r.holders.some((h) => h.vmId === req.vmId && h.hostId === req.hostId);
+    // A cached record may predate this VM joining the token: ask storage before refusing.
+    if (fromCache && !holds(record)) record = (await this.options.longTermTokens.authenticate(req.longTermToken, req.hostId, { fresh: true })).record;
     // The host may hold the token for several VMs; it may mint only for those VMs, so a
     // compromised VM manager cannot stamp tokens for a VM that never had the account.
-    if (!record.holders.some((h) => h.vmId === req.vmId && h.hostId === req.hostId)) {
+    if (!holds(record)) {
       throw new TrustplaneError("PERMISSION_DENIED", "VM_NOT_HOLDER", `VM ${req.vmId} does not hold ${record.accessor} on host ${req.hostId}`, "vm_id");
     }
     // A deleted account mints nothing more, even with a live long-term token.

@@ -5,13 +5,16 @@ import type { Config } from "../../runtime/config.js";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { exportPrivateJwk } from "../../../../sdk/src/auth/index.js";
+import { createClient } from "../../../../sdk/src/client/create-client.js";
 import { TokenServiceService } from "../../../../sdk/src/gen/trustplane/token/v1/token.js";
+import { VmServiceService } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import type { ServerArea } from "../../processes/area.js";
 import { PostgresDb } from "../../runtime/storage/postgres-db.js";
 import { SqlLongTermTokenStore } from "../store/sql-long-term-token-store.js";
 import { SqlServiceAccountStore } from "../store/sql-service-account-store.js";
 import { SqlSigningKeyStore, deriveAtRestKey } from "../store/sql-signing-key-store.js";
 import { AccessTokenMinter } from "./access-token-minter.js";
+import { HostSessions } from "./host-sessions.js";
 import { HostTokenSealer } from "./host-token-sealer.js";
 import { createJwksHandler, JWKS_PATH } from "./jwks-http-handler.js";
 import { LongTermTokens } from "./long-term-tokens.js";
@@ -19,10 +22,19 @@ import { PostgresTokenUpdateBridge } from "./postgres-token-update-bridge.js";
 import { ServiceAccountRegistry } from "./service-accounts.js";
 import { SigningKeyRing } from "./signing-keys.js";
 import { TokenExchange } from "./token-exchange.js";
+import { TokenRecordCache } from "./token-record-cache.js";
 import { createTokenServiceHandlers } from "./token-service-handlers.js";
 import { TokenUpdateHub } from "./token-update-hub.js";
 import { UserCreateRequestCheck } from "./user-create-request.js";
+import { vmInstanceFacts } from "./vm-instance-facts.js";
 
+
+/** How long resource servers may cache the JWKS (Cache-Control max-age). */
+const JWKS_MAX_AGE_SECONDS = 60;
+/** Backstop lifetime of what the mint path caches (changes elsewhere are pushed sooner). */
+const MINT_CACHE_TTL_MS = 5_000;
+/** How often each replica re-reads the signing keys and runs rotation upkeep. */
+const KEY_UPKEEP_MS = 10_000;
 
 /** The token area's settings, from the shared Config (file → TRUSTPLANE_* environment → flags). */
 export interface TokenAreaSettings {
@@ -49,20 +61,28 @@ export const tokenServerArea: ServerArea = {
     const db = ctx.storage.db;
     const caSecret = Buffer.from(String(exportPrivateJwk(ctx.ca).d), "base64url");
     const keys = await SigningKeyRing.open({ store: new SqlSigningKeyStore(db, deriveAtRestKey(caSecret)), maxTokenTtlSeconds: settings.maxTtlSeconds });
-    const accounts = new ServiceAccountRegistry(new SqlServiceAccountStore(db));
+    // The mint path reuses the service catalogue and account lookups for a few seconds, and
+    // token records until the hub says they changed (seed 000 minting at the authority).
+    const accounts = new ServiceAccountRegistry(new SqlServiceAccountStore(db), { cacheTtlMs: MINT_CACHE_TTL_MS });
     const longTermStore = new SqlLongTermTokenStore(db);
     const sealer = new HostTokenSealer(ctx.storage.hosts);
     const hub = new TokenUpdateHub({ sealer });
     let bridge: PostgresTokenUpdateBridge | undefined;
     if (db instanceof PostgresDb) {
-      bridge = await PostgresTokenUpdateBridge.open(db, ctx.logger);
+      bridge = await PostgresTokenUpdateBridge.open(db, { logger: ctx.logger });
       hub.attachBridge(bridge, sealer);
     }
-    const longTermTokens = new LongTermTokens({ store: longTermStore, accounts, hub });
+    const longTermTokens = new LongTermTokens({ store: longTermStore, accounts, hub, cache: new TokenRecordCache({ ttlMs: MINT_CACHE_TTL_MS }) });
     const minter = new AccessTokenMinter({ keys, issuer: settings.issuer, maxTtlSeconds: settings.maxTtlSeconds });
-    const exchange = new TokenExchange({ longTermTokens, accounts, minter });
+    const exchange = new TokenExchange({
+      longTermTokens,
+      accounts,
+      minter,
+      instanceFacts: vmInstanceFacts(() => createClient(VmServiceService, ctx.address(), { key: ctx.serviceKey })),
+    });
 
-    const jwks = createJwksHandler(keys, 60);
+    const sessions = new HostSessions({ storage: ctx.storage, sealer });
+    const jwks = createJwksHandler(keys, JWKS_MAX_AGE_SECONDS);
     const httpServer = http.createServer((req, res) => {
       if (!jwks(req, res)) res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
     });
@@ -88,28 +108,36 @@ export const tokenServerArea: ServerArea = {
         hub,
         sealer,
         userRequests: new UserCreateRequestCheck({ keys: ctx.storage.keys, accounts, ledger: longTermStore }),
+        sessions,
         issuer: settings.issuer,
         jwksUrl: () => jwksUrl,
       }),
     );
     // Key upkeep: pick up keys other replicas made (their tokens must verify against this
-    // replica's JWKS too), rotate a key that has signed long enough, drop retired ones.
+    // replica's JWKS too), announce the next key ahead of its turn, drop retired ones. The
+    // lead covers two upkeep rounds on the other replicas plus a JWKS cached for its max-age,
+    // so no resource server meets a kid it cannot find.
+    const announceLeadMs = 2 * KEY_UPKEEP_MS + JWKS_MAX_AGE_SECONDS * 1000 + 10_000;
     let upkeepRunning = false;
     const upkeep = setInterval(() => {
       if (upkeepRunning) return;
       upkeepRunning = true;
       void (async () => {
         await keys.refresh();
-        if (Date.now() - keys.currentCreatedAtMs() >= settings.keyRotationMs) {
-          const kid = await keys.rotate();
-          await ctx.storage.audit.append({ principal: "trustplane-server", action: "token.signing_key.rotate", target: kid, outcome: "ok", requestId: `key-rotation-${kid}` });
-          ctx.logger.info({ kid }, "token signing key rotated");
+        const due = keys.currentActivatedAtMs() + settings.keyRotationMs - announceLeadMs;
+        if (!keys.pending() && Date.now() >= due) {
+          const kid = await keys.announce(announceLeadMs);
+          await ctx.storage.audit.append({ principal: "trustplane-server", action: "token.signing_key.announce", target: kid, outcome: "ok", requestId: `key-announce-${kid}`, detail: { activatesInMs: announceLeadMs } });
+          ctx.logger.info({ kid, activatesInMs: announceLeadMs }, "next token signing key announced");
         }
         await keys.prune();
+        for (const keyId of await sessions.expire()) {
+          await ctx.storage.audit.append({ principal: "trustplane-server", action: "token.host_session.expire", target: keyId, outcome: "ok", requestId: `session-expire-${keyId}` });
+        }
       })()
         .catch((e: Error) => ctx.logger.warn({ err: e.message }, "token signing key upkeep failed"))
         .finally(() => (upkeepRunning = false));
-    }, 10_000);
+    }, KEY_UPKEEP_MS);
     upkeep.unref();
     return {
       async stop() {

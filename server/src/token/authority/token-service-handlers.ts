@@ -8,6 +8,7 @@ import {
   type LongTermTokenInfo,
   type ServiceAccount as ServiceAccountMessage,
   type TokenServiceService,
+  type WatchTokenUpdatesRequest,
   type WatchTokenUpdatesResponse,
 } from "../../../../sdk/src/gen/trustplane/token/v1/token.js";
 import type { CallContext, Handlers } from "../../runtime/auth/service-binder.js";
@@ -17,6 +18,7 @@ import { canonicalScopes, type ServiceAccount, type ServiceAccountRegistry } fro
 import type { SigningKeyRing } from "./signing-keys.js";
 import type { TokenExchange } from "./token-exchange.js";
 import type { DeliveredUpdate, TokenSealer, TokenUpdateHub } from "./token-update-hub.js";
+import type { HostSessions } from "./host-sessions.js";
 import type { UserCreateRequestCheck } from "./user-create-request.js";
 import type { SqlLongTermTokenStore } from "../store/sql-long-term-token-store.js";
 
@@ -30,6 +32,7 @@ export interface TokenServiceDeps {
   hub: TokenUpdateHub;
   sealer: TokenSealer;
   userRequests: UserCreateRequestCheck;
+  sessions: HostSessions;
   issuer: string;
   jwksUrl: () => string;
 }
@@ -37,6 +40,8 @@ export interface TokenServiceDeps {
 type TokenHandlers = Handlers<typeof TokenServiceService>;
 
 const ADMIN_ROLE = "admin";
+/** Mints per MintAccessTokens call: bounds the work one signed call can ask for. */
+export const MAX_MINT_BATCH = 64;
 
 /**
  * Host-bound calls: the caller must be the agent of `hostId` (principal host:<id>), or an
@@ -50,7 +55,7 @@ export function requireHostCaller(ctx: Pick<CallContext, "caller">, hostId: stri
 }
 
 function accountMessage(a: ServiceAccount): ServiceAccountMessage {
-  return { email: a.email, displayName: a.displayName, actAs: a.actors, allowedScopes: [], createdAtMs: a.createdAtMs };
+  return { email: a.email, displayName: a.displayName, actAs: a.actors, allowedScopes: a.allowedScopes, createdAtMs: a.createdAtMs };
 }
 
 function infoMessage(r: Omit<LongTermTokenRecord, "tokenHash" | "previousTokenHash">): LongTermTokenInfo {
@@ -79,14 +84,17 @@ function page<T>(items: T[], key: (t: T) => string, size: number, token: string)
   return { items: slice, next: rest.length > n ? key(slice[slice.length - 1]!) : "" };
 }
 
+function auditFor(d: TokenServiceDeps, ctx: CallContext, action: string, target: string, detail: Record<string, unknown> = {}) {
+  return d.storage.audit.append({ principal: ctx.caller.principal, action, target, outcome: "ok", requestId: ctx.requestId, detail });
+}
+
 export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHandlers> {
-  const audit = (ctx: CallContext, action: string, target: string, detail: Record<string, unknown> = {}) =>
-    d.storage.audit.append({ principal: ctx.caller.principal, action, target, outcome: "ok", requestId: ctx.requestId, detail });
+  const audit = (ctx: CallContext, action: string, target: string, detail: Record<string, unknown> = {}) => auditFor(d, ctx, action, target, detail);
 
   return {
     async createServiceAccount(req, ctx) {
-      const account = await d.accounts.createAccount({ email: req.email, displayName: req.displayName || undefined });
-      await audit(ctx, "token.service_account.create", account.email);
+      const account = await d.accounts.createAccount({ email: req.email, displayName: req.displayName || undefined, allowedScopes: req.allowedScopes });
+      await audit(ctx, "token.service_account.create", account.email, { allowedScopes: account.allowedScopes });
       return { account: accountMessage(account) };
     },
 
@@ -101,7 +109,9 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
 
     async deleteServiceAccount(req, ctx) {
       await d.accounts.delete(req.email);
-      await audit(ctx, "token.service_account.delete", req.email);
+      // Deleted first, so nothing mints for the account while its tokens are being revoked.
+      const revoked = await d.longTermTokens.revokeAccount(req.email);
+      await audit(ctx, "token.service_account.delete", req.email, { revoked });
       return {};
     },
 
@@ -142,6 +152,8 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
       // Check everything that does not consume the user's request first, so a typo does not
       // burn it; then the request is marked used before anything is issued.
       await d.accounts.audiencesForScopes(scopes);
+      const account = await d.accounts.get(req.serviceAccount).catch(() => undefined);
+      if (account) d.accounts.requireAllowedScopes(account, scopes);
       const user = await d.userRequests.check(req.userRequest, { serviceAccount: req.serviceAccount, scopes, vmId: req.vmId }, req.userRequestBody);
       const issued = await d.longTermTokens.acquire({
         principal: user.principal,
@@ -161,7 +173,10 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
         userKeyId: user.keyId,
         version: issued.version,
       });
-      return { token: issued.token ?? "", info: infoMessage(info) };
+      if (req.sealToHost && issued.token) {
+        return { token: "", info: infoMessage(info), sealedToken: Buffer.from(await d.sealer.seal(req.hostId, issued.token), "base64url") };
+      }
+      return { token: issued.token ?? "", info: infoMessage(info), sealedToken: new Uint8Array(0) };
     },
 
     async rotateLongTermToken(req, ctx) {
@@ -182,7 +197,10 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
       requireHostCaller(ctx, req.hostId);
       const renewed = await d.longTermTokens.renew(req.token, req.hostId);
       await audit(ctx, "token.long_term.renew", renewed.accessor, { version: renewed.version, hostId: req.hostId });
-      return { expiresAtMs: renewed.expiresAtMs, version: renewed.version, token: renewed.token ?? "" };
+      if (req.sealToHost && renewed.token) {
+        return { expiresAtMs: renewed.expiresAtMs, version: renewed.version, token: "", sealedToken: Buffer.from(await d.sealer.seal(req.hostId, renewed.token), "base64url") };
+      }
+      return { expiresAtMs: renewed.expiresAtMs, version: renewed.version, token: renewed.token ?? "", sealedToken: new Uint8Array(0) };
     },
 
     async releaseLongTermToken(req, ctx) {
@@ -196,10 +214,16 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
     },
 
     async listLongTermTokens(req) {
-      const rows = await d.storage.db.all<{ accessor: string }>("SELECT accessor FROM token_long_term ORDER BY accessor");
+      // One query: by host (what the VM manager asks on every terminate) or by account, else all.
+      const records = req.hostId
+        ? await d.longTermStore.listByHost(req.hostId)
+        : req.serviceAccount && !req.includeRevoked
+          ? await d.longTermStore.listActiveByAccount(req.serviceAccount)
+          : await d.longTermStore.listAll();
+      records.sort((a, b) => (a.accessor < b.accessor ? -1 : a.accessor > b.accessor ? 1 : 0));
       const infos: LongTermTokenInfo[] = [];
-      for (const r of rows) {
-        const info = infoMessage(await d.longTermTokens.describe(r.accessor));
+      for (const r of records) {
+        const info = infoMessage(r);
         if (!req.includeRevoked && info.revoked) continue;
         if (req.serviceAccount && info.serviceAccount !== req.serviceAccount) continue;
         if (req.hostId && !info.hostIds.includes(req.hostId)) continue;
@@ -215,6 +239,26 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
       return { accessToken: minted.jwt, expiresInSeconds: minted.expiresIn, tokenType: "Bearer" };
     },
 
+    async mintAccessTokens(req, ctx) {
+      if (req.requests.length === 0) throw invalidArgument("requests", "send at least one mint request");
+      if (req.requests.length > MAX_MINT_BATCH) throw invalidArgument("requests", `at most ${MAX_MINT_BATCH} mints per call; split the batch`, "BATCH_TOO_LARGE");
+      // Every item is the caller's own host, checked before any is minted.
+      for (const r of req.requests) requireHostCaller(ctx, r.hostId);
+      const results = [];
+      for (const r of req.requests) {
+        try {
+          const minted = await d.exchange.accessToken({ longTermToken: r.longTermToken, hostId: r.hostId, vmId: r.vmId, scopes: r.scopes });
+          results.push({ token: { accessToken: minted.jwt, expiresInSeconds: minted.expiresIn, tokenType: "Bearer" }, errorStatus: "", errorReason: "", errorMessage: "" });
+        } catch (e) {
+          if (!(e instanceof TrustplaneError)) {
+            ctx.logger.error({ err: (e as Error).message }, "a batched mint failed");
+            results.push({ token: undefined, errorStatus: "INTERNAL", errorReason: "INTERNAL", errorMessage: "internal error" });
+          } else results.push({ token: undefined, errorStatus: e.status, errorReason: e.reason, errorMessage: e.message });
+        }
+      }
+      return { results };
+    },
+
     async mintIdentityToken(req, ctx) {
       requireHostCaller(ctx, req.hostId);
       const format = req.format || "standard";
@@ -223,36 +267,73 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
       return { idToken: minted.jwt, expiresInSeconds: minted.expiresIn };
     },
 
+    async openHostSession(req, ctx) {
+      // The host itself, not an admin acting for it: the key is sealed to the host anyway.
+      if (!req.hostId) throw invalidArgument("host_id", "must name the calling agent's host");
+      if (ctx.caller.principal !== `host:${req.hostId}`) {
+        throw new TrustplaneError("PERMISSION_DENIED", "HOST_MISMATCH", `principal ${ctx.caller.principal} may not open a session for host ${req.hostId}`, "host_id");
+      }
+      const opened = await d.sessions.open(req.hostId, ctx.caller.keyId);
+      await audit(ctx, "token.host_session.open", req.hostId, { keyId: opened.keyId, expiresAtMs: opened.expiresAtMs });
+      return { keyId: opened.keyId, sealedKey: Buffer.from(opened.sealedKey, "base64url"), expiresAtMs: opened.expiresAtMs };
+    },
+
     async getJwks() {
       return { jwksJson: JSON.stringify(d.keys.jwks()), jwksUrl: d.jwksUrl(), issuer: d.issuer };
     },
 
     watchTokenUpdates(req, ctx) {
       requireHostCaller(ctx, req.hostId);
-      // A seq numbered by another replica (failover, restart) says nothing about this one's
-      // backlog: replay all of it rather than risk skipping an update.
-      const afterSeq = req.afterSeq > 0 && req.replicaId !== d.hub.replicaId ? 0 : req.afterSeq;
-      return watch(d, req.hostId, afterSeq, req.afterSeq > 0, ctx.signal);
+      return watch(d, req, ctx);
     },
   };
 }
 
-/** The per-host push stream: backlog after `afterSeq`, then live updates until cancelled. */
-async function* watch(d: TokenServiceDeps, hostId: string, afterSeq: number, resume: boolean, signal: AbortSignal): AsyncIterable<WatchTokenUpdatesResponse> {
+/**
+ * The per-host push stream: the backlog after `after_seq` when the stream resumes exactly on
+ * this replica, otherwise a resynchronisation from storage against what the agent holds;
+ * then live updates until cancelled. If this replica may have missed updates while the
+ * stream is open, the stream ends UNAVAILABLE so the agent reconnects and resynchronises.
+ */
+async function* watch(d: TokenServiceDeps, req: WatchTokenUpdatesRequest, ctx: CallContext): AsyncIterable<WatchTokenUpdatesResponse> {
+  const { hostId } = req;
   const queue: DeliveredUpdate[] = [];
   let wake: (() => void) | undefined;
+  let subscribed = false;
+  // A seq numbered by another replica (failover, restart) says nothing about this one's backlog.
+  let resync = !(req.afterSeq > 0 && req.replicaId === d.hub.replicaId);
+  let broken = false;
   const unsubscribe = d.hub.subscribe(
     hostId,
     (u) => {
       queue.push(u);
       wake?.();
     },
-    resume ? { afterSeq } : {},
+    {
+      afterSeq: resync ? undefined : req.afterSeq,
+      onGap: () => {
+        if (!subscribed) resync = true;
+        else {
+          broken = true;
+          wake?.();
+        }
+      },
+    },
   );
+  subscribed = true;
+  const signal = ctx.signal;
   const onAbort = () => wake?.();
   signal.addEventListener("abort", onAbort);
   try {
+    if (resync && req.held.length > 0) {
+      // Subscribed first, so the rotations this causes arrive on this very stream.
+      const done = await d.longTermTokens.resyncHost(hostId, req.held);
+      ctx.logger.info({ hostId, held: req.held.length, ...done }, "token updates resynchronised from storage");
+      for (const accessor of done.rotated) await auditFor(d, ctx, "token.long_term.resync_rotate", accessor, { hostId });
+      for (const accessor of done.revoked) await auditFor(d, ctx, "token.long_term.resync_revoke", accessor, { hostId });
+    }
     while (!signal.aborted) {
+      if (broken) throw new TrustplaneError("UNAVAILABLE", "TOKEN_UPDATES_GAP", "this replica may have missed token updates; reconnect to resynchronise");
       const next = queue.shift();
       if (!next) {
         await new Promise<void>((resolve) => (wake = resolve));
@@ -305,6 +386,7 @@ async function toMessage(d: TokenServiceDeps, u: DeliveredUpdate): Promise<Watch
         ...base,
         kind: TokenUpdateKind.TOKEN_UPDATE_KIND_ACCOUNTS_CHANGED,
         vmId: u.vmId,
+        accessor: u.accessor ?? "",
         accounts: u.accounts.map((a) => ({ serviceAccount: a.serviceAccount, scopes: a.scopes, accessor: a.accessor })),
       };
   }

@@ -31,6 +31,8 @@ export interface AccountsChangedUpdate {
   kind: "ACCOUNTS_CHANGED";
   hostId: string;
   vmId: string;
+  /** The token the VM stopped holding; agents drop only that one from the VM. */
+  accessor?: string;
   /** The VM's complete account list after the change. */
   accounts: { serviceAccount: string; scopes: string[]; accessor: string }[];
 }
@@ -57,6 +59,11 @@ export interface BridgedUpdate {
 export interface TokenUpdateBridge {
   publish(message: BridgedUpdate): Promise<void>;
   onRemote(listener: (message: BridgedUpdate) => void): () => void;
+  /**
+   * Called when the bridge may have missed remote updates (its connection dropped and came
+   * back): what this replica delivers can no longer be trusted to be complete.
+   */
+  onGap?(listener: () => void): () => void;
 }
 
 type Listener = (update: DeliveredUpdate) => void;
@@ -65,7 +72,8 @@ interface HostChannel {
   seq: number;
   /** Recent updates, so a reconnecting stream resumes after the last seq it saw. */
   backlog: DeliveredUpdate[];
-  listeners: Set<Listener>;
+  /** Each listener with what to call when updates for it may have been lost. */
+  listeners: Map<Listener, (() => void) | undefined>;
 }
 
 export interface TokenUpdateHubOptions {
@@ -82,6 +90,7 @@ export interface TokenUpdateHubOptions {
 export class TokenUpdateHub {
   readonly replicaId: string;
   private readonly hosts = new Map<string, HostChannel>();
+  private readonly anyListeners = new Set<(update: TokenUpdate | undefined) => void>();
   private readonly backlogSize: number;
   private bridge?: { bridge: TokenUpdateBridge; sealer: TokenSealer; detach: () => void };
 
@@ -99,13 +108,21 @@ export class TokenUpdateHub {
    */
   attachBridge(bridge: TokenUpdateBridge, sealer: TokenSealer): void {
     this.bridge?.detach();
-    const detach = bridge.onRemote((message) => {
+    const detachRemote = bridge.onRemote((message) => {
       if (message.origin === this.replicaId) return;
       const update = message.update;
       if (update.kind === "ROTATED" && update.token !== undefined) return; // never accept plaintext from outside
       this.deliver(update);
     });
-    this.bridge = { bridge, sealer, detach };
+    const detachGap = bridge.onGap?.(() => this.markGap()) ?? (() => undefined);
+    this.bridge = {
+      bridge,
+      sealer,
+      detach: () => {
+        detachRemote();
+        detachGap();
+      },
+    };
   }
 
   /** Delivers locally, then forwards to the other replicas when a bridge is attached. */
@@ -135,13 +152,43 @@ export class TokenUpdateHub {
     const channel = this.channel(hostId);
     if (options.afterSeq !== undefined) {
       const oldest = channel.backlog[0]?.seq ?? channel.seq + 1;
-      if (options.afterSeq < oldest - 1) options.onGap?.();
+      if (options.afterSeq < oldest - 1 || options.afterSeq > channel.seq) options.onGap?.();
       for (const u of channel.backlog) if (u.seq > options.afterSeq) listener(u);
     }
-    channel.listeners.add(listener);
+    // Also called later if this replica may have missed updates (markGap).
+    channel.listeners.set(listener, options.onGap);
     return () => {
       channel.listeners.delete(listener);
     };
+  }
+
+  /**
+   * Updates may have been lost (the bridge to the other replicas dropped): forget the
+   * backlog and skip a sequence number, so no stream can resume as if nothing happened,
+   * and tell every subscriber to resynchronise.
+   */
+  markGap(): void {
+    for (const l of [...this.anyListeners]) l(undefined);
+    for (const channel of this.hosts.values()) {
+      channel.seq += 1;
+      channel.backlog = [];
+      for (const onGap of [...channel.listeners.values()]) {
+        try {
+          onGap?.();
+        } catch {
+          // One broken stream must not keep the others from resynchronising.
+        }
+      }
+    }
+  }
+
+  /**
+   * Every update for any host, local or from another replica, and every gap (`update`
+   * undefined): what caches of token state invalidate on.
+   */
+  onAny(listener: (update: TokenUpdate | undefined) => void): () => void {
+    this.anyListeners.add(listener);
+    return () => this.anyListeners.delete(listener);
   }
 
   /** Current sequence number for a host (the last delivered update). */
@@ -154,6 +201,7 @@ export class TokenUpdateHub {
   }
 
   private deliver(update: TokenUpdate): DeliveredUpdate {
+    for (const l of [...this.anyListeners]) l(update);
     const channel = this.channel(update.hostId);
     const delivered = { ...update, seq: ++channel.seq } as DeliveredUpdate;
     // The backlog keeps sealed or secret-free copies only: a plaintext token lives no
@@ -161,7 +209,7 @@ export class TokenUpdateHub {
     const kept = delivered.kind === "ROTATED" && delivered.token !== undefined ? { ...delivered, token: undefined } : delivered;
     channel.backlog.push(kept);
     if (channel.backlog.length > this.backlogSize) channel.backlog.shift();
-    for (const listener of [...channel.listeners]) {
+    for (const listener of [...channel.listeners.keys()]) {
       try {
         listener(delivered);
       } catch {
@@ -174,7 +222,7 @@ export class TokenUpdateHub {
   private channel(hostId: string): HostChannel {
     let channel = this.hosts.get(hostId);
     if (!channel) {
-      channel = { seq: 0, backlog: [], listeners: new Set() };
+      channel = { seq: 0, backlog: [], listeners: new Map() };
       this.hosts.set(hostId, channel);
     }
     return channel;

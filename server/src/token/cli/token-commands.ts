@@ -17,7 +17,7 @@ export const serviceAccountCommand: Command = {
   name: "sa",
   summary: "Service accounts VMs run as: create, grant/revoke act-as, list, define a service's scopes.",
   usage:
-    "trustplane sa create EMAIL [--display-name NAME] | grant EMAIL PRINCIPAL | revoke EMAIL PRINCIPAL | list | define-service NAME --audience AUD --scope S…",
+    "trustplane sa create EMAIL [--display-name NAME] [--scope S…] | grant EMAIL PRINCIPAL | revoke EMAIL PRINCIPAL | list | define-service NAME --audience AUD --scope S…",
   async run(argv) {
     const { values, positionals } = parse(this, argv, {
       ...CLIENT_OPTIONS,
@@ -30,7 +30,8 @@ export const serviceAccountCommand: Command = {
       switch (positionals[0]) {
         case "create": {
           const email = requirePositional(this, positionals, 1, "service account EMAIL");
-          const res = await tokens.createServiceAccount({ requestId: requestId("sa-create"), email, displayName: values["display-name"] ?? "" });
+          // --scope limits what VMs may be granted with the account (none: any declared scope).
+          const res = await tokens.createServiceAccount({ requestId: requestId("sa-create"), email, displayName: values["display-name"] ?? "", allowedScopes: values.scope ?? [] });
           print(values, res.account, () => `created service account ${res.account!.email}`);
           break;
         }

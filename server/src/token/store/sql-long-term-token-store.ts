@@ -80,14 +80,32 @@ export class SqlLongTermTokenStore implements LongTermTokenStore {
     }
   }
 
-  async update(record: LongTermTokenRecord) {
+  /**
+   * Compare-and-set: writes only if the row still has what `expected` read (version, secret,
+   * holders, bound hosts, revocation), so two replicas changing one token cannot lose each
+   * other's change (an added holder, a rotation). A lost race is ABORTED LONG_TERM_TOKEN_CONFLICT;
+   * LongTermTokens re-reads and retries.
+   */
+  async update(record: LongTermTokenRecord, expected: LongTermTokenRecord) {
     const { changes } = await this.db.run(
       `UPDATE token_long_term SET service_account = ?, scope_key = ?, scopes_json = ?, token_hash = ?, previous_token_hash = ?,
          previous_valid_until_ms = ?, version = ?, host_ids_json = ?, holders_json = ?, created_at_ms = ?, issued_at_ms = ?,
-         expires_at_ms = ?, revoked_at_ms = ?, revoke_reason = ? WHERE accessor = ?`,
-      [...values(record), record.accessor],
+         expires_at_ms = ?, revoked_at_ms = ?, revoke_reason = ?
+       WHERE accessor = ? AND version = ? AND token_hash = ? AND holders_json = ? AND host_ids_json = ? AND COALESCE(revoked_at_ms, -1) = ?`,
+      [
+        ...values(record),
+        record.accessor,
+        expected.version,
+        expected.tokenHash,
+        JSON.stringify(expected.holders),
+        JSON.stringify(expected.hostIds),
+        expected.revokedAtMs ?? -1,
+      ],
     );
-    if (changes === 0) throw new TrustplaneError("NOT_FOUND", "LONG_TERM_TOKEN_UNKNOWN", "no such long-term token");
+    if (changes === 0) {
+      if (!(await this.findByAccessor(record.accessor))) throw new TrustplaneError("NOT_FOUND", "LONG_TERM_TOKEN_UNKNOWN", "no such long-term token");
+      throw new TrustplaneError("ABORTED", "LONG_TERM_TOKEN_CONFLICT", `long-term token ${record.accessor} changed meanwhile; retry`);
+    }
   }
 
   async findByHash(hash: string) {
@@ -105,6 +123,15 @@ export class SqlLongTermTokenStore implements LongTermTokenStore {
   async findActive(serviceAccount: string, key: string) {
     const r = await this.db.get<Row>("SELECT * FROM token_long_term WHERE service_account = ? AND scope_key = ? AND revoked_at_ms IS NULL", [serviceAccount, key]);
     return r && fromRow(r);
+  }
+
+  /** Every token, revoked ones included (operator listings). */
+  async listAll() {
+    return (await this.db.all<Row>("SELECT * FROM token_long_term")).map(fromRow);
+  }
+
+  async listActiveByAccount(serviceAccount: string) {
+    return (await this.db.all<Row>("SELECT * FROM token_long_term WHERE service_account = ? AND revoked_at_ms IS NULL", [serviceAccount])).map(fromRow);
   }
 
   async listByHost(hostId: string) {

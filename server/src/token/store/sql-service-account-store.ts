@@ -1,5 +1,5 @@
 // ServiceAccountStore over the shared SqlDb (SQLite or PostgreSQL): service accounts with
-// their act-as ACL, and the services that own scopes and audiences (migration 002-token).
+// their act-as ACL and allowed scopes, and the services that own scopes and audiences (migration 002-token).
 import type { SqlDb } from "../../runtime/storage/sql-db.js";
 import type { ServiceAccount, ServiceAccountStore, ServiceDefinition } from "../authority/service-accounts.js";
 
@@ -7,6 +7,7 @@ interface AccountRow {
   email: string;
   display_name: string;
   actors_json: string;
+  allowed_scopes_json: string;
   created_at_ms: number;
 }
 
@@ -20,6 +21,7 @@ const account = (r: AccountRow): ServiceAccount => ({
   email: r.email,
   displayName: r.display_name,
   actors: JSON.parse(r.actors_json) as string[],
+  allowedScopes: JSON.parse(r.allowed_scopes_json ?? "[]") as string[],
   createdAtMs: Number(r.created_at_ms),
 });
 
@@ -35,9 +37,9 @@ export class SqlServiceAccountStore implements ServiceAccountStore {
 
   async putAccount(a: ServiceAccount) {
     await this.db.run(
-      `INSERT INTO token_service_accounts (email, display_name, actors_json, created_at_ms) VALUES (?, ?, ?, ?)
-       ON CONFLICT (email) DO UPDATE SET display_name = excluded.display_name, actors_json = excluded.actors_json`,
-      [a.email, a.displayName, JSON.stringify(a.actors), a.createdAtMs],
+      `INSERT INTO token_service_accounts (email, display_name, actors_json, allowed_scopes_json, created_at_ms) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (email) DO UPDATE SET display_name = excluded.display_name, actors_json = excluded.actors_json, allowed_scopes_json = excluded.allowed_scopes_json`,
+      [a.email, a.displayName, JSON.stringify(a.actors), JSON.stringify(a.allowedScopes), a.createdAtMs],
     );
   }
 

@@ -25,6 +25,7 @@ interface Row {
   public_jwk: string;
   sealed_private_jwk: Uint8Array;
   created_at_ms: number;
+  activates_at_ms: number | null;
   rotated_at_ms: number | null;
   retire_at_ms: number | null;
 }
@@ -46,6 +47,7 @@ export class SqlSigningKeyStore implements SigningKeyStore {
         privateJwk: this.open(r.kid, Buffer.from(r.sealed_private_jwk)),
         createdAtMs: Number(r.created_at_ms),
       };
+      if (r.activates_at_ms != null) key.activatesAtMs = Number(r.activates_at_ms);
       if (r.rotated_at_ms != null) key.rotatedAtMs = Number(r.rotated_at_ms);
       if (r.retire_at_ms != null) key.retireAtMs = Number(r.retire_at_ms);
       return key;
@@ -54,9 +56,9 @@ export class SqlSigningKeyStore implements SigningKeyStore {
 
   async save(key: StoredSigningKey): Promise<void> {
     await this.db.run(
-      `INSERT INTO token_signing_keys (kid, public_jwk, sealed_private_jwk, created_at_ms, rotated_at_ms, retire_at_ms) VALUES (?, ?, ?, ?, ?, ?)
+      `INSERT INTO token_signing_keys (kid, public_jwk, sealed_private_jwk, created_at_ms, activates_at_ms, rotated_at_ms, retire_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (kid) DO UPDATE SET rotated_at_ms = excluded.rotated_at_ms, retire_at_ms = excluded.retire_at_ms`,
-      [key.kid, JSON.stringify(key.publicJwk), this.seal(key.kid, key.privateJwk), key.createdAtMs, key.rotatedAtMs ?? null, key.retireAtMs ?? null],
+      [key.kid, JSON.stringify(key.publicJwk), this.seal(key.kid, key.privateJwk), key.createdAtMs, key.activatesAtMs ?? null, key.rotatedAtMs ?? null, key.retireAtMs ?? null],
     );
   }
 

@@ -77,6 +77,11 @@ export const vmAgentArea: AgentArea = {
         terminated: async (vmId) => {
           await vmTokenManager(ctx.hostId)?.detachVm(vmId);
         },
+        // Removals take effect on the host at once; additions come with their long-term
+        // tokens from the VM manager (TokenAgentService.UpdateVmAccounts).
+        serviceAccountsChanged: async (vmId, accounts) => {
+          vmTokenManager(ctx.hostId)?.retainAccounts(vmId, accounts);
+        },
       }),
     );
     // Serving first, then registering: the scheduler may place a VM here the moment it knows us.

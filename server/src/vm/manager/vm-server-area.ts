@@ -5,10 +5,10 @@
 // what really runs.
 import { createClient } from "../../../../sdk/src/client/create-client.js";
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
-import { HostControlServiceService, HostServiceService, VmServiceService, type Vm } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import { HostControlServiceService, HostServiceService, VmServiceService, VmState, type Vm } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { TokenAgentServiceService, TokenServiceService } from "../../../../sdk/src/gen/trustplane/token/v1/token.js";
-import { CALL_STATEMENT_TYPE } from "../../../../sdk/src/auth/index.js";
 import type { ServerArea } from "../../processes/area.js";
+import { VmAccountTokens } from "../../token/manager/vm-account-tokens.js";
 import { HeartbeatMonitor } from "../scheduler/heartbeat-monitor.js";
 import { SchedulerPlacement } from "../scheduler/scheduler-placement.js";
 import { CachedHostInventory } from "./host-inventory-cache.js";
@@ -48,37 +48,39 @@ export const vmServerArea: ServerArea = {
     const monitor = new HeartbeatMonitor(inventory, ctx.logger, { intervalMs: heartbeatIntervalSeconds * 1000, onDown: (hostId) => reconciler.hostDown(hostId) });
     monitor.start();
     // Service accounts: the token authority issues long-term tokens only against the user's
-    // own signed CreateVm call (no trust in the VM manager), and the tokens go to that VM's
-    // authorization process on its host, never into the guest.
+    // own signed call (no trust in the VM manager), and the tokens go to that VM's
+    // authorization process on its host, never into the guest (token area).
+    const accountTokens = new VmAccountTokens({
+      authority: () => createClient(TokenServiceService, ctx.address(), { key: ctx.serviceKey }),
+      agent: async (hostId) => {
+        const host = await ctx.storage.hosts.get(hostId);
+        if (!host) throw new TrustplaneError("FAILED_PRECONDITION", "HOST_UNKNOWN", `host ${hostId} has not joined`, "host_id");
+        return createClient(TokenAgentServiceService, host.address, { key: ctx.serviceKey, certificate: ctx.serviceCertificate, targetHost: hostId });
+      },
+      logger: ctx.logger,
+    });
     const attachServiceAccounts = async (vm: Vm, proof: UserProof) => {
-      const tokens = createClient(TokenServiceService, ctx.address(), { key: ctx.serviceKey });
-      const accounts = [];
-      try {
-        for (const sa of vm.serviceAccounts) {
-          const res = await tokens.issueLongTermToken({
-            requestId: `lt-${vm.vmId}-${sa.email}`,
-            serviceAccount: sa.email,
-            scopes: sa.scopes,
-            hostId: vm.hostId,
-            vmId: vm.vmId,
-            userRequest: { payloadType: CALL_STATEMENT_TYPE, payload: proof.statement, signatures: [{ keyId: proof.keyId, sig: proof.signature, certificate: new Uint8Array() }] },
-            userRequestBody: proof.body,
-          });
-          accounts.push({ email: sa.email, scopes: sa.scopes, longTermToken: res.token, info: res.info });
-        }
-      } finally {
-        tokens.close();
-      }
-      const host = await ctx.storage.hosts.get(vm.hostId);
-      if (!host) throw new TrustplaneError("FAILED_PRECONDITION", "HOST_UNKNOWN", `host ${vm.hostId} has not joined`);
-      const agent = createClient(TokenAgentServiceService, host.address, { key: ctx.serviceKey, certificate: ctx.serviceCertificate, targetHost: vm.hostId });
-      try {
-        await agent.updateVmAccounts({ requestId: `accounts-${vm.vmId}`, vmId: vm.vmId, accounts });
-      } finally {
-        agent.close();
-      }
+      await accountTokens.attach(vm, vm.serviceAccounts, proof, `create-${vm.vmId}`);
+      // Terminated while the accounts were being attached: its release may have run first.
+      const latest = await repo.get(vm.vmId);
+      if (!latest || latest.state === VmState.VM_STATE_TERMINATING || latest.state === VmState.VM_STATE_TERMINATED) await accountTokens.release(vm, `late-${vm.vmId}`);
     };
-    ctx.bind(VmServiceService, createVmHandlers({ storage: ctx.storage, repo, placement, events, changes, hostControl, logger: ctx.logger, attachServiceAccounts }));
+    ctx.bind(
+      VmServiceService,
+      createVmHandlers({
+        storage: ctx.storage,
+        repo,
+        placement,
+        events,
+        changes,
+        hostControl,
+        logger: ctx.logger,
+        canActAs: (principal, email) => accountTokens.canActAs(principal, email),
+        attachServiceAccounts,
+        changeServiceAccounts: (vm, next, proof, requestId) => accountTokens.change(vm, vm.serviceAccounts, next, proof, requestId),
+        releaseServiceAccounts: async (vm, requestId) => void (await accountTokens.release(vm, requestId)),
+      }),
+    );
     ctx.bind(
       HostServiceService,
       createHostServiceHandlers({

@@ -7,12 +7,14 @@ import { TrustplaneError, invalidArgument } from "../../../../sdk/src/errors.js"
 import {
   CreateVmRequest,
   Feature,
+  SetVmServiceAccountsRequest,
   HypervisorType,
   VmEventType,
   VmState,
   type HostControlServiceService,
   type Instance,
   type InstanceSpec,
+  type ServiceAccountGrant,
   type Vm,
   type VmServiceService,
 } from "../../../../sdk/src/gen/trustplane/vm/v1/vm.js";
@@ -52,6 +54,14 @@ export interface VmServiceDeps {
    * process on its host. Absent: VMs run without service accounts.
    */
   attachServiceAccounts?(vm: Vm, proof: UserProof): Promise<void>;
+  /**
+   * Moves a live VM's accounts from `vm.serviceAccounts` to `next` (token area): new pairs
+   * with the user's own signed SetVmServiceAccounts call as proof, dropped pairs released.
+   * Throws without changing anything on the host when the change cannot be made.
+   */
+  changeServiceAccounts?(vm: Vm, next: ServiceAccountGrant[], proof: UserProof, requestId: string): Promise<void>;
+  /** The VM is gone: release its long-term token holds (the authority revokes after the last VM). */
+  releaseServiceAccounts?(vm: Vm, requestId: string): Promise<void>;
 }
 
 /** The user's signed call, as received, for the token authority to check independently. */
@@ -85,14 +95,28 @@ function notFound(vmId: string): TrustplaneError {
 }
 
 /** The caller's signed call as received (statement, signature, key) plus its canonical bytes. */
-function userProof(ctx: CallContext, req: CreateVmRequest): UserProof | undefined {
+function userProof(ctx: CallContext, req: CreateVmRequest): UserProof | undefined;
+function userProof(ctx: CallContext, req: SetVmServiceAccountsRequest, type: typeof SetVmServiceAccountsRequest): UserProof | undefined;
+function userProof(ctx: CallContext, req: CreateVmRequest | SetVmServiceAccountsRequest, type: typeof CreateVmRequest | typeof SetVmServiceAccountsRequest = CreateVmRequest): UserProof | undefined {
   const statement = ctx.metadata.get(STATEMENT_METADATA)[0];
   const signature = ctx.metadata.get(SIGNATURE_METADATA)[0];
   const keyId = ctx.metadata.get(KEY_ID_METADATA)[0];
   if (!Buffer.isBuffer(statement) || !Buffer.isBuffer(signature) || typeof keyId !== "string") return undefined;
   // The SDK sends canonical bytes, so re-encoding reproduces exactly what was signed; the
   // authority checks the digest itself and refuses anything else.
-  return { statement, signature, keyId, body: canonicalEncode(CreateVmRequest, req) };
+  return { statement, signature, keyId, body: canonicalEncode(type as typeof CreateVmRequest, req as CreateVmRequest) };
+}
+
+/** One entry per account, each with at least one scope: what the token authority can issue. */
+function validateServiceAccounts(accounts: ServiceAccountGrant[]): ServiceAccountGrant[] {
+  const seen = new Set<string>();
+  return accounts.map((a, i) => {
+    if (!a.email) throw invalidArgument(`service_accounts[${i}].email`, "name the service account");
+    if (seen.has(a.email)) throw invalidArgument(`service_accounts[${i}].email`, `${a.email} is listed twice; give each account once with all its scopes`);
+    seen.add(a.email);
+    if (a.scopes.length === 0) throw invalidArgument(`service_accounts[${i}].scopes`, `give ${a.email} at least one scope`);
+    return { email: a.email, scopes: [...new Set(a.scopes)].sort() };
+  });
 }
 
 export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof VmServiceService>> {
@@ -365,7 +389,19 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
       }
       await placement.release(vm.vmId);
       vm = await move(vm, VmState.VM_STATE_TERMINATED, VmEventType.VM_EVENT_TYPE_UNDEFINED, "terminated", ctx.caller.principal);
-      await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.terminate", target: vm.vmId, outcome: "ok", requestId: ctx.requestId });
+      // The instance is gone, so its holds on long-term tokens go too; the last VM holding a
+      // token takes it with it (revoked and pushed to the agents). A failure here must not
+      // undo the termination: it is logged and audited with the accessors left to release.
+      let tokensReleased = true;
+      if (vm.hostId && deps.releaseServiceAccounts) {
+        try {
+          await deps.releaseServiceAccounts(vm, ctx.requestId);
+        } catch (e) {
+          tokensReleased = false;
+          deps.logger.error({ vmId: vm.vmId, err: (e as Error).message }, "terminated VM could not release its long-term tokens");
+        }
+      }
+      await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.terminate", target: vm.vmId, outcome: "ok", requestId: ctx.requestId, detail: { tokensReleased } });
       return { vm };
     },
 
@@ -422,18 +458,35 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
 
     async setVmServiceAccounts(req, ctx) {
       let vm = await visible(req.vmId, ctx);
-      const before = new Set(vm.serviceAccounts.map((a) => a.email));
-      for (const sa of req.serviceAccounts) {
-        if (before.has(sa.email)) continue;
+      const next = validateServiceAccounts(req.serviceAccounts);
+      const pair = (a: ServiceAccountGrant) => `${a.email} ${[...new Set(a.scopes)].sort().join(" ")}`;
+      const before = new Set(vm.serviceAccounts.map(pair));
+      for (const sa of next) {
+        if (before.has(pair(sa))) continue;
         const allowed = deps.canActAs ? await deps.canActAs(ctx.caller.principal, sa.email) : isAdmin(ctx);
         if (!allowed) throw new TrustplaneError("PERMISSION_DENIED", "NOT_ON_ACL", `${ctx.caller.principal} may not act as service account ${sa.email}`, "service_accounts");
       }
-      if (vm.hostId && vm.state === VmState.VM_STATE_RUNNING) {
-        await onHost(vm, (c) => c.setInstanceServiceAccounts({ requestId: ctx.requestId, vmId: vm.vmId, serviceAccounts: req.serviceAccounts }));
+      // The accounts live in the VM's authorization process on its host, which exists from
+      // the first start until termination; while the VM is being placed or started the
+      // create request's own accounts are still being attached.
+      const live = [VmState.VM_STATE_RUNNING, VmState.VM_STATE_PAUSED, VmState.VM_STATE_STOPPED, VmState.VM_STATE_STOPPING].includes(vm.state);
+      if (!live) {
+        throw new TrustplaneError("FAILED_PRECONDITION", "INVALID_STATE", `service accounts can change on a RUNNING, PAUSED or STOPPED VM; ${vm.vmId} is ${stateName(vm.state)}`, "vm_id");
       }
-      vm = { ...vm, serviceAccounts: req.serviceAccounts, updatedAtMs: now() };
-      await repo.compareAndSet(vm.state, vm);
-      await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.set_service_accounts", target: vm.vmId, outcome: "ok", requestId: ctx.requestId, detail: { accounts: req.serviceAccounts.map((a) => a.email) } });
+      if (live && vm.hostId) {
+        if (deps.changeServiceAccounts) {
+          const proof = userProof(ctx, req, SetVmServiceAccountsRequest);
+          if (!proof) throw new TrustplaneError("UNAUTHENTICATED", "USER_PROOF_MISSING", "the call carries no user signature to forward to the token authority", "service_accounts");
+          await deps.changeServiceAccounts(vm, next, proof, ctx.requestId);
+        }
+        await onHost(vm, (c) => c.setInstanceServiceAccounts({ requestId: ctx.requestId, vmId: vm.vmId, serviceAccounts: next }));
+      }
+      // The host already has the new accounts: record them even if the state moved meanwhile
+      // (a guest that exited is STOPPED now, and keeps its authorization process), without
+      // overwriting a volume or network change made at the same time.
+      const detail = `service accounts now ${next.map((a) => a.email).join(", ") || "none"}`;
+      vm = (await changes.amend(vm.vmId, () => ({ serviceAccounts: next }), { type: VmEventType.VM_EVENT_TYPE_DEVICE_ADDED, detail, initiator: ctx.caller.principal })) ?? vm;
+      await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.set_service_accounts", target: vm.vmId, outcome: "ok", requestId: ctx.requestId, detail: { accounts: next.map((a) => a.email) } });
       return { vm };
     },
 

@@ -103,7 +103,7 @@ export interface ServiceAccount {
   displayName: string;
   /** Principals that may act as the account (launch VMs with it). */
   actAs: string[];
-  /** Scopes the account may be granted. */
+  /** Scopes the account may be granted; empty: any scope a declared service owns. */
   allowedScopes: string[];
   createdAtMs: number;
 }
@@ -114,7 +114,8 @@ export interface CreateServiceAccountRequest {
   displayName: string;
   /**
    * Scopes VMs may be granted with this account; each must belong to a declared
-   * service (DefineService).
+   * service (DefineService). Empty: any declared scope. A long-term token for other
+   * scopes is refused with PERMISSION_DENIED SCOPE_NOT_ALLOWED.
    */
   allowedScopes: string[];
 }
@@ -240,6 +241,12 @@ export interface IssueLongTermTokenRequest {
   heldVersion: number;
   /** With a call-statement user_request: the exact wire bytes of the user's request. */
   userRequestBody: Uint8Array;
+  /**
+   * Return a new secret HPKE-sealed to host_id's X25519 key (sealed_token) instead of in
+   * clear: the VM manager carries it to the host's agent without ever holding it, and a
+   * stored response (idempotent replay) holds nothing usable.
+   */
+  sealToHost: boolean;
 }
 
 export interface IssueLongTermTokenResponse {
@@ -249,7 +256,11 @@ export interface IssueLongTermTokenResponse {
    * hashes, so it can never show an existing secret again.
    */
   token: string;
-  info: LongTermTokenInfo | undefined;
+  info:
+    | LongTermTokenInfo
+    | undefined;
+  /** With seal_to_host: the new secret sealed to the host (token stays empty). */
+  sealedToken: Uint8Array;
 }
 
 export interface RotateLongTermTokenRequest {
@@ -277,6 +288,8 @@ export interface RenewLongTermTokenRequest {
   /** The current secret, proving the caller holds it. */
   token: string;
   hostId: string;
+  /** Return the new secret sealed to the host (sealed_token) rather than in clear. */
+  sealToHost: boolean;
 }
 
 export interface RenewLongTermTokenResponse {
@@ -287,6 +300,8 @@ export interface RenewLongTermTokenResponse {
    * empty: the new version arrives (sealed) over WatchTokenUpdates.
    */
   token: string;
+  /** With seal_to_host: the new secret sealed to the host (token stays empty). */
+  sealedToken: Uint8Array;
 }
 
 export interface ReleaseLongTermTokenRequest {
@@ -357,6 +372,28 @@ export interface MintAccessTokenResponse {
   tokenType: string;
 }
 
+export interface MintAccessTokensRequest {
+  /** Each as MintAccessToken; every host_id must be the calling agent's own. */
+  requests: MintAccessTokenRequest[];
+}
+
+/** One answer of a batch: the token, or why this one request was refused. */
+export interface MintAccessTokenResult {
+  token:
+    | MintAccessTokenResponse
+    | undefined;
+  /** Empty on success; else a gRPC status name (PERMISSION_DENIED, UNAUTHENTICATED, ...). */
+  errorStatus: string;
+  /** The stable reason code, as the tp-reason trailer of a unary call carries it. */
+  errorReason: string;
+  errorMessage: string;
+}
+
+export interface MintAccessTokensResponse {
+  /** In the order of the requests. */
+  results: MintAccessTokenResult[];
+}
+
 export interface MintIdentityTokenRequest {
   /** As in MintAccessTokenRequest. */
   longTermToken: string;
@@ -385,6 +422,21 @@ export interface GetJwksResponse {
   issuer: string;
 }
 
+export interface OpenHostSessionRequest {
+  requestId: string;
+  /** Must be the calling agent's own host id. */
+  hostId: string;
+}
+
+export interface OpenHostSessionResponse {
+  /** RFC 7638 thumbprint of the HMAC key, as sent in tp-key-id. */
+  keyId: string;
+  /** The oct JWK of the key, HPKE-sealed to the host's X25519 sealing key. */
+  sealedKey: Uint8Array;
+  /** After this the key is revoked; the agent opens a new session before then. */
+  expiresAtMs: number;
+}
+
 export interface WatchTokenUpdatesRequest {
   /** Must be the calling agent's own host id (its certificate's principal). */
   hostId: string;
@@ -395,6 +447,26 @@ export interface WatchTokenUpdatesRequest {
    * another one replays its whole backlog (updates are idempotent, versions only grow).
    */
   replicaId: string;
+  /**
+   * What the agent holds right now. When the stream cannot resume exactly (first connect,
+   * another replica, a backlog that no longer reaches back, a replica that lost its
+   * LISTEN connection) the authority resynchronises from storage: REVOKED for what the
+   * host may no longer hold, a fresh ROTATED for a token whose current version the host
+   * lacks (the authority keeps hashes only, so a missed secret is replaced, never resent).
+   */
+  held: HeldToken[];
+}
+
+/**
+ * A long-term token an agent holds (never the secret): its accessor, version and the VMs
+ * on this host that use it.
+ */
+export interface HeldToken {
+  accessor: string;
+  serviceAccount: string;
+  scopes: string[];
+  version: number;
+  vmIds: string[];
 }
 
 /**
@@ -406,6 +478,7 @@ export interface WatchTokenUpdatesResponse {
   /** Orders updates per host; resume with after_seq. */
   seq: number;
   kind: TokenUpdateKind;
+  /** The token concerned; for ACCOUNTS_CHANGED, the token the VM stopped holding. */
   accessor: string;
   version: number;
   /** The new secret sealed to the host's X25519 key (HPKE), for ROTATED. */
@@ -440,7 +513,14 @@ export interface VmAccount {
   /** The long-term token secret from IssueLongTermToken; held in the agent's memory only. */
   longTermToken: string;
   /** Accessor, version and expiry of that token (IssueLongTermTokenResponse.info). */
-  info: LongTermTokenInfo | undefined;
+  info:
+    | LongTermTokenInfo
+    | undefined;
+  /**
+   * Instead of long_term_token: the secret sealed to this host
+   * (IssueLongTermTokenResponse.sealed_token), opened only by the agent.
+   */
+  sealedLongTermToken: Uint8Array;
 }
 
 export interface AttachVmRequest {
@@ -477,6 +557,13 @@ export interface DetachVmRequest {
 }
 
 export interface DetachVmResponse {
+}
+
+export interface ListHeldTokensRequest {
+}
+
+export interface ListHeldTokensResponse {
+  tokens: HeldToken[];
 }
 
 function createBaseServiceScopes(): ServiceScopes {
@@ -2306,6 +2393,7 @@ function createBaseIssueLongTermTokenRequest(): IssueLongTermTokenRequest {
     userRequest: undefined,
     heldVersion: 0,
     userRequestBody: new Uint8Array(0),
+    sealToHost: false,
   };
 }
 
@@ -2334,6 +2422,9 @@ export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = 
     }
     if (message.userRequestBody.length !== 0) {
       writer.uint32(66).bytes(message.userRequestBody);
+    }
+    if (message.sealToHost !== false) {
+      writer.uint32(72).bool(message.sealToHost);
     }
     return writer;
   },
@@ -2415,6 +2506,14 @@ export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = 
             message.userRequestBody = reader.bytes();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.sealToHost = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2465,6 +2564,11 @@ export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = 
         : isSet(object.user_request_body)
         ? bytesFromBase64(object.user_request_body)
         : new Uint8Array(0),
+      sealToHost: isSet(object.sealToHost)
+        ? globalThis.Boolean(object.sealToHost)
+        : isSet(object.seal_to_host)
+        ? globalThis.Boolean(object.seal_to_host)
+        : false,
     };
   },
 
@@ -2494,6 +2598,9 @@ export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = 
     if (message.userRequestBody.length !== 0) {
       obj.userRequestBody = base64FromBytes(message.userRequestBody);
     }
+    if (message.sealToHost !== false) {
+      obj.sealToHost = message.sealToHost;
+    }
     return obj;
   },
 
@@ -2512,12 +2619,13 @@ export const IssueLongTermTokenRequest: MessageFns<IssueLongTermTokenRequest> = 
       : undefined;
     message.heldVersion = object.heldVersion ?? 0;
     message.userRequestBody = object.userRequestBody ?? new Uint8Array(0);
+    message.sealToHost = object.sealToHost ?? false;
     return message;
   },
 };
 
 function createBaseIssueLongTermTokenResponse(): IssueLongTermTokenResponse {
-  return { token: "", info: undefined };
+  return { token: "", info: undefined, sealedToken: new Uint8Array(0) };
 }
 
 export const IssueLongTermTokenResponse: MessageFns<IssueLongTermTokenResponse> = {
@@ -2527,6 +2635,9 @@ export const IssueLongTermTokenResponse: MessageFns<IssueLongTermTokenResponse> 
     }
     if (message.info !== undefined) {
       LongTermTokenInfo.encode(message.info, writer.uint32(18).fork()).join();
+    }
+    if (message.sealedToken.length !== 0) {
+      writer.uint32(26).bytes(message.sealedToken);
     }
     return writer;
   },
@@ -2560,6 +2671,14 @@ export const IssueLongTermTokenResponse: MessageFns<IssueLongTermTokenResponse> 
             message.info = LongTermTokenInfo.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sealedToken = reader.bytes();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2576,6 +2695,11 @@ export const IssueLongTermTokenResponse: MessageFns<IssueLongTermTokenResponse> 
     return {
       token: isSet(object.token) ? globalThis.String(object.token) : "",
       info: isSet(object.info) ? LongTermTokenInfo.fromJSON(object.info) : undefined,
+      sealedToken: isSet(object.sealedToken)
+        ? bytesFromBase64(object.sealedToken)
+        : isSet(object.sealed_token)
+        ? bytesFromBase64(object.sealed_token)
+        : new Uint8Array(0),
     };
   },
 
@@ -2586,6 +2710,9 @@ export const IssueLongTermTokenResponse: MessageFns<IssueLongTermTokenResponse> 
     }
     if (message.info !== undefined) {
       obj.info = LongTermTokenInfo.toJSON(message.info);
+    }
+    if (message.sealedToken.length !== 0) {
+      obj.sealedToken = base64FromBytes(message.sealedToken);
     }
     return obj;
   },
@@ -2599,6 +2726,7 @@ export const IssueLongTermTokenResponse: MessageFns<IssueLongTermTokenResponse> 
     message.info = (object.info !== undefined && object.info !== null)
       ? LongTermTokenInfo.fromPartial(object.info)
       : undefined;
+    message.sealedToken = object.sealedToken ?? new Uint8Array(0);
     return message;
   },
 };
@@ -2936,7 +3064,7 @@ export const RevokeLongTermTokenResponse: MessageFns<RevokeLongTermTokenResponse
 };
 
 function createBaseRenewLongTermTokenRequest(): RenewLongTermTokenRequest {
-  return { requestId: "", token: "", hostId: "" };
+  return { requestId: "", token: "", hostId: "", sealToHost: false };
 }
 
 export const RenewLongTermTokenRequest: MessageFns<RenewLongTermTokenRequest> = {
@@ -2949,6 +3077,9 @@ export const RenewLongTermTokenRequest: MessageFns<RenewLongTermTokenRequest> = 
     }
     if (message.hostId !== "") {
       writer.uint32(26).string(message.hostId);
+    }
+    if (message.sealToHost !== false) {
+      writer.uint32(32).bool(message.sealToHost);
     }
     return writer;
   },
@@ -2990,6 +3121,14 @@ export const RenewLongTermTokenRequest: MessageFns<RenewLongTermTokenRequest> = 
             message.hostId = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.sealToHost = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3015,6 +3154,11 @@ export const RenewLongTermTokenRequest: MessageFns<RenewLongTermTokenRequest> = 
         : isSet(object.host_id)
         ? globalThis.String(object.host_id)
         : "",
+      sealToHost: isSet(object.sealToHost)
+        ? globalThis.Boolean(object.sealToHost)
+        : isSet(object.seal_to_host)
+        ? globalThis.Boolean(object.seal_to_host)
+        : false,
     };
   },
 
@@ -3029,6 +3173,9 @@ export const RenewLongTermTokenRequest: MessageFns<RenewLongTermTokenRequest> = 
     if (message.hostId !== "") {
       obj.hostId = message.hostId;
     }
+    if (message.sealToHost !== false) {
+      obj.sealToHost = message.sealToHost;
+    }
     return obj;
   },
 
@@ -3040,12 +3187,13 @@ export const RenewLongTermTokenRequest: MessageFns<RenewLongTermTokenRequest> = 
     message.requestId = object.requestId ?? "";
     message.token = object.token ?? "";
     message.hostId = object.hostId ?? "";
+    message.sealToHost = object.sealToHost ?? false;
     return message;
   },
 };
 
 function createBaseRenewLongTermTokenResponse(): RenewLongTermTokenResponse {
-  return { expiresAtMs: 0, version: 0, token: "" };
+  return { expiresAtMs: 0, version: 0, token: "", sealedToken: new Uint8Array(0) };
 }
 
 export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> = {
@@ -3058,6 +3206,9 @@ export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> 
     }
     if (message.token !== "") {
       writer.uint32(26).string(message.token);
+    }
+    if (message.sealedToken.length !== 0) {
+      writer.uint32(34).bytes(message.sealedToken);
     }
     return writer;
   },
@@ -3099,6 +3250,14 @@ export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> 
             message.token = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.sealedToken = reader.bytes();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3120,6 +3279,11 @@ export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> 
         : 0,
       version: isSet(object.version) ? globalThis.Number(object.version) : 0,
       token: isSet(object.token) ? globalThis.String(object.token) : "",
+      sealedToken: isSet(object.sealedToken)
+        ? bytesFromBase64(object.sealedToken)
+        : isSet(object.sealed_token)
+        ? bytesFromBase64(object.sealed_token)
+        : new Uint8Array(0),
     };
   },
 
@@ -3134,6 +3298,9 @@ export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> 
     if (message.token !== "") {
       obj.token = message.token;
     }
+    if (message.sealedToken.length !== 0) {
+      obj.sealedToken = base64FromBytes(message.sealedToken);
+    }
     return obj;
   },
 
@@ -3145,6 +3312,7 @@ export const RenewLongTermTokenResponse: MessageFns<RenewLongTermTokenResponse> 
     message.expiresAtMs = object.expiresAtMs ?? 0;
     message.version = object.version ?? 0;
     message.token = object.token ?? "";
+    message.sealedToken = object.sealedToken ?? new Uint8Array(0);
     return message;
   },
 };
@@ -4167,6 +4335,279 @@ export const MintAccessTokenResponse: MessageFns<MintAccessTokenResponse> = {
   },
 };
 
+function createBaseMintAccessTokensRequest(): MintAccessTokensRequest {
+  return { requests: [] };
+}
+
+export const MintAccessTokensRequest: MessageFns<MintAccessTokensRequest> = {
+  encode(message: MintAccessTokensRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.requests) {
+      MintAccessTokenRequest.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MintAccessTokensRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMintAccessTokensRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requests.push(MintAccessTokenRequest.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MintAccessTokensRequest {
+    return {
+      requests: globalThis.Array.isArray(object?.requests)
+        ? object.requests.map((e: any) => MintAccessTokenRequest.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: MintAccessTokensRequest): unknown {
+    const obj: any = {};
+    if (message.requests?.length) {
+      obj.requests = message.requests.map((e) => MintAccessTokenRequest.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MintAccessTokensRequest>, I>>(base?: I): MintAccessTokensRequest {
+    return MintAccessTokensRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MintAccessTokensRequest>, I>>(object: I): MintAccessTokensRequest {
+    const message = createBaseMintAccessTokensRequest();
+    message.requests = object.requests?.map((e) => MintAccessTokenRequest.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseMintAccessTokenResult(): MintAccessTokenResult {
+  return { token: undefined, errorStatus: "", errorReason: "", errorMessage: "" };
+}
+
+export const MintAccessTokenResult: MessageFns<MintAccessTokenResult> = {
+  encode(message: MintAccessTokenResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.token !== undefined) {
+      MintAccessTokenResponse.encode(message.token, writer.uint32(10).fork()).join();
+    }
+    if (message.errorStatus !== "") {
+      writer.uint32(18).string(message.errorStatus);
+    }
+    if (message.errorReason !== "") {
+      writer.uint32(26).string(message.errorReason);
+    }
+    if (message.errorMessage !== "") {
+      writer.uint32(34).string(message.errorMessage);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MintAccessTokenResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMintAccessTokenResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.token = MintAccessTokenResponse.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.errorStatus = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.errorReason = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.errorMessage = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MintAccessTokenResult {
+    return {
+      token: isSet(object.token) ? MintAccessTokenResponse.fromJSON(object.token) : undefined,
+      errorStatus: isSet(object.errorStatus)
+        ? globalThis.String(object.errorStatus)
+        : isSet(object.error_status)
+        ? globalThis.String(object.error_status)
+        : "",
+      errorReason: isSet(object.errorReason)
+        ? globalThis.String(object.errorReason)
+        : isSet(object.error_reason)
+        ? globalThis.String(object.error_reason)
+        : "",
+      errorMessage: isSet(object.errorMessage)
+        ? globalThis.String(object.errorMessage)
+        : isSet(object.error_message)
+        ? globalThis.String(object.error_message)
+        : "",
+    };
+  },
+
+  toJSON(message: MintAccessTokenResult): unknown {
+    const obj: any = {};
+    if (message.token !== undefined) {
+      obj.token = MintAccessTokenResponse.toJSON(message.token);
+    }
+    if (message.errorStatus !== "") {
+      obj.errorStatus = message.errorStatus;
+    }
+    if (message.errorReason !== "") {
+      obj.errorReason = message.errorReason;
+    }
+    if (message.errorMessage !== "") {
+      obj.errorMessage = message.errorMessage;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MintAccessTokenResult>, I>>(base?: I): MintAccessTokenResult {
+    return MintAccessTokenResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MintAccessTokenResult>, I>>(object: I): MintAccessTokenResult {
+    const message = createBaseMintAccessTokenResult();
+    message.token = (object.token !== undefined && object.token !== null)
+      ? MintAccessTokenResponse.fromPartial(object.token)
+      : undefined;
+    message.errorStatus = object.errorStatus ?? "";
+    message.errorReason = object.errorReason ?? "";
+    message.errorMessage = object.errorMessage ?? "";
+    return message;
+  },
+};
+
+function createBaseMintAccessTokensResponse(): MintAccessTokensResponse {
+  return { results: [] };
+}
+
+export const MintAccessTokensResponse: MessageFns<MintAccessTokensResponse> = {
+  encode(message: MintAccessTokensResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      MintAccessTokenResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MintAccessTokensResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMintAccessTokensResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(MintAccessTokenResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MintAccessTokensResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => MintAccessTokenResult.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: MintAccessTokensResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => MintAccessTokenResult.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MintAccessTokensResponse>, I>>(base?: I): MintAccessTokensResponse {
+    return MintAccessTokensResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MintAccessTokensResponse>, I>>(object: I): MintAccessTokensResponse {
+    const message = createBaseMintAccessTokensResponse();
+    message.results = object.results?.map((e) => MintAccessTokenResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 function createBaseMintIdentityTokenRequest(): MintIdentityTokenRequest {
   return { longTermToken: "", audience: "", vmId: "", hostId: "", format: "" };
 }
@@ -4566,8 +5007,214 @@ export const GetJwksResponse: MessageFns<GetJwksResponse> = {
   },
 };
 
+function createBaseOpenHostSessionRequest(): OpenHostSessionRequest {
+  return { requestId: "", hostId: "" };
+}
+
+export const OpenHostSessionRequest: MessageFns<OpenHostSessionRequest> = {
+  encode(message: OpenHostSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.hostId !== "") {
+      writer.uint32(18).string(message.hostId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OpenHostSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOpenHostSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OpenHostSessionRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+    };
+  },
+
+  toJSON(message: OpenHostSessionRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OpenHostSessionRequest>, I>>(base?: I): OpenHostSessionRequest {
+    return OpenHostSessionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OpenHostSessionRequest>, I>>(object: I): OpenHostSessionRequest {
+    const message = createBaseOpenHostSessionRequest();
+    message.requestId = object.requestId ?? "";
+    message.hostId = object.hostId ?? "";
+    return message;
+  },
+};
+
+function createBaseOpenHostSessionResponse(): OpenHostSessionResponse {
+  return { keyId: "", sealedKey: new Uint8Array(0), expiresAtMs: 0 };
+}
+
+export const OpenHostSessionResponse: MessageFns<OpenHostSessionResponse> = {
+  encode(message: OpenHostSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.keyId !== "") {
+      writer.uint32(10).string(message.keyId);
+    }
+    if (message.sealedKey.length !== 0) {
+      writer.uint32(18).bytes(message.sealedKey);
+    }
+    if (message.expiresAtMs !== 0) {
+      writer.uint32(24).int64(message.expiresAtMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OpenHostSessionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOpenHostSessionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.keyId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sealedKey = reader.bytes();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.expiresAtMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OpenHostSessionResponse {
+    return {
+      keyId: isSet(object.keyId)
+        ? globalThis.String(object.keyId)
+        : isSet(object.key_id)
+        ? globalThis.String(object.key_id)
+        : "",
+      sealedKey: isSet(object.sealedKey)
+        ? bytesFromBase64(object.sealedKey)
+        : isSet(object.sealed_key)
+        ? bytesFromBase64(object.sealed_key)
+        : new Uint8Array(0),
+      expiresAtMs: isSet(object.expiresAtMs)
+        ? globalThis.Number(object.expiresAtMs)
+        : isSet(object.expires_at_ms)
+        ? globalThis.Number(object.expires_at_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: OpenHostSessionResponse): unknown {
+    const obj: any = {};
+    if (message.keyId !== "") {
+      obj.keyId = message.keyId;
+    }
+    if (message.sealedKey.length !== 0) {
+      obj.sealedKey = base64FromBytes(message.sealedKey);
+    }
+    if (message.expiresAtMs !== 0) {
+      obj.expiresAtMs = Math.round(message.expiresAtMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OpenHostSessionResponse>, I>>(base?: I): OpenHostSessionResponse {
+    return OpenHostSessionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OpenHostSessionResponse>, I>>(object: I): OpenHostSessionResponse {
+    const message = createBaseOpenHostSessionResponse();
+    message.keyId = object.keyId ?? "";
+    message.sealedKey = object.sealedKey ?? new Uint8Array(0);
+    message.expiresAtMs = object.expiresAtMs ?? 0;
+    return message;
+  },
+};
+
 function createBaseWatchTokenUpdatesRequest(): WatchTokenUpdatesRequest {
-  return { hostId: "", afterSeq: 0, replicaId: "" };
+  return { hostId: "", afterSeq: 0, replicaId: "", held: [] };
 }
 
 export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
@@ -4580,6 +5227,9 @@ export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
     }
     if (message.replicaId !== "") {
       writer.uint32(26).string(message.replicaId);
+    }
+    for (const v of message.held) {
+      HeldToken.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -4621,6 +5271,14 @@ export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
             message.replicaId = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.held.push(HeldToken.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4650,6 +5308,7 @@ export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
         : isSet(object.replica_id)
         ? globalThis.String(object.replica_id)
         : "",
+      held: globalThis.Array.isArray(object?.held) ? object.held.map((e: any) => HeldToken.fromJSON(e)) : [],
     };
   },
 
@@ -4664,6 +5323,9 @@ export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
     if (message.replicaId !== "") {
       obj.replicaId = message.replicaId;
     }
+    if (message.held?.length) {
+      obj.held = message.held.map((e) => HeldToken.toJSON(e));
+    }
     return obj;
   },
 
@@ -4675,6 +5337,148 @@ export const WatchTokenUpdatesRequest: MessageFns<WatchTokenUpdatesRequest> = {
     message.hostId = object.hostId ?? "";
     message.afterSeq = object.afterSeq ?? 0;
     message.replicaId = object.replicaId ?? "";
+    message.held = object.held?.map((e) => HeldToken.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseHeldToken(): HeldToken {
+  return { accessor: "", serviceAccount: "", scopes: [], version: 0, vmIds: [] };
+}
+
+export const HeldToken: MessageFns<HeldToken> = {
+  encode(message: HeldToken, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accessor !== "") {
+      writer.uint32(10).string(message.accessor);
+    }
+    if (message.serviceAccount !== "") {
+      writer.uint32(18).string(message.serviceAccount);
+    }
+    for (const v of message.scopes) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.version !== 0) {
+      writer.uint32(32).int64(message.version);
+    }
+    for (const v of message.vmIds) {
+      writer.uint32(42).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HeldToken {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHeldToken();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accessor = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.serviceAccount = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.scopes.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.version = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.vmIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HeldToken {
+    return {
+      accessor: isSet(object.accessor) ? globalThis.String(object.accessor) : "",
+      serviceAccount: isSet(object.serviceAccount)
+        ? globalThis.String(object.serviceAccount)
+        : isSet(object.service_account)
+        ? globalThis.String(object.service_account)
+        : "",
+      scopes: globalThis.Array.isArray(object?.scopes) ? object.scopes.map((e: any) => globalThis.String(e)) : [],
+      version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      vmIds: globalThis.Array.isArray(object?.vmIds)
+        ? object.vmIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.vm_ids)
+        ? object.vm_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: HeldToken): unknown {
+    const obj: any = {};
+    if (message.accessor !== "") {
+      obj.accessor = message.accessor;
+    }
+    if (message.serviceAccount !== "") {
+      obj.serviceAccount = message.serviceAccount;
+    }
+    if (message.scopes?.length) {
+      obj.scopes = message.scopes;
+    }
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
+    if (message.vmIds?.length) {
+      obj.vmIds = message.vmIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HeldToken>, I>>(base?: I): HeldToken {
+    return HeldToken.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HeldToken>, I>>(object: I): HeldToken {
+    const message = createBaseHeldToken();
+    message.accessor = object.accessor ?? "";
+    message.serviceAccount = object.serviceAccount ?? "";
+    message.scopes = object.scopes?.map((e) => e) || [];
+    message.version = object.version ?? 0;
+    message.vmIds = object.vmIds?.map((e) => e) || [];
     return message;
   },
 };
@@ -5067,7 +5871,7 @@ export const HeldAccount: MessageFns<HeldAccount> = {
 };
 
 function createBaseVmAccount(): VmAccount {
-  return { email: "", scopes: [], longTermToken: "", info: undefined };
+  return { email: "", scopes: [], longTermToken: "", info: undefined, sealedLongTermToken: new Uint8Array(0) };
 }
 
 export const VmAccount: MessageFns<VmAccount> = {
@@ -5083,6 +5887,9 @@ export const VmAccount: MessageFns<VmAccount> = {
     }
     if (message.info !== undefined) {
       LongTermTokenInfo.encode(message.info, writer.uint32(34).fork()).join();
+    }
+    if (message.sealedLongTermToken.length !== 0) {
+      writer.uint32(42).bytes(message.sealedLongTermToken);
     }
     return writer;
   },
@@ -5132,6 +5939,14 @@ export const VmAccount: MessageFns<VmAccount> = {
             message.info = LongTermTokenInfo.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.sealedLongTermToken = reader.bytes();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5154,6 +5969,11 @@ export const VmAccount: MessageFns<VmAccount> = {
         ? globalThis.String(object.long_term_token)
         : "",
       info: isSet(object.info) ? LongTermTokenInfo.fromJSON(object.info) : undefined,
+      sealedLongTermToken: isSet(object.sealedLongTermToken)
+        ? bytesFromBase64(object.sealedLongTermToken)
+        : isSet(object.sealed_long_term_token)
+        ? bytesFromBase64(object.sealed_long_term_token)
+        : new Uint8Array(0),
     };
   },
 
@@ -5171,6 +5991,9 @@ export const VmAccount: MessageFns<VmAccount> = {
     if (message.info !== undefined) {
       obj.info = LongTermTokenInfo.toJSON(message.info);
     }
+    if (message.sealedLongTermToken.length !== 0) {
+      obj.sealedLongTermToken = base64FromBytes(message.sealedLongTermToken);
+    }
     return obj;
   },
 
@@ -5185,6 +6008,7 @@ export const VmAccount: MessageFns<VmAccount> = {
     message.info = (object.info !== undefined && object.info !== null)
       ? LongTermTokenInfo.fromPartial(object.info)
       : undefined;
+    message.sealedLongTermToken = object.sealedLongTermToken ?? new Uint8Array(0);
     return message;
   },
 };
@@ -5737,6 +6561,127 @@ export const DetachVmResponse: MessageFns<DetachVmResponse> = {
   },
 };
 
+function createBaseListHeldTokensRequest(): ListHeldTokensRequest {
+  return {};
+}
+
+export const ListHeldTokensRequest: MessageFns<ListHeldTokensRequest> = {
+  encode(_: ListHeldTokensRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHeldTokensRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHeldTokensRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListHeldTokensRequest {
+    return {};
+  },
+
+  toJSON(_: ListHeldTokensRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListHeldTokensRequest>, I>>(base?: I): ListHeldTokensRequest {
+    return ListHeldTokensRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListHeldTokensRequest>, I>>(_: I): ListHeldTokensRequest {
+    const message = createBaseListHeldTokensRequest();
+    return message;
+  },
+};
+
+function createBaseListHeldTokensResponse(): ListHeldTokensResponse {
+  return { tokens: [] };
+}
+
+export const ListHeldTokensResponse: MessageFns<ListHeldTokensResponse> = {
+  encode(message: ListHeldTokensResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.tokens) {
+      HeldToken.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHeldTokensResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHeldTokensResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tokens.push(HeldToken.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListHeldTokensResponse {
+    return {
+      tokens: globalThis.Array.isArray(object?.tokens) ? object.tokens.map((e: any) => HeldToken.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListHeldTokensResponse): unknown {
+    const obj: any = {};
+    if (message.tokens?.length) {
+      obj.tokens = message.tokens.map((e) => HeldToken.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListHeldTokensResponse>, I>>(base?: I): ListHeldTokensResponse {
+    return ListHeldTokensResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListHeldTokensResponse>, I>>(object: I): ListHeldTokensResponse {
+    const message = createBaseListHeldTokensResponse();
+    message.tokens = object.tokens?.map((e) => HeldToken.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /**
  * Served by the server: the token authority (service accounts, long-term and short-term
  * tokens, JWKS) and the push channel of token updates to agents.
@@ -5945,6 +6890,22 @@ export const TokenServiceService = {
     responseDeserialize: (value: Buffer): MintAccessTokenResponse => MintAccessTokenResponse.decode(value),
   },
   /**
+   * Several MintAccessToken requests in one call (at most 64), each answered on its own: the
+   * agent sends the mints that queue up while one call is in flight together, so the call
+   * signature and the round trip are paid once per batch rather than once per token.
+   */
+  mintAccessTokens: {
+    path: "/trustplane.token.v1.TokenService/MintAccessTokens" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MintAccessTokensRequest): Buffer =>
+      Buffer.from(MintAccessTokensRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MintAccessTokensRequest => MintAccessTokensRequest.decode(value),
+    responseSerialize: (value: MintAccessTokensResponse): Buffer =>
+      Buffer.from(MintAccessTokensResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MintAccessTokensResponse => MintAccessTokensResponse.decode(value),
+  },
+  /**
    * An identity token (OIDC-style JWT) whose audience the guest chooses, as GCE's
    * identity?audience= endpoint.
    */
@@ -5971,6 +6932,24 @@ export const TokenServiceService = {
     requestDeserialize: (value: Buffer): GetJwksRequest => GetJwksRequest.decode(value),
     responseSerialize: (value: GetJwksResponse): Buffer => Buffer.from(GetJwksResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetJwksResponse => GetJwksResponse.decode(value),
+  },
+  /**
+   * A host's mint session: after this one call signed with its Ed25519 host key, the agent
+   * signs its mint calls with a symmetric HMAC-SHA256 key (seconds of CPU saved per thousand
+   * mints). The key is generated here, registered for host:<id>, sealed to the host's X25519
+   * key (HPKE) so only that host can use it, and revoked when it expires. A session key
+   * cannot open another session.
+   */
+  openHostSession: {
+    path: "/trustplane.token.v1.TokenService/OpenHostSession" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: OpenHostSessionRequest): Buffer =>
+      Buffer.from(OpenHostSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): OpenHostSessionRequest => OpenHostSessionRequest.decode(value),
+    responseSerialize: (value: OpenHostSessionResponse): Buffer =>
+      Buffer.from(OpenHostSessionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): OpenHostSessionResponse => OpenHostSessionResponse.decode(value),
   },
   /**
    * Versioned updates for the long-term tokens a host holds: rotations, revocations and
@@ -6038,6 +7017,12 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    */
   mintAccessToken: handleUnaryCall<MintAccessTokenRequest, MintAccessTokenResponse>;
   /**
+   * Several MintAccessToken requests in one call (at most 64), each answered on its own: the
+   * agent sends the mints that queue up while one call is in flight together, so the call
+   * signature and the round trip are paid once per batch rather than once per token.
+   */
+  mintAccessTokens: handleUnaryCall<MintAccessTokensRequest, MintAccessTokensResponse>;
+  /**
    * An identity token (OIDC-style JWT) whose audience the guest chooses, as GCE's
    * identity?audience= endpoint.
    */
@@ -6047,6 +7032,14 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    * token they signed has expired. Also served over HTTP at /.well-known/jwks.json.
    */
   getJwks: handleUnaryCall<GetJwksRequest, GetJwksResponse>;
+  /**
+   * A host's mint session: after this one call signed with its Ed25519 host key, the agent
+   * signs its mint calls with a symmetric HMAC-SHA256 key (seconds of CPU saved per thousand
+   * mints). The key is generated here, registered for host:<id>, sealed to the host's X25519
+   * key (HPKE) so only that host can use it, and revoked when it expires. A session key
+   * cannot open another session.
+   */
+  openHostSession: handleUnaryCall<OpenHostSessionRequest, OpenHostSessionResponse>;
   /**
    * Versioned updates for the long-term tokens a host holds: rotations, revocations and
    * account changes, pushed to the host's agent (any replica, via LISTEN/NOTIFY).
@@ -6327,6 +7320,26 @@ export interface TokenServiceClient extends Client {
     callback: (error: ServiceError | null, response: MintAccessTokenResponse) => void,
   ): ClientUnaryCall;
   /**
+   * Several MintAccessToken requests in one call (at most 64), each answered on its own: the
+   * agent sends the mints that queue up while one call is in flight together, so the call
+   * signature and the round trip are paid once per batch rather than once per token.
+   */
+  mintAccessTokens(
+    request: MintAccessTokensRequest,
+    callback: (error: ServiceError | null, response: MintAccessTokensResponse) => void,
+  ): ClientUnaryCall;
+  mintAccessTokens(
+    request: MintAccessTokensRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: MintAccessTokensResponse) => void,
+  ): ClientUnaryCall;
+  mintAccessTokens(
+    request: MintAccessTokensRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: MintAccessTokensResponse) => void,
+  ): ClientUnaryCall;
+  /**
    * An identity token (OIDC-style JWT) whose audience the guest chooses, as GCE's
    * identity?audience= endpoint.
    */
@@ -6363,6 +7376,28 @@ export interface TokenServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetJwksResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * A host's mint session: after this one call signed with its Ed25519 host key, the agent
+   * signs its mint calls with a symmetric HMAC-SHA256 key (seconds of CPU saved per thousand
+   * mints). The key is generated here, registered for host:<id>, sealed to the host's X25519
+   * key (HPKE) so only that host can use it, and revoked when it expires. A session key
+   * cannot open another session.
+   */
+  openHostSession(
+    request: OpenHostSessionRequest,
+    callback: (error: ServiceError | null, response: OpenHostSessionResponse) => void,
+  ): ClientUnaryCall;
+  openHostSession(
+    request: OpenHostSessionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: OpenHostSessionResponse) => void,
+  ): ClientUnaryCall;
+  openHostSession(
+    request: OpenHostSessionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: OpenHostSessionResponse) => void,
   ): ClientUnaryCall;
   /**
    * Versioned updates for the long-term tokens a host holds: rotations, revocations and
@@ -6427,6 +7462,22 @@ export const TokenAgentServiceService = {
     responseSerialize: (value: DetachVmResponse): Buffer => Buffer.from(DetachVmResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DetachVmResponse => DetachVmResponse.decode(value),
   },
+  /**
+   * The long-term tokens this host holds (accessors and versions, never secrets), so the VM
+   * manager can send held_version and another VM with the same (account, scopes) joins the
+   * token without forcing a rotation.
+   */
+  listHeldTokens: {
+    path: "/trustplane.token.v1.TokenAgentService/ListHeldTokens" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListHeldTokensRequest): Buffer =>
+      Buffer.from(ListHeldTokensRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListHeldTokensRequest => ListHeldTokensRequest.decode(value),
+    responseSerialize: (value: ListHeldTokensResponse): Buffer =>
+      Buffer.from(ListHeldTokensResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListHeldTokensResponse => ListHeldTokensResponse.decode(value),
+  },
 } as const;
 
 export interface TokenAgentServiceServer extends UntypedServiceImplementation {
@@ -6436,6 +7487,12 @@ export interface TokenAgentServiceServer extends UntypedServiceImplementation {
   updateVmAccounts: handleUnaryCall<UpdateVmAccountsRequest, UpdateVmAccountsResponse>;
   /** Stops the VM's authorization process and forgets its tokens. */
   detachVm: handleUnaryCall<DetachVmRequest, DetachVmResponse>;
+  /**
+   * The long-term tokens this host holds (accessors and versions, never secrets), so the VM
+   * manager can send held_version and another VM with the same (account, scopes) joins the
+   * token without forcing a rotation.
+   */
+  listHeldTokens: handleUnaryCall<ListHeldTokensRequest, ListHeldTokensResponse>;
 }
 
 export interface TokenAgentServiceClient extends Client {
@@ -6486,6 +7543,26 @@ export interface TokenAgentServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DetachVmResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The long-term tokens this host holds (accessors and versions, never secrets), so the VM
+   * manager can send held_version and another VM with the same (account, scopes) joins the
+   * token without forcing a rotation.
+   */
+  listHeldTokens(
+    request: ListHeldTokensRequest,
+    callback: (error: ServiceError | null, response: ListHeldTokensResponse) => void,
+  ): ClientUnaryCall;
+  listHeldTokens(
+    request: ListHeldTokensRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListHeldTokensResponse) => void,
+  ): ClientUnaryCall;
+  listHeldTokens(
+    request: ListHeldTokensRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListHeldTokensResponse) => void,
   ): ClientUnaryCall;
 }
 
