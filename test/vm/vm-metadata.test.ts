@@ -70,7 +70,10 @@ describe.skipIf(!rootWithTools)("VM metadata endpoint", () => {
       expect(body.expires_in).toBeGreaterThan(300);
       const claims = JSON.parse(Buffer.from(body.access_token.split(".")[1]!, "base64url").toString()) as Record<string, unknown>;
       expect(claims).toMatchObject({ sub: email, scope: "storage.read", tp_vm: vmId, tp_host: "dev-host-1" });
-      // The long-term secret never entered the guest: not in its files, not in its environment.
+      // The long-term secret never entered the guest: not in its files, not in its environment
+      // (written by the guest just after the token).
+      const envFile = path.join(path.dirname(out), "env");
+      for (let i = 0; i < 100 && !existsSync(envFile); i++) await new Promise((r) => setTimeout(r, 50));
       const guestText = readFileSync(out, "utf8") + readFileSync(path.join(path.dirname(out), "env"), "utf8");
       expect(guestText).not.toMatch(/tplt_/);
     } finally {

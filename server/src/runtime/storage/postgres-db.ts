@@ -37,7 +37,10 @@ export class PostgresDb implements SqlDb {
   readonly dialect = "postgres" as const;
   readonly pool: pg.Pool;
   readonly schema: string | undefined;
-  private readonly tx = new AsyncLocalStorage<pg.PoolClient>();
+  // The transaction an async context belongs to. Work spawned inside one (a timer, a
+  // fire-and-forget promise) inherits the context but may run after it ended, when its client
+  // is back in the pool serving someone else: `open` turns false and such work uses the pool.
+  private readonly tx = new AsyncLocalStorage<{ client: pg.PoolClient; open: boolean }>();
   private readonly sqlCache = new Map<string, string>();
   private logger: Logger | undefined;
 
@@ -76,7 +79,8 @@ export class PostgresDb implements SqlDb {
   }
 
   private async query<T>(sql: string, params?: unknown[]): Promise<pg.QueryResult<T & pg.QueryResultRow>> {
-    const client = this.tx.getStore();
+    const store = this.tx.getStore();
+    const client = store?.open ? store.client : undefined;
     const text = this.text(sql);
     return client ? client.query<T & pg.QueryResultRow>(text, values(params)) : this.pool.query<T & pg.QueryResultRow>(text, values(params));
   }
@@ -94,7 +98,7 @@ export class PostgresDb implements SqlDb {
   }
 
   async transaction<T>(fn: (tx: SqlDb) => Promise<T>): Promise<T> {
-    if (this.tx.getStore()) return fn(this);
+    if (this.tx.getStore()?.open) return fn(this);
     const client = await this.pool.connect();
     try {
       await client.query("BEGIN");
@@ -104,7 +108,13 @@ export class PostgresDb implements SqlDb {
     }
     let broken: Error | undefined;
     try {
-      const result = await this.tx.run(client, () => fn(this));
+      const context = { client, open: true };
+      let result: T;
+      try {
+        result = await this.tx.run(context, () => fn(this));
+      } finally {
+        context.open = false;
+      }
       await client.query("COMMIT");
       return result;
     } catch (e) {

@@ -80,7 +80,10 @@ export class SqliteDb implements SqlDb {
   private readonly writerStatements: StatementCache;
   private readonly readerStatements: StatementCache | undefined;
   private readonly mutex = new AsyncMutex();
-  private readonly inTx = new AsyncLocalStorage<boolean>();
+  // The transaction an async context belongs to. Work spawned inside one (a timer, a
+  // fire-and-forget promise) inherits the context but may run after it ended: `open` turns
+  // false at the end, and such work then takes the writer lock like anyone else.
+  private readonly txContext = new AsyncLocalStorage<{ open: boolean }>();
 
   constructor(readonly file: string) {
     if (file !== ":memory:") {
@@ -97,9 +100,13 @@ export class SqliteDb implements SqlDb {
     }
   }
 
+  private inTx(): boolean {
+    return this.txContext.getStore()?.open === true;
+  }
+
   /** Runs a statement with the writer lock held (or inside the current transaction). */
   private async write<T>(fn: (st: StatementCache) => T): Promise<T> {
-    if (this.inTx.getStore()) return fn(this.writerStatements);
+    if (this.inTx()) return fn(this.writerStatements);
     const release = await this.mutex.lock();
     try {
       return await busyRetry(() => fn(this.writerStatements));
@@ -110,7 +117,7 @@ export class SqliteDb implements SqlDb {
 
   /** Reads committed data: on the reader when it is a pure read, else as a write. */
   private async read<T>(sql: string, fn: (st: Database.Statement) => T): Promise<T> {
-    if (this.inTx.getStore()) return fn(this.writerStatements.get(sql));
+    if (this.inTx()) return fn(this.writerStatements.get(sql));
     if (this.readerStatements) {
       const st = this.readerStatements.get(sql);
       // INSERT … RETURNING and friends come through all()/get() too: they must write.
@@ -137,13 +144,19 @@ export class SqliteDb implements SqlDb {
   }
 
   async transaction<T>(fn: (tx: SqlDb) => Promise<T>): Promise<T> {
-    if (this.inTx.getStore()) return fn(this);
+    if (this.inTx()) return fn(this);
     const release = await this.mutex.lock();
     try {
       // IMMEDIATE takes the write lock now, so a second process cannot make us fail mid-way.
       await busyRetry(() => this.writer.exec("BEGIN IMMEDIATE"));
       try {
-        const result = await this.inTx.run(true, () => fn(this));
+        const context = { open: true };
+        let result: T;
+        try {
+          result = await this.txContext.run(context, () => fn(this));
+        } finally {
+          context.open = false;
+        }
         this.writer.exec("COMMIT");
         return result;
       } catch (e) {
