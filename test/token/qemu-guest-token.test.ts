@@ -60,6 +60,8 @@ describe.skipIf(!ready)("a QEMU guest's own busybox wget at 169.254.169.254", ()
     chmodSync(path.join(overlay, "init"), 0o755);
     const cpio = execFileSync("/bin/sh", ["-c", "echo init | busybox cpio -o -H newc 2>/dev/null | gzip -6"], { cwd: overlay });
     copyFileSync(kernel, path.join(guestDir, "vmlinuz"));
+    // The driver rebuilds a guest whose manifest does not name the current GUEST_VERSION.
+    copyFileSync(path.join(path.dirname(initrd), "manifest"), path.join(guestDir, "manifest"));
     writeFileSync(path.join(guestDir, "initramfs.cpio.gz"), Buffer.concat([readFileSync(initrd), cpio]));
     const accel = path.join(base.guestDir, "accelerator.json");
     if (existsSync(accel)) copyFileSync(accel, path.join(guestDir, "accelerator.json"));
