@@ -20,7 +20,7 @@ import type { ResolvedKey } from "../../server/src/runtime/auth/key-resolver.js"
 import { MemoryNonceStore } from "../../server/src/runtime/auth/memory-nonce-store.js";
 import { RulePolicyEngine, type PrincipalPolicy } from "../../server/src/runtime/auth/policy-engine.js";
 import { MemoryIdempotencyStore } from "../../server/src/runtime/auth/idempotency-store.js";
-import { bindService, type DeniedCall } from "../../server/src/runtime/auth/service-binder.js";
+import { bindService, messageAuthenticated, type DeniedCall } from "../../server/src/runtime/auth/service-binder.js";
 import { createLogger } from "../../server/src/runtime/logger.js";
 
 const echoCodec = {
@@ -113,9 +113,10 @@ export class Harness {
       repeat: async function* (req) {
         for (let i = 0; i < 3; i++) yield { message: `${req.message}#${i}`, principal: "", keyId: "", requestId: "" };
       },
-      chat: async function* (stream, ctx) {
+      // Declared message-authenticated for the test only: it echoes, and trusts nothing it reads.
+      chat: messageAuthenticated(async function* (stream, ctx) {
         for await (const m of stream) yield { message: m.message.toUpperCase(), principal: ctx.caller.principal, keyId: "", requestId: "" };
-      },
+      }),
     }, runtime);
     bindService(this.server, NotYetVmService, {}, runtime);
     const port = await new Promise<number>((resolve, reject) =>

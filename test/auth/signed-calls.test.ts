@@ -13,6 +13,10 @@ import { SignedEnvelope } from "../../sdk/src/gen/trustplane/auth/v1/auth.js";
 import * as authV1 from "../../sdk/src/gen/trustplane/auth/v1/service.js";
 import { AuthServiceService, EchoRequest } from "../../sdk/src/gen/trustplane/auth/v1/service.js";
 import { ECHO, Harness, NotYetVmService, StreamTestService, WHOAMI, reasonOf, signedMetadata } from "./signed-call-harness.js";
+import { CallVerifier } from "../../server/src/runtime/auth/call-verifier.js";
+import { MemoryNonceStore } from "../../server/src/runtime/auth/memory-nonce-store.js";
+import { bindService, messageAuthenticated } from "../../server/src/runtime/auth/service-binder.js";
+import { createLogger } from "../../server/src/runtime/logger.js";
 
 const alice = generateSigningKey();
 let h: Harness;
@@ -307,6 +311,13 @@ describe("binder behaviour", () => {
     for await (const m of chat) replies.push(`${m.message}/${m.principal}`);
     expect(replies).toEqual(["ONE/alice", "TWO/alice"]);
     client.close();
+  });
+
+  it("refuses to bind a bidi handler that does not authenticate the messages after the first", () => {
+    const runtime = { verifier: new CallVerifier({ keys: { resolve: async () => undefined }, caKeys: () => [], nonces: new MemoryNonceStore(), policy: { authorize: async () => true } }), logger: createLogger({ level: "silent" }) };
+    const chat = async function* () {};
+    expect(() => bindService(new grpc.Server(), StreamTestService, { chat }, runtime)).toThrow(expect.objectContaining({ reason: "STREAM_NOT_AUTHENTICATED" }));
+    expect(() => bindService(new grpc.Server(), StreamTestService, { chat: messageAuthenticated(chat) }, runtime)).not.toThrow();
   });
 
   it("rejections reach streaming callers as TrustplaneError", async () => {

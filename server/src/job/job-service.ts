@@ -3,14 +3,15 @@
 // Behaviour lives in SessionManager and JobManager; this file maps requests to them.
 import { TrustplaneError } from "../../../sdk/src/errors.js";
 import type { JobServiceService } from "../../../sdk/src/gen/trustplane/job/v1/job.js";
-import type { Handlers } from "../runtime/auth/service-binder.js";
+import { messageAuthenticated, type Handlers } from "../runtime/auth/service-binder.js";
 import type { JobManager } from "./job-manager.js";
 import type { SessionManager } from "./job-session.js";
 
 export function createJobHandlers(deps: { sessions: SessionManager; jobs: JobManager }): Handlers<typeof JobServiceService> {
   const { sessions, jobs } = deps;
   return {
-    openSession: (stream, ctx) => sessions.open(stream, ctx),
+    // Every message after the handshake is a frame sealed under the session's keys.
+    openSession: messageAuthenticated((stream, ctx) => sessions.open(stream, ctx)),
     async createJobVm(req, ctx) {
       return { jobVm: await jobs.createJobVm(req, ctx.caller, ctx.requestId) };
     },

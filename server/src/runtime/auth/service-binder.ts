@@ -187,6 +187,22 @@ class CallRecord {
  * Registers every method of `service`; methods without a handler answer UNIMPLEMENTED naming
  * the area. Handlers receive decoded requests only after the call verified.
  */
+const MESSAGE_AUTHENTICATED = Symbol("trustplane.messageAuthenticated");
+
+/**
+ * Marks a bidirectional-streaming handler that authenticates every message after the first
+ * itself (e.g. the job session's sealed frames). The call signature covers a bidi stream's
+ * first message only — its later messages cannot be signed up front — so bindService refuses
+ * a bidi handler without this mark rather than let unauthenticated messages through.
+ *
+ * ```ts
+ * openSession: messageAuthenticated((stream, ctx) => sessions.open(stream, ctx)),
+ * ```
+ */
+export function messageAuthenticated<F extends (...args: any[]) => any>(handler: F): F {
+  return Object.assign(handler, { [MESSAGE_AUTHENTICATED]: true });
+}
+
 export function bindService<S extends Record<string, MethodDef>>(
   server: grpc.Server,
   service: S,
@@ -204,6 +220,13 @@ export function bindService<S extends Record<string, MethodDef>>(
       responseDeserialize: (b: Buffer) => b,
     } as grpc.MethodDefinition<Buffer, Buffer>;
     const handler = (handlers as Record<string, ((...args: any[]) => any) | undefined>)[name];
+    if (handler && def.requestStream && def.responseStream && !(handler as unknown as Record<symbol, unknown>)[MESSAGE_AUTHENTICATED]) {
+      throw new TrustplaneError(
+        "FAILED_PRECONDITION",
+        "STREAM_NOT_AUTHENTICATED",
+        `${def.path} is bidirectional: the call signature covers its first message only, so its handler must authenticate the later ones and be wrapped in messageAuthenticated()`,
+      );
+    }
     impls[name] = makeImpl(def, handler, runtime);
   }
   server.addService(rawDefs as grpc.ServiceDefinition, impls);
