@@ -1,5 +1,6 @@
 // Wiring for `trustplane server`: storage, keys, the call verifier and every service on one
 // gRPC server. Only wiring lives here; behaviour lives in the areas and in runtime/.
+import { SealedIdempotencyStore, idempotencyKey } from "../runtime/auth/sealed-idempotency-store.js";
 import { AuditCheckpointer, formatHead, readCheckpoint } from "../runtime/storage/audit-checkpoint.js";
 import type { JsonWebKey } from "node:crypto";
 import type * as grpc from "@grpc/grpc-js";
@@ -121,7 +122,8 @@ export async function startServer(config: Config, logger: Logger, options: { adm
       verifier,
       logger,
       publicMethods: new Set([AuthServiceService.joinHost.path]),
-      idempotency: storage.idempotency,
+      // Stored responses may carry secrets (tokens issued to an admin): sealed at rest.
+      idempotency: new SealedIdempotencyStore(storage.idempotency, idempotencyKey(Buffer.from(String(exportPrivateJwk(keys.ca).d), "base64url"))),
       onDenied: async (e) => {
         await storage.audit
           .append({ principal: e.principal ?? "(unauthenticated)", action: `call.denied`, target: e.method, outcome: e.reason, requestId: e.requestId, detail: e.keyId ? { keyId: e.keyId } : {} })
