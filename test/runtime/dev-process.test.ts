@@ -11,6 +11,7 @@ import { exportPrivateJwk, generateSigningKey } from "../../sdk/src/auth/index.j
 import { createClient } from "../../sdk/src/client/create-client.js";
 import { TrustplaneError } from "../../sdk/src/errors.js";
 import { AuthServiceService } from "../../sdk/src/gen/trustplane/auth/v1/service.js";
+import { PolicyEffect } from "../../sdk/src/gen/trustplane/auth/v1/service.js";
 import { startAgent } from "../../server/src/processes/agent-process.js";
 import { createLogger } from "../../server/src/runtime/logger.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
@@ -123,6 +124,25 @@ describe("trustplane dev", () => {
     client.close();
     expect(services).toContain("trustplane.auth.v1.AuthService");
     expect(services).toContain("grpc.health.v1.Health");
+  });
+
+  it("applies a policy change to the very next call (the per-call policy read is cached, and invalidated)", async () => {
+    const admin = createClient(AuthServiceService, env.dev.server.address, { key: env.admin });
+    const pat = generateSigningKey("Ed25519");
+    const asPat = createClient(AuthServiceService, env.dev.server.address, { key: pat });
+    try {
+      await admin.createPrincipal({ requestId: "pat-p", name: "pat", kind: "user" });
+      await admin.addKey({ requestId: "pat-k", principal: "pat", jwk: JSON.stringify(pat.publicJwk) });
+      const list = () => asPat.listPrincipals({ pageSize: 10, pageToken: "" });
+      expect((await refused(list())).reason).toBe("POLICY_DENIED");
+      await admin.setPolicy({ requestId: "pat-allow", principal: "pat", policy: { rules: [{ methods: [AuthServiceService.listPrincipals.path], effect: PolicyEffect.POLICY_EFFECT_ALLOW }] } });
+      expect((await list()).principals.length).toBeGreaterThan(0);
+      await admin.setPolicy({ requestId: "pat-deny", principal: "pat", policy: { rules: [{ methods: [AuthServiceService.whoAmI.path], effect: PolicyEffect.POLICY_EFFECT_ALLOW }] } });
+      expect((await refused(list())).reason).toBe("POLICY_DENIED");
+    } finally {
+      admin.close();
+      asPat.close();
+    }
   });
 
   it("records every denied call in the audit log with its reason", async () => {

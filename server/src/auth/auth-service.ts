@@ -2,6 +2,7 @@
 // log. Implements the foundation's identity model: every key is a JWK named by its RFC 7638
 // thumbprint, every mutation is audited, hosts join with a one-time token plus proof of
 // possession of the key they register.
+import type { PrincipalCache } from "./principal-cache.js";
 import type { JsonWebKey } from "node:crypto";
 import { createHash, randomBytes } from "node:crypto";
 import {
@@ -41,6 +42,8 @@ export interface AuthServiceDeps {
   storage: Storage;
   ca: SigningKey;
   keyCache: KeyCache;
+  /** Invalidated when a principal or its policy changes here (the verifier's policy reads it). */
+  principalCache?: PrincipalCache;
   nonces: NonceStore;
   skewMs: number;
   now?: () => number;
@@ -149,6 +152,7 @@ export function createAuthHandlers(deps: AuthServiceDeps): Partial<Handlers<type
         await storage.principals.create(rec);
         await storage.audit.append({ principal: ctx.caller.principal, action: "principal.create", target: rec.name, outcome: "ok", requestId: ctx.requestId, detail: { kind, roles: rec.roles } });
       });
+      deps.principalCache?.invalidate(rec.name);
       return { principal: await principalMessage(rec) };
     },
 
@@ -206,6 +210,7 @@ export function createAuthHandlers(deps: AuthServiceDeps): Partial<Handlers<type
         await storage.principals.setPolicy(req.principal, policy);
         await storage.audit.append({ principal: ctx.caller.principal, action: "principal.set_policy", target: req.principal, outcome: "ok", requestId: ctx.requestId, detail: { rules: policy.rules.length } });
       });
+      deps.principalCache?.invalidate(req.principal);
       return { principal: await principalMessage({ ...rec, policy }) };
     },
 
@@ -261,6 +266,7 @@ export function createAuthHandlers(deps: AuthServiceDeps): Partial<Handlers<type
         }
         if (!(await storage.principals.get(principal))) {
           await storage.principals.create({ name: principal, kind: "host", roles: ["host"], policy: HOST_POLICY, createdAtMs: t });
+          deps.principalCache?.invalidate(principal);
         }
         if (!(await storage.keys.get(signing.keyId))) {
           await storage.keys.add({ keyId: signing.keyId, principal, algorithm: "Ed25519", jwk: host.signingJwk, createdAtMs: t });

@@ -1,5 +1,6 @@
 // Wiring for `trustplane server`: storage, keys, the call verifier and every service on one
 // gRPC server. Only wiring lives here; behaviour lives in the areas and in runtime/.
+import { PrincipalCache } from "../auth/principal-cache.js";
 import { SealedIdempotencyStore, idempotencyKey } from "../runtime/auth/sealed-idempotency-store.js";
 import { AuditCheckpointer, formatHead, readCheckpoint } from "../runtime/storage/audit-checkpoint.js";
 import type { JsonWebKey } from "node:crypto";
@@ -108,8 +109,9 @@ export async function startServer(config: Config, logger: Logger, options: { adm
     const nonceFile = path.join(config.dataDir, NONCE_SNAPSHOT_FILE);
     const memoryNonces = config.databaseUrl ? undefined : openNonceStore(nonceFile, logger);
     const nonces: NonceStore = memoryNonces ?? storage.nonces;
+    const principals = new PrincipalCache(storage);
     const policy = new RulePolicyEngine(async (principal) => {
-      const rec = await storage.principals.get(principal);
+      const rec = await principals.get(principal);
       // Hosts always get the current host policy, not the copy stored when they joined.
       return rec ? { roles: rec.roles, rules: [...AUTHENTICATED_BASELINE.rules, ...(rec.kind === "host" ? HOST_POLICY.rules : rec.policy.rules)] } : undefined;
     });
@@ -136,7 +138,7 @@ export async function startServer(config: Config, logger: Logger, options: { adm
       bound.add(service as grpc.ServiceDefinition);
       host.health.set(serviceName(service as grpc.ServiceDefinition), "SERVING");
     };
-    bind(AuthServiceService, createAuthHandlers({ storage, ca: keys.ca, keyCache, nonces, skewMs: config.skewSeconds * 1000 }));
+    bind(AuthServiceService, createAuthHandlers({ storage, ca: keys.ca, keyCache, principalCache: principals, nonces, skewMs: config.skewSeconds * 1000 }));
     let address = "";
     const blobs = new FsBlobStore(path.join(config.dataDir, "blobs"));
     // Temp files of uploads a previous run did not finish (crash, kill -9).
