@@ -13,7 +13,7 @@
 
 import { TrustplaneError } from "../errors.js";
 import { setupBaseRecipient, setupBaseSender } from "./hpke-context.js";
-import { checkRawKey } from "./x25519-keys.js";
+import { checkRawKey, isRecipientKey, type X25519PrivateKeyInput } from "./x25519-keys.js";
 
 export interface HpkeBinding {
   /** Application info bound into the key schedule (e.g. the signed request's digest). */
@@ -41,13 +41,14 @@ export function seal(recipientPublicKey: Uint8Array, plaintext: Uint8Array, bind
   }
 }
 
+/** Opens with the recipient's raw private key, or one imported once with importX25519RecipientKey. */
 export function open(
-  recipientPrivateKey: Uint8Array,
+  recipientPrivateKey: X25519PrivateKeyInput,
   enc: Uint8Array,
   ciphertext: Uint8Array,
   binding: HpkeBinding = {},
 ): Uint8Array {
-  checkRawKey(recipientPrivateKey, "recipientPrivateKey");
+  if (!isRecipientKey(recipientPrivateKey)) checkRawKey(recipientPrivateKey, "recipientPrivateKey");
   checkRawKey(enc, "enc");
   const { context, sharedSecret } = setupBaseRecipient(enc, recipientPrivateKey, binding.info ?? EMPTY);
   sharedSecret.fill(0);
