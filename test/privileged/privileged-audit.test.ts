@@ -142,7 +142,8 @@ describe("privileged audit on the host and the server", () => {
       const local = readFileSync(auditFile(), "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
       // Let the agent's own forwarding of earlier records settle first.
       for (let i = 0; i < 200 && (await serverAudit()).filter((r) => r.action.startsWith("privileged.")).length < local.length; i++) await new Promise((r) => setTimeout(r, 25));
-      const asRecord = (l: Record<string, unknown>) => HostAuditRecord.fromPartial({ ...l, prevHash: Buffer.from(l.prevHash as string, "hex"), hash: Buffer.from(l.hash as string, "hex") });
+      const asRecord = (l: Record<string, unknown>) =>
+        HostAuditRecord.fromPartial({ ...l, prevHash: Buffer.from(l.prevHash as string, "hex"), hash: Buffer.from(l.hash as string, "hex"), requestNonce: Buffer.from((l.requestNonce as string) ?? "", "hex") });
       const first = asRecord(local[0]!);
       const before = (await serverAudit()).length;
       const send = (records: HostAuditRecord[], id: string, hostId = HOST): Promise<unknown> =>

@@ -3,7 +3,7 @@
 // technician submits them and brings back sealed results it cannot open; the investigator
 // opens them and sees the host's signature verified.
 import { execFile } from "node:child_process";
-import { readdirSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -93,9 +93,12 @@ describe("trustplane privileged", () => {
     } finally {
       rogue.close();
     }
-    // Submitting the same file again is a replay.
+    // Submitting the same file again (a retry) gets the stored sealed result; nothing runs twice.
     const again = await tp("privileged", "submit", ...requests, "--key", f("technician.jwk"), "--cert", f("technician.cert"), "--agent", agent, "--out", f("results2"));
-    expect(again.stdout).toContain("refused: NONCE_REPLAYED");
+    expect(again.code, again.stderr + again.stdout).toBe(0);
+    expect(readFileSync(path.join(f("results2"), readdirSync(f("results2"))[0]!), "utf8")).toBe(readFileSync(results[0]!, "utf8"));
+    const audit = readFileSync(path.join(env.config.dataDir, "agent", "dev-host-1", "privileged-audit.jsonl"), "utf8");
+    expect(audit).toContain("answered with the stored outcome; not executed again");
   });
 
   it("gives each subcommand its own --help", async () => {
