@@ -15,6 +15,7 @@ import { SignedEnvelope } from "../../../sdk/src/gen/trustplane/auth/v1/auth.js"
 import { CallVerifier } from "../runtime/auth/call-verifier.js";
 import { MemoryNonceStore } from "../runtime/auth/memory-nonce-store.js";
 import { RulePolicyEngine } from "../runtime/auth/policy-engine.js";
+import { RestartFencedNonceStore } from "../runtime/auth/restart-fenced-nonce-store.js";
 import { bindService, type BindRuntime } from "../runtime/auth/service-binder.js";
 import type { Config } from "../runtime/config.js";
 import { GrpcServerHost } from "../runtime/grpc-server.js";
@@ -97,11 +98,13 @@ export async function startAgent(config: Config, logger: Logger): Promise<AgentH
   const logLevel = new LogLevelControl(logger);
   // CA keys arrive with the identity; until then no caller can be verified (UNKNOWN_KEY).
   const caKeys: VerificationKey[] = [];
+  // Call nonces live in memory; the fence refuses, after a restart, any the previous run may have seen.
+  const callNonces = RestartFencedNonceStore.open(new MemoryNonceStore(), path.join(stateDir, "call-nonce-fence"));
   // The agent knows no keys by id: every caller (the server, operators) presents a CA certificate.
   const verifier = new CallVerifier({
     keys: { resolve: async () => undefined },
     caKeys: () => caKeys,
-    nonces: new MemoryNonceStore(),
+    nonces: callNonces,
     // The server may call anything here. Any CA-certified caller may reach the privileged
     // executor, which then checks the signed request and both certificates itself.
     policy: new RulePolicyEngine(async (principal) =>
@@ -159,12 +162,14 @@ export async function startAgent(config: Config, logger: Logger): Promise<AgentH
       async shutdown() {
         await host.shutdown();
         for (const r of running) await r.stop().catch((e: Error) => logger.error({ err: e.message }, "area failed to stop"));
+        callNonces.close();
         logger.info({ hostId }, "trustplane agent stopped");
       },
     };
   } catch (e) {
     for (const r of running) await r.stop().catch(() => undefined);
     await host.shutdown();
+    callNonces.close();
     throw e;
   }
 }
