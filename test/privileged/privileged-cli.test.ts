@@ -2,32 +2,20 @@
 // investigator and a technician; the investigator signs sealed requests into files; the
 // technician submits them and brings back sealed results it cannot open; the investigator
 // opens them and sees the host's signature verified.
-import { execFile } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as grpc from "@grpc/grpc-js";
 import { generateSigningKey, signEnvelope } from "../../sdk/src/auth/index.js";
 import { generateX25519KeyPair } from "../../sdk/src/envelope/index.js";
 import { HostKeyBinding, HostKeysServiceService, type GetHostKeysResponse } from "../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
 import { HOST_KEY_BINDING_TYPE } from "../../sdk/src/privileged/index.js";
+import { runCli } from "../support/cli.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
 
-const run = promisify(execFile);
-const CLI = path.resolve("server/bin/trustplane.mjs");
 let env: DevEnv;
 let dir = "";
-
-async function tp(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run(process.execPath, [CLI, ...args], { env: { ...process.env, TRUSTPLANE_DATA_DIR: env.config.dataDir, TRUSTPLANE_SERVER: env.dev.server.address } });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
+const tp = (...args: string[]) => runCli(env, ...args);
 
 /** A HostKeysService that answers with a host binding signed by its own CA key (and offers that key). */
 async function rogueHostKeysServer(): Promise<{ address: string; close(): void }> {
