@@ -180,6 +180,46 @@ describe("the agent's audit file and forwarder", () => {
     expect(() => HostAuditFile.open(file)).toThrow(expect.objectContaining({ reason: "AUDIT_CHAIN_BROKEN" }));
   });
 
+  it("keeps the spent nonce of a record across a reopen, and reads files written before records had one", async () => {
+    const file = path.join(tmp, "n.jsonl");
+    const a = HostAuditFile.open(file);
+    await a.append(entry(1));
+    const nonce = new Uint8Array(16).fill(7);
+    await a.append({ ...entry(2), requestNonce: nonce, replayUntilMs: 1234 });
+    a.close();
+    // A line as the previous release wrote it: no requestNonce member at all.
+    const lines = readFileSync(file, "utf8").split("\n").filter(Boolean);
+    const old = JSON.parse(lines[0]!) as Record<string, unknown>;
+    delete old.requestNonce;
+    writeFileSync(file, [JSON.stringify(old), lines[1]!, ""].join("\n"));
+    const b = HostAuditFile.open(file);
+    const records = b.takeRecords();
+    expect(records.map((r) => [Buffer.from(r.requestNonce).toString("hex"), r.replayUntilMs])).toEqual([
+      ["", 0],
+      ["07".repeat(16), 1234],
+    ]);
+    expect((await b.append(entry(3))).seq).toBe(3);
+    b.close();
+  });
+
+  it("forwards a burst of records in one call", async () => {
+    const log = HostAuditFile.open(path.join(tmp, "burst.jsonl"));
+    const calls: number[][] = [];
+    const sink = {
+      async recordHostAudit(req: RecordHostAuditRequest) {
+        calls.push(req.records.map((r) => r.seq));
+        return { recordedThroughSeq: req.records.at(-1)!.seq };
+      },
+    };
+    const fwd = new HostAuditForwarder({ hostId: "h", sink, cursorFile: path.join(tmp, "burst.cursor"), logger: createLogger({ level: "silent" }) });
+    await Promise.all([1, 2, 3, 4].map(async (i) => fwd.enqueue([await log.append(entry(i))])));
+    expect(await fwd.drain(2000)).toBe(true);
+    expect(calls).toEqual([[1, 2, 3, 4]]);
+    expect(readFileSync(path.join(tmp, "burst.cursor"), "utf8").trim()).toBe("4");
+    fwd.stop();
+    log.close();
+  });
+
   it("queues while the server is down, loses nothing, and resends what was not acknowledged after a restart", async () => {
     const file = path.join(tmp, "b.jsonl");
     const cursorFile = path.join(tmp, "b.cursor");
