@@ -3,7 +3,9 @@
 // carrier → execute → sign the result with the host key → seal it with HPKE to the recipient key
 // inside the request. Large outputs stream: a signed header, envelope-format chunks sealed as
 // they are read, and a signed trailer naming the plaintext's digest. Only sealed results leave
-// the host, and every outcome (executed, denied, failed) goes to the durable audit first.
+// the host, and every outcome (executed, denied, failed) goes to the durable audit first; an
+// operation with effects is audited as an attempt before it runs. A retry of the same envelope
+// gets the stored answer (a streamed one: STREAM_ALREADY_SENT), and nothing runs twice.
 import { createHash } from "node:crypto";
 import {
   VerificationKeyCache,
@@ -25,6 +27,7 @@ import type { Caller } from "../../runtime/auth/caller.js";
 import type { NonceStore } from "../../runtime/auth/nonce-store.js";
 import type { OperationRegistry } from "../operations/operation-registry.js";
 import type { OperationOutput } from "../operations/operation-output.js";
+import { callSignedEnvelope, type EnvelopeSource } from "./call-covered-envelope.js";
 import { coalesce } from "./coalesce-chunks.js";
 import { ResultCache } from "./result-cache.js";
 
@@ -104,38 +107,6 @@ function streamAlreadySent(answer: { startedAtMs: number; requestId: string }): 
     `request ${answer.requestId} already ran at ${new Date(answer.startedAtMs).toISOString()} and its streamed result was sent (or is being sent) on another call; ` +
       "streamed results are not kept on the host, so sign a new request to run it again",
   );
-}
-
-/**
- * Where the executor got the envelope bytes: "in-call" when they are a field of the request
- * bytes whose digest the carrier's verified call statement signs (a direct SubmitRequest);
- * "sealed" when they were opened from a sealed request (or came from anywhere else).
- */
-export type EnvelopeSource = "in-call" | "sealed";
-
-/**
- * Whether the carrier's verified call signature makes the envelope's own signature redundant.
- *
- * The service binder verified, before the executor runs, that key K signed
- * PAE("…call-statement+proto", statement), the statement naming this method (Submit or
- * SubmitStream), this host, a fresh call nonce, a timestamp inside the skew, and SHA-256 of the
- * exact request bytes received. For an "in-call" envelope those bytes contain the envelope
- * verbatim: payload type, payload and signature list. When the envelope's one signature is by
- * the same K (same key id, i.e. RFC 7638 thumbprint of the same public key) under the same
- * certificate, K has itself asked for exactly this payload to run on this host as a privileged
- * request, so the second Ed25519 verify over PAE("…privileged-request+proto", payload) would
- * add no statement K did not already make. Neither signature can stand in for the other
- * anywhere else: PAE binds distinct payload types, so a call signature is never accepted as a
- * request signature or the reverse, and everything after the signature (payload type, window,
- * host, request nonce, certificate chain and restrictions, carrier) is checked as always.
- *
- * Both signatures stay verified for carried requests (the carrier's call says nothing about
- * the signer's intent) and for sealed ones (the call digest covers a ciphertext whose contents
- * the caller may not know, e.g. one handed to it for submission).
- */
-function callSignedEnvelope(carrier: Caller, signerKeyId: string, signerCertificate: Uint8Array): boolean {
-  if (carrier.keyId !== signerKeyId || !carrier.certificate) return false;
-  return Buffer.from(CertificateMessage.encode(carrier.certificate).finish()).equals(signerCertificate);
 }
 
 /** Envelope pieces below this are merged into one chunk message; segments (1 MiB) go alone. */
