@@ -178,6 +178,32 @@ describe.skipIf(!qemuAvailable())("privileged guest memory on QEMU", () => {
     expect(leftovers()).toEqual([]);
   }, 60_000);
 
+  it("answers a retried stream (the same envelope again) with STREAM_ALREADY_SENT and reads nothing twice", async () => {
+    const security = await operator("security-retry", ["memory"]);
+    const me = generateX25519KeyPair();
+    const req = buildPrivilegedRequest({ hostId: HOST, operation: { readGuestMemory: { vmId, address: 0, length: 2 * 1024 * 1024 } }, recipientPublicKey: me.publicKey });
+    const envelope = signPrivilegedRequest(req, security.key, security.cert);
+    const agent = createClient(PrivilegedServiceService, env.dev.agent.address, { key: security.key, certificate: security.cert, targetHost: HOST });
+    try {
+      let parts = 0;
+      for await (const _ of agent.submitStream({ requestId: req.requestId, envelope })) parts++;
+      expect(parts).toBeGreaterThan(2);
+      const err = await (async () => {
+        for await (const _ of agent.submitStream({ requestId: req.requestId, envelope })) void _;
+      })().then(
+        () => undefined,
+        (e: TrustplaneError) => e,
+      );
+      expect([err?.status, err?.reason]).toEqual(["FAILED_PRECONDITION", "STREAM_ALREADY_SENT"]);
+      expect(err?.message).toContain("sign a new request");
+    } finally {
+      agent.close();
+    }
+    const audit = readFileSync(path.join(env.config.dataDir, "agent", HOST, "privileged-audit.jsonl"), "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as { requestId: string; outcome: string });
+    expect(audit.filter((a) => a.requestId === req.requestId).map((a) => a.outcome)).toEqual(["attempt", "ok", "STREAM_ALREADY_SENT"]);
+    expect(leftovers()).toEqual([]);
+  }, 60_000);
+
   it("refuses a dump larger than the key's max_memory_read", async () => {
     const limited = await operator("security-limited", ["memory"], [{ name: "max_memory_read", value: String(64 * 1024 * 1024), critical: true }]);
     const err = await streamed(limited, { dumpGuestMemory: { vmId, format: "raw" } }, path.join(env.config.dataDir, "nope.raw")).then(
