@@ -110,6 +110,9 @@ describe("privileged audit on the host and the server", () => {
     const admin = await operator("patcher", ["patch", "inspect"]);
     const set = await submit(admin, { applyConfigPatch: { key: "log_level", value: "warn", revertOf: "" } });
     expect(set.result?.configPatch?.value).toBe("warn");
+    // A patch has effects: its attempt reached the server's log before its outcome did.
+    const attempt = await forwarded(set.req.requestId, "attempt");
+    expect(attempt.seq).toBeLessThan((await forwarded(set.req.requestId, "ok")).seq);
     const mark = env.logs().length;
     const after = await submit(admin, { collectHostDiagnostics: {} });
     expect(after.result?.outcome).toBe("ok");
