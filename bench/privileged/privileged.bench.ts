@@ -3,13 +3,15 @@
 // SDK opens + verifies) against an unsigned unary echo; and sealing a 64 MiB memory dump
 // through the envelope format against raw node:crypto AES-256-GCM over the same bytes.
 import * as grpc from "@grpc/grpc-js";
+import { spawn } from "node:child_process";
 import { createCipheriv, randomBytes } from "node:crypto";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { generateSigningKey, importSigningKey, issueCertificate } from "../../sdk/src/auth/index.js";
 import { createClient } from "../../sdk/src/client/create-client.js";
-import { generateX25519KeyPair } from "../../sdk/src/envelope/index.js";
+import { generateX25519KeyPair, importX25519RecipientKey } from "../../sdk/src/envelope/index.js";
 import { CallStatement, SignedEnvelope } from "../../sdk/src/gen/trustplane/auth/v1/auth.js";
 import { AuthServiceService, type EchoRequest, type EchoResponse } from "../../sdk/src/gen/trustplane/auth/v1/service.js";
 import { PrivilegedServiceService, SubmitStreamResponse } from "../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
@@ -17,51 +19,100 @@ import { PrivilegedExecutor } from "../../server/src/privileged/executor/privile
 import { dumpFileStream } from "../../server/src/privileged/operations/guest-memory.js";
 import { MemoryNonceStore } from "../../server/src/runtime/auth/memory-nonce-store.js";
 import { buildPrivilegedRequest, openSealedResult, signPrivilegedRequest } from "../../sdk/src/privileged/index.js";
-import { startDev } from "../../server/src/processes/dev-process.js";
-import { loadConfig } from "../../server/src/runtime/config.js";
-import { createLogger } from "../../server/src/runtime/logger.js";
 import { importVerificationKey } from "../../sdk/src/auth/index.js";
 import { asyncOpsPerSecond, interleaved, result, type Benchmark } from "../harness.js";
+import { UNSIGNED_ECHO_SERVICE } from "../auth/echo-bench-server.js";
+import { childLines } from "../child-lines.js";
+import { BENCH_HOST_ID } from "./privileged-bench-process.js";
+
+interface BenchChild {
+  /** The words of the child's READY line. */
+  ready: string[];
+  /** CPU time the child has used so far, in µs. */
+  cpu(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/** A bench child process (privileged-bench-process.ts) speaking one line per answer on stdout. */
+async function child(args: string[]): Promise<BenchChild> {
+  const script = fileURLToPath(new URL("./privileged-bench-process.ts", import.meta.url));
+  const proc = spawn(process.execPath, ["--import", "tsx", script, ...args], { stdio: ["pipe", "pipe", "inherit"] });
+  const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+  const nextLine = childLines(proc);
+  const ready = /^READY (.*)$/.exec(await nextLine());
+  if (!ready) throw new Error(`bench ${args[0]} did not start`);
+  return {
+    ready: ready[1]!.split(" "),
+    async cpu() {
+      proc.stdin.write("cpu\n");
+      return Number((await nextLine()).split(" ")[1]);
+    },
+    async stop() {
+      proc.stdin.end();
+      await exited;
+    },
+  };
+}
+
+/** CPU µs per call in this process (the client), the agent and the server, 8 in flight. */
+async function cpuPerCall(call: () => Promise<unknown>, n: number, agent: BenchChild, server: BenchChild): Promise<string> {
+  const [a0, s0] = [await agent.cpu(), await server.cpu()];
+  const c0 = process.cpuUsage();
+  let i = 0;
+  await Promise.all(Array.from({ length: 8 }, async () => {
+    while (i++ < n) await call();
+  }));
+  const c = process.cpuUsage(c0);
+  const [a1, s1] = [await agent.cpu(), await server.cpu()];
+  return `client ${((c.user + c.system) / n).toFixed(0)}, agent ${((a1 - a0) / n).toFixed(0)}, server ${((s1 - s0) / n).toFixed(0)}`;
+}
 
 const roundTrip: Benchmark = {
   name: "privileged.round-trip",
-  description: "privileged collect_host_diagnostics round trip (sign → verify → execute → sign + seal → open) vs an unsigned unary echo, loopback",
+  description: "privileged collect_host_diagnostics round trip (sign → verify → execute → durable audit → sign + seal → open) vs an unsigned unary echo served by the agent's own process, loopback",
   async run() {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), "tp-bench-priv-"));
-    const dev = await startDev(loadConfig({ env: {}, flags: { dataDir, listen: "127.0.0.1:0", agentListen: "127.0.0.1:0" } }), createLogger({ level: "silent" }));
-    const admin = importSigningKey(JSON.parse(readFileSync(dev.adminKeyFile, "utf8")));
-    const auth = createClient(AuthServiceService, dev.server.address, { key: admin });
-    // The unsigned baseline: the same grpc-js stack, an echo handler with no verification.
-    const server = new grpc.Server();
-    const def = { echo: { ...AuthServiceService.echo, path: "/bench.Unsigned/Echo" } } as grpc.ServiceDefinition;
-    server.addService(def, { echo: (call: grpc.ServerUnaryCall<EchoRequest, EchoResponse>, cb: grpc.sendUnaryData<EchoResponse>) => cb(null, { message: call.request.message, principal: "", keyId: "", requestId: "" }) });
-    const port = await new Promise<number>((res, rej) => server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
-    const Unsigned = grpc.makeGenericClientConstructor(def, "U");
-    const unsigned = new Unsigned(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as { echo(r: EchoRequest, cb: (e: unknown, r: EchoResponse) => void): void; close(): void };
+    // Client (this process), server and agent each on their own event loop, as deployed.
+    const server = await child(["server", dataDir]);
+    let agentProcess: Awaited<ReturnType<typeof child>> | undefined;
+    const admin = importSigningKey(JSON.parse(readFileSync(path.join(dataDir, "admin.jwk.json"), "utf8")));
+    const auth = createClient(AuthServiceService, server.ready[0]!, { key: admin });
     try {
+      const { joinToken } = await auth.createJoinToken({ requestId: "bench-join", hostId: BENCH_HOST_ID, ttlSeconds: 600 });
+      agentProcess = await child(["agent", dataDir, server.ready[0]!, joinToken]);
+      const [agentAddress, echoAddress, hostJwk] = agentProcess.ready as [string, string, string];
       await auth.createPrincipal({ requestId: "bench-op", name: "bench-operator", kind: "user" });
       const key = generateSigningKey("Ed25519");
       const { certificate } = await auth.issueCertificate({ requestId: "bench-cert", principal: "bench-operator", publicKeyJwk: JSON.stringify(key.publicJwk), operationClasses: ["inspect"], hostPattern: "*", ttlSeconds: 3600 });
       const cert = SignedEnvelope.encode(certificate!).finish();
-      const hostKey = importVerificationKey(dev.agent.signingKey.publicJwk);
-      const agent = createClient(PrivilegedServiceService, dev.agent.address, { key, certificate: cert, targetHost: dev.agent.identity.hostId });
+      const hostKey = importVerificationKey(hostJwk);
+      const agent = createClient(PrivilegedServiceService, agentAddress, { key, certificate: cert, targetHost: BENCH_HOST_ID });
+      const Unsigned = grpc.makeGenericClientConstructor(UNSIGNED_ECHO_SERVICE, "UnsignedEcho");
+      const unsigned = new Unsigned(echoAddress, grpc.credentials.createInsecure()) as unknown as { echo(r: EchoRequest, cb: (e: unknown, r: EchoResponse) => void): void; close(): void };
       const me = generateX25519KeyPair();
+      // The SDK's way to open many results with one key: imported once.
+      const recipient = importX25519RecipientKey(me.privateKey);
       const privileged = async () => {
-        const req = buildPrivilegedRequest({ hostId: dev.agent.identity.hostId, operation: { collectHostDiagnostics: {} }, recipientPublicKey: me.publicKey });
+        const req = buildPrivilegedRequest({ hostId: BENCH_HOST_ID, operation: { collectHostDiagnostics: {} }, recipientPublicKey: me.publicKey });
         const envelope = signPrivilegedRequest(req, key, cert);
         const { result: sealed } = await agent.submit({ requestId: req.requestId, envelope });
-        openSealedResult({ sealed: sealed!, recipientPrivateKey: me.privateKey, requestEnvelope: SignedEnvelope.encode(envelope).finish(), hostKey, hostId: dev.agent.identity.hostId, requestId: req.requestId });
+        openSealedResult({ sealed: sealed!, recipientPrivateKey: recipient, requestEnvelope: SignedEnvelope.encode(envelope).finish(), hostKey, hostId: BENCH_HOST_ID, requestId: req.requestId });
       };
       const echo = () => new Promise<void>((res, rej) => unsigned.echo({ message: "x".repeat(64) }, (e) => (e ? rej(e) : res())));
-      await asyncOpsPerSecond(privileged, 300, 8);
-      const m = await interleaved(3, () => asyncOpsPerSecond(echo, 1500, 8), () => asyncOpsPerSecond(privileged, 1500, 8));
-      agent.close();
-      return [result({ name: this.name, value: m.value, baseline: m.baseline, unit: "ops/s", target: 0.5, note: "8 in flight; agent and server in this process" })];
+      try {
+        await asyncOpsPerSecond(echo, 300, 8);
+        await asyncOpsPerSecond(privileged, 500, 8);
+        const m = await interleaved(3, () => asyncOpsPerSecond(echo, 2000, 8), () => asyncOpsPerSecond(privileged, 2000, 8));
+        const cpu = `CPU µs/call echo ${await cpuPerCall(echo, 2000, agentProcess, server)}; privileged ${await cpuPerCall(privileged, 500, agentProcess, server)}`;
+        return [result({ name: this.name, value: m.value, baseline: m.baseline, unit: "ops/s", target: 0.5, note: `8 in flight; client, server and agent in separate processes, echo served by the agent process; ${cpu}` })];
+      } finally {
+        agent.close();
+        unsigned.close();
+      }
     } finally {
-      unsigned.close();
-      server.forceShutdown();
       auth.close();
-      await dev.shutdown();
+      await agentProcess?.stop();
+      await server.stop();
       rmSync(dataDir, { recursive: true, force: true });
     }
   },

@@ -74,17 +74,15 @@ describe("MemoryNonceStore", () => {
 });
 
 describe("MemoryNonceStore across a restart", () => {
-  it("hands every unexpired nonce and its reach to the next process through a snapshot", async () => {
+  it("hands every unexpired nonce to the next process through a snapshot", async () => {
     let now = 1_000_000;
-    const before = new MemoryNonceStore({ now: () => now, coversSinceMs: 500_000 });
+    const before = new MemoryNonceStore({ now: () => now });
     expect(await before.remember(Buffer.alloc(16, 1), 1_300_000)).toBe(true);
     expect(await before.remember(Buffer.alloc(16, 2), 1_000_500)).toBe(true);
     const snap = before.snapshot();
     now = 1_001_000;
     const after = new MemoryNonceStore({ now: () => now });
-    expect(after.coversSinceMs).toBe(1_001_000);
     after.restore(snap);
-    expect(after.coversSinceMs).toBe(500_000);
     expect(await after.remember(Buffer.alloc(16, 1), 1_300_000)).toBe(false);
     // Expired by the time of the restart: not carried over, and acceptable again.
     expect(await after.remember(Buffer.alloc(16, 2), 1_300_000)).toBe(true);

@@ -55,8 +55,7 @@ export class Harness {
   readonly ca = generateSigningKey();
   readonly keys = new Map<string, ResolvedKey>();
   readonly policies = new Map<string, PrincipalPolicy>();
-  // A server that has been up for longer than any test's clock offset.
-  readonly nonces = new MemoryNonceStore({ coversSinceMs: 0 });
+  readonly nonces = new MemoryNonceStore();
   readonly denied: DeniedCall[] = [];
   readonly commits: string[][] = [];
   readonly logLines: string[] = [];

@@ -2,15 +2,17 @@
 // same envelope, the request digest over the bytes received, the host pattern (checked in one
 // place), per-key certificate options (operations allow-list, max_memory_read), the principal
 // as the control plane's initiator, and the opener's checks of the host-signed result body.
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { hostPatternMatches } from "../../sdk/src/auth/index.js";
+import { hostPatternMatches, issueCertificate } from "../../sdk/src/auth/index.js";
 import { TrustplaneError } from "../../sdk/src/errors.js";
-import { SignedEnvelope } from "../../sdk/src/gen/trustplane/auth/v1/auth.js";
-import { SubmitRequest, type SealedResult } from "../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
+import { Certificate, SignedEnvelope } from "../../sdk/src/gen/trustplane/auth/v1/auth.js";
+import { HostAuditRecord, SubmitRequest, type SealedResult } from "../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
 import { openSealedResult, signPrivilegedRequest } from "../../sdk/src/privileged/index.js";
+import { rememberSpentNonces } from "../../server/src/privileged/audit/spent-nonces.js";
 import { submittedRequestBytes } from "../../server/src/privileged/executor/submitted-request-bytes.js";
+import { MemoryNonceStore } from "../../server/src/runtime/auth/memory-nonce-store.js";
 import { HOST, makeHarness, sealAsHost, type Harness } from "./executor-harness.js";
 
 async function refusal(p: Promise<unknown>): Promise<TrustplaneError> {
@@ -204,5 +206,125 @@ describe("opening checks the host-signed result body", () => {
   it("refuses a result signed by another key than the host's", () => {
     const other = makeHarness();
     expect(() => open(sealAsHost(other, s, {}))).toThrow(expect.objectContaining({ status: "DATA_LOSS" }));
+  });
+});
+
+describe("one signature check when the signer's own call carries its request", () => {
+  /** The signed request with its envelope signature replaced by garbage (same key id and certificate). */
+  function forged(h: Harness, op: ReturnType<Harness["operator"]>, sigFields: Partial<SignedEnvelope["signatures"][number]> = {}) {
+    const s = h.signed(op, { collectHostDiagnostics: {} });
+    const sig = s.envelope.signatures[0]!;
+    return SignedEnvelope.encode({ ...s.envelope, signatures: [{ ...sig, sig: randomBytes(64), ...sigFields }] }).finish();
+  }
+
+  it("relies on the verified call signature of the same key and certificate over the request bytes", async () => {
+    const h = makeHarness();
+    const op = h.operator("investigator", ["inspect"]);
+    await h.executor.execute(forged(h, op), h.caller(op), "in-call");
+    expect(h.runs).toHaveLength(1);
+  });
+
+  it("verifies the envelope signature for a sealed request, even from its own signer", async () => {
+    const h = makeHarness();
+    const op = h.operator("investigator", ["inspect"]);
+    expect((await refusal(h.executor.execute(forged(h, op), h.caller(op), "sealed"))).reason).toBe("SIGNATURE_INVALID");
+  });
+
+  it("verifies it when the call comes from another key (a carrier)", async () => {
+    const h = makeHarness();
+    const op = h.operator("investigator", ["inspect"]);
+    const carrier = h.operator("technician", ["carry"]);
+    expect((await refusal(h.executor.execute(forged(h, op), h.caller(carrier), "in-call"))).reason).toBe("SIGNATURE_INVALID");
+  });
+
+  it("verifies it when the call presents another certificate for the same key", async () => {
+    const h = makeHarness();
+    const op = h.operator("investigator", ["inspect"]);
+    const call = { ...h.caller(op), certificate: issueAgain(h, op) };
+    expect((await refusal(h.executor.execute(forged(h, op), call, "in-call"))).reason).toBe("SIGNATURE_INVALID");
+  });
+
+  it("verifies it when the envelope's signature names another key id than the call's", async () => {
+    const h = makeHarness();
+    const op = h.operator("investigator", ["inspect"]);
+    expect((await refusal(h.executor.execute(forged(h, op, { keyId: "another-key" }), h.caller(op), "in-call"))).reason).toBe("UNKNOWN_KEY");
+    expect(h.runs).toHaveLength(0);
+  });
+
+  it("still checks the payload type first", async () => {
+    const h = makeHarness();
+    const op = h.operator("investigator", ["inspect"]);
+    const s = h.signed(op, { collectHostDiagnostics: {} });
+    const retyped = SignedEnvelope.encode({ ...s.envelope, payloadType: "application/vnd.trustplane.call-statement+proto" }).finish();
+    expect((await refusal(h.executor.execute(retyped, h.caller(op), "in-call"))).reason).toBe("PAYLOAD_TYPE_MISMATCH");
+  });
+});
+
+/** The operator's certificate issued again by the same CA for the same key (a new serial). */
+function issueAgain(h: Harness, op: ReturnType<Harness["operator"]>): Certificate {
+  const env = issueCertificate(h.ca, { principal: op.principal, publicKeyJwk: JSON.stringify(op.key.publicJwk), operationClasses: op.certificate.operationClasses, hostPattern: op.certificate.hostPattern, notBeforeMs: op.certificate.notBeforeMs, notAfterMs: op.certificate.notAfterMs });
+  return Certificate.decode(env.payload);
+}
+
+describe("attempts and spent nonces in the audit", () => {
+  it("records the attempt of an operation with effects durably before it runs, then its outcome", async () => {
+    const h = makeHarness();
+    const seenBeforeRun: string[][] = [];
+    h.answer = async (_name, req) => {
+      seenBeforeRun.push(h.audit.map((a) => a.outcome));
+      return { guestState: { vmId: req.stopGuest!.vmId, state: "STOPPED" } };
+    };
+    const op = h.operator("support", ["lifecycle"]);
+    const s = h.signed(op, { stopGuest: { vmId: "vm-1", timeoutSeconds: 1, force: false } });
+    await h.executor.execute(s.bytes, h.caller(op));
+    expect(seenBeforeRun).toEqual([["attempt"]]);
+    expect(h.audit.map((a) => [a.outcome, a.requestId])).toEqual([
+      ["attempt", s.req.requestId],
+      ["ok", s.req.requestId],
+    ]);
+  });
+
+  it("records no attempt for an operation that only reads host status", async () => {
+    const h = makeHarness();
+    const op = h.operator("investigator", ["inspect"]);
+    await h.executor.execute(h.signed(op, { collectHostDiagnostics: {} }).bytes, h.caller(op));
+    expect(h.audit.map((a) => a.outcome)).toEqual(["ok"]);
+  });
+
+  it("leaves the attempt (and no outcome from the operation) when the operation dies mid-way", async () => {
+    const h = makeHarness();
+    h.answer = async () => {
+      throw new TrustplaneError("INTERNAL", "QMP_FAILED", "the monitor went away");
+    };
+    const op = h.operator("security", ["memory"]);
+    const s = h.signed(op, { readGuestMemory: { vmId: "vm-1", address: 0, length: 16 } });
+    expect((await refusal(h.executor.execute(s.bytes, h.caller(op)))).reason).toBe("QMP_FAILED");
+    expect(h.audit.map((a) => a.outcome)).toEqual(["attempt", "QMP_FAILED"]);
+  });
+
+  it("names the spent nonce and its expiry in every record after the nonce step, none before", async () => {
+    const h = makeHarness();
+    const op = h.operator("support", ["lifecycle"]);
+    h.answer = async () => ({ guestState: { vmId: "vm-1", state: "RUNNING" } });
+    const s = h.signed(op, { startGuest: { vmId: "vm-1" } });
+    await h.executor.execute(s.bytes, h.caller(op));
+    for (const a of h.audit) expect([Buffer.from(a.requestNonce!).equals(s.req.nonce), a.replayUntilMs]).toEqual([true, s.req.notAfterMs + 30_000]);
+    const early = h.signed(op, { startGuest: { vmId: "vm-1" } }, { hostId: "host-b" });
+    await refusal(h.executor.execute(early.bytes, h.caller(op)));
+    expect(h.audit.at(-1)!.requestNonce).toBeUndefined();
+  });
+
+  it("rebuilds a replay cache from the records so a replay after a restart is refused", async () => {
+    const h = makeHarness();
+    const op = h.operator("support", ["lifecycle"]);
+    h.answer = async () => ({ guestState: { vmId: "vm-1", state: "RUNNING" } });
+    const s = h.signed(op, { startGuest: { vmId: "vm-1" } });
+    await h.executor.execute(s.bytes, h.caller(op));
+    const records = h.audit.map((a, i) => HostAuditRecord.fromPartial({ ...a, seq: i + 1 }));
+    const nonces = new MemoryNonceStore({ now: () => h.clock.now });
+    expect(await rememberSpentNonces(records, nonces, h.clock.now)).toBe(1);
+    expect(await nonces.remember(s.req.nonce, s.req.notAfterMs)).toBe(false);
+    // Expired ones are not kept.
+    expect(await rememberSpentNonces(records, new MemoryNonceStore(), s.req.notAfterMs + 60_000)).toBe(0);
   });
 });

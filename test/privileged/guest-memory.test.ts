@@ -5,7 +5,7 @@
 // query_hypervisor answers from QMP. A `lifecycle`-only operator and a key limited by
 // max_memory_read are refused.
 import { createHash } from "node:crypto";
-import { readFileSync, readdirSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateSigningKey, type SigningKey } from "../../sdk/src/auth/index.js";
@@ -19,6 +19,7 @@ import { HypervisorType, VmServiceService, VmState } from "../../sdk/src/gen/tru
 import { importVerificationKey } from "../../sdk/src/auth/index.js";
 import { buildPrivilegedRequest, openSealedResult, openSealedResultStream, signPrivilegedRequest, type PrivilegedOperation } from "../../sdk/src/privileged/index.js";
 import { qemuAvailable } from "../../server/src/vm/agent/drivers/qemu/qemu-driver.js";
+import { runCli } from "../support/cli.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
 
 const HOST = "dev-host-1";
@@ -177,6 +178,32 @@ describe.skipIf(!qemuAvailable())("privileged guest memory on QEMU", () => {
     expect(leftovers()).toEqual([]);
   }, 60_000);
 
+  it("answers a retried stream (the same envelope again) with STREAM_ALREADY_SENT and reads nothing twice", async () => {
+    const security = await operator("security-retry", ["memory"]);
+    const me = generateX25519KeyPair();
+    const req = buildPrivilegedRequest({ hostId: HOST, operation: { readGuestMemory: { vmId, address: 0, length: 2 * 1024 * 1024 } }, recipientPublicKey: me.publicKey });
+    const envelope = signPrivilegedRequest(req, security.key, security.cert);
+    const agent = createClient(PrivilegedServiceService, env.dev.agent.address, { key: security.key, certificate: security.cert, targetHost: HOST });
+    try {
+      let parts = 0;
+      for await (const _ of agent.submitStream({ requestId: req.requestId, envelope })) parts++;
+      expect(parts).toBeGreaterThan(2);
+      const err = await (async () => {
+        for await (const _ of agent.submitStream({ requestId: req.requestId, envelope })) void _;
+      })().then(
+        () => undefined,
+        (e: TrustplaneError) => e,
+      );
+      expect([err?.status, err?.reason]).toEqual(["FAILED_PRECONDITION", "STREAM_ALREADY_SENT"]);
+      expect(err?.message).toContain("sign a new request");
+    } finally {
+      agent.close();
+    }
+    const audit = readFileSync(path.join(env.config.dataDir, "agent", HOST, "privileged-audit.jsonl"), "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as { requestId: string; outcome: string });
+    expect(audit.filter((a) => a.requestId === req.requestId).map((a) => a.outcome)).toEqual(["attempt", "ok", "STREAM_ALREADY_SENT"]);
+    expect(leftovers()).toEqual([]);
+  }, 60_000);
+
   it("refuses a dump larger than the key's max_memory_read", async () => {
     const limited = await operator("security-limited", ["memory"], [{ name: "max_memory_read", value: String(64 * 1024 * 1024), critical: true }]);
     const err = await streamed(limited, { dumpGuestMemory: { vmId, format: "raw" } }, path.join(env.config.dataDir, "nope.raw")).then(
@@ -187,6 +214,45 @@ describe.skipIf(!qemuAvailable())("privileged guest memory on QEMU", () => {
     expect(err?.message).toContain("max_memory_read");
     expect(readdirSync(env.config.dataDir).filter((n) => n.includes("nope.raw"))).toEqual([]);
   });
+
+  it("dumps through the CLI: an investigator signs a sealed request, a technician carries it, the investigator opens --out", async () => {
+    const tp = (...args: string[]) => runCli(env, ...args);
+    const f = (n: string) => path.join(env.config.dataDir, "cli-dump", n);
+    mkdirSync(f(""), { recursive: true });
+    for (const [who, cls] of [
+      ["cli-investigator", "memory"],
+      ["cli-technician", "carry"],
+    ] as const) {
+      expect((await tp("keys", "create", "--out", f(`${who}.jwk`))).code).toBe(0);
+      expect((await tp("principal", "create", who)).code).toBe(0);
+      const cert = await tp("privileged", "certify", who, "--public-key", f(`${who}.jwk`), "--class", cls, "--hosts", HOST, "--out", f(`${who}.cert`));
+      expect(cert.code, cert.stderr).toBe(0);
+    }
+    expect((await tp("privileged", "keygen", "--out", f("recipient.jwk"))).code).toBe(0);
+    const sign = await tp("privileged", "sign", "--host", HOST, "--op", "dump-guest-memory", "--vm", vmId, "--format", "raw", "--key", f("cli-investigator.jwk"), "--cert", f("cli-investigator.cert"), "--recipient", f("recipient.jwk.pub"), "--seal", "--out", f("requests"));
+    expect(sign.code, sign.stderr).toBe(0);
+    const requests = readdirSync(f("requests")).map((n) => path.join(f("requests"), n));
+    const submit = await tp("privileged", "submit", ...requests, "--key", f("cli-technician.jwk"), "--cert", f("cli-technician.cert"), "--agent", `${HOST}=${env.dev.agent.address}`, "--out", f("results"));
+    expect(submit.code, submit.stderr + submit.stdout).toBe(0);
+    const resultFiles = readdirSync(f("results"));
+    // The result file names the sealed header; the dump's envelope chunks sit beside it.
+    expect(resultFiles.some((n) => n.endsWith(".parts"))).toBe(true);
+    const result = path.join(f("results"), resultFiles.find((n) => !n.endsWith(".parts"))!);
+    // The carrier's own key opens nothing.
+    expect((await tp("privileged", "keygen", "--out", f("tech-recipient.jwk"))).code).toBe(0);
+    const stolen = await tp("privileged", "open", result, "--key", f("tech-recipient.jwk"), "--out", f("stolen.raw"));
+    expect(stolen.code).not.toBe(0);
+    expect(existsSync(f("stolen.raw"))).toBe(false);
+    const opened = await tp("privileged", "open", result, "--key", f("recipient.jwk"), "--out", f("evidence.raw"), "--json");
+    expect(opened.code, opened.stderr).toBe(0);
+    const shown = JSON.parse(opened.stdout) as { streamSha256: string; streamSize: number; memoryDump: { vmId: string } }[];
+    expect(shown[0]).toMatchObject({ streamSize: 128 * 1024 * 1024, memoryDump: { vmId } });
+    const dump = readFileSync(f("evidence.raw"));
+    expect(dump.length).toBe(128 * 1024 * 1024);
+    expect(createHash("sha256").update(dump).digest("hex")).toBe(shown[0]!.streamSha256);
+    expect(dump.subarray(0xf0000, 0xf1000).some((b) => b !== 0)).toBe(true);
+    expect(leftovers()).toEqual([]);
+  }, 240_000);
 
   it("answers query_hypervisor from QMP (status, version, devices)", async () => {
     const inspector = await operator("inspector", ["inspect"]);

@@ -110,6 +110,9 @@ describe("privileged audit on the host and the server", () => {
     const admin = await operator("patcher", ["patch", "inspect"]);
     const set = await submit(admin, { applyConfigPatch: { key: "log_level", value: "warn", revertOf: "" } });
     expect(set.result?.configPatch?.value).toBe("warn");
+    // A patch has effects: its attempt reached the server's log before its outcome did.
+    const attempt = await forwarded(set.req.requestId, "attempt");
+    expect(attempt.seq).toBeLessThan((await forwarded(set.req.requestId, "ok")).seq);
     const mark = env.logs().length;
     const after = await submit(admin, { collectHostDiagnostics: {} });
     expect(after.result?.outcome).toBe("ok");
@@ -142,7 +145,8 @@ describe("privileged audit on the host and the server", () => {
       const local = readFileSync(auditFile(), "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
       // Let the agent's own forwarding of earlier records settle first.
       for (let i = 0; i < 200 && (await serverAudit()).filter((r) => r.action.startsWith("privileged.")).length < local.length; i++) await new Promise((r) => setTimeout(r, 25));
-      const asRecord = (l: Record<string, unknown>) => HostAuditRecord.fromPartial({ ...l, prevHash: Buffer.from(l.prevHash as string, "hex"), hash: Buffer.from(l.hash as string, "hex") });
+      const asRecord = (l: Record<string, unknown>) =>
+        HostAuditRecord.fromPartial({ ...l, prevHash: Buffer.from(l.prevHash as string, "hex"), hash: Buffer.from(l.hash as string, "hex"), requestNonce: Buffer.from((l.requestNonce as string) ?? "", "hex") });
       const first = asRecord(local[0]!);
       const before = (await serverAudit()).length;
       const send = (records: HostAuditRecord[], id: string, hostId = HOST): Promise<unknown> =>
@@ -177,6 +181,46 @@ describe("the agent's audit file and forwarder", () => {
     expect(HostAuditFile.open(file).takeRecords().map((r) => r.requestId)).toEqual(["r1", "r2", "r3"]);
     writeFileSync(file, readFileSync(file, "utf8").replace('"requestId":"r2"', '"requestId":"rX"'));
     expect(() => HostAuditFile.open(file)).toThrow(expect.objectContaining({ reason: "AUDIT_CHAIN_BROKEN" }));
+  });
+
+  it("keeps the spent nonce of a record across a reopen, and reads files written before records had one", async () => {
+    const file = path.join(tmp, "n.jsonl");
+    const a = HostAuditFile.open(file);
+    await a.append(entry(1));
+    const nonce = new Uint8Array(16).fill(7);
+    await a.append({ ...entry(2), requestNonce: nonce, replayUntilMs: 1234 });
+    a.close();
+    // A line as the previous release wrote it: no requestNonce member at all.
+    const lines = readFileSync(file, "utf8").split("\n").filter(Boolean);
+    const old = JSON.parse(lines[0]!) as Record<string, unknown>;
+    delete old.requestNonce;
+    writeFileSync(file, [JSON.stringify(old), lines[1]!, ""].join("\n"));
+    const b = HostAuditFile.open(file);
+    const records = b.takeRecords();
+    expect(records.map((r) => [Buffer.from(r.requestNonce).toString("hex"), r.replayUntilMs])).toEqual([
+      ["", 0],
+      ["07".repeat(16), 1234],
+    ]);
+    expect((await b.append(entry(3))).seq).toBe(3);
+    b.close();
+  });
+
+  it("forwards a burst of records in one call", async () => {
+    const log = HostAuditFile.open(path.join(tmp, "burst.jsonl"));
+    const calls: number[][] = [];
+    const sink = {
+      async recordHostAudit(req: RecordHostAuditRequest) {
+        calls.push(req.records.map((r) => r.seq));
+        return { recordedThroughSeq: req.records.at(-1)!.seq };
+      },
+    };
+    const fwd = new HostAuditForwarder({ hostId: "h", sink, cursorFile: path.join(tmp, "burst.cursor"), logger: createLogger({ level: "silent" }) });
+    await Promise.all([1, 2, 3, 4].map(async (i) => fwd.enqueue([await log.append(entry(i))])));
+    expect(await fwd.drain(2000)).toBe(true);
+    expect(calls).toEqual([[1, 2, 3, 4]]);
+    expect(readFileSync(path.join(tmp, "burst.cursor"), "utf8").trim()).toBe("4");
+    fwd.stop();
+    log.close();
   });
 
   it("queues while the server is down, loses nothing, and resends what was not acknowledged after a restart", async () => {

@@ -2,32 +2,20 @@
 // investigator and a technician; the investigator signs sealed requests into files; the
 // technician submits them and brings back sealed results it cannot open; the investigator
 // opens them and sees the host's signature verified.
-import { execFile } from "node:child_process";
-import { readdirSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as grpc from "@grpc/grpc-js";
 import { generateSigningKey, signEnvelope } from "../../sdk/src/auth/index.js";
 import { generateX25519KeyPair } from "../../sdk/src/envelope/index.js";
 import { HostKeyBinding, HostKeysServiceService, type GetHostKeysResponse } from "../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
 import { HOST_KEY_BINDING_TYPE } from "../../sdk/src/privileged/index.js";
+import { runCli } from "../support/cli.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
 
-const run = promisify(execFile);
-const CLI = path.resolve("server/bin/trustplane.mjs");
 let env: DevEnv;
 let dir = "";
-
-async function tp(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run(process.execPath, [CLI, ...args], { env: { ...process.env, TRUSTPLANE_DATA_DIR: env.config.dataDir, TRUSTPLANE_SERVER: env.dev.server.address } });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
+const tp = (...args: string[]) => runCli(env, ...args);
 
 /** A HostKeysService that answers with a host binding signed by its own CA key (and offers that key). */
 async function rogueHostKeysServer(): Promise<{ address: string; close(): void }> {
@@ -93,9 +81,12 @@ describe("trustplane privileged", () => {
     } finally {
       rogue.close();
     }
-    // Submitting the same file again is a replay.
+    // Submitting the same file again (a retry) gets the stored sealed result; nothing runs twice.
     const again = await tp("privileged", "submit", ...requests, "--key", f("technician.jwk"), "--cert", f("technician.cert"), "--agent", agent, "--out", f("results2"));
-    expect(again.stdout).toContain("refused: NONCE_REPLAYED");
+    expect(again.code, again.stderr + again.stdout).toBe(0);
+    expect(readFileSync(path.join(f("results2"), readdirSync(f("results2"))[0]!), "utf8")).toBe(readFileSync(results[0]!, "utf8"));
+    const audit = readFileSync(path.join(env.config.dataDir, "agent", "dev-host-1", "privileged-audit.jsonl"), "utf8");
+    expect(audit).toContain("answered with the stored outcome; not executed again");
   });
 
   it("gives each subcommand its own --help", async () => {

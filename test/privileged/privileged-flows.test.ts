@@ -252,7 +252,20 @@ describe("privileged refusals (nothing runs)", () => {
     const e = signPrivilegedRequest(request({ stopGuest: { vmId, timeoutSeconds: 5, force: false } }, me.publicKey), investigator.key, investigator.cert);
     const req = PrivilegedRequest.decode(e.payload);
     const tampered = { ...e, payload: PrivilegedRequest.encode({ ...req, stopGuest: undefined, terminateGuest: { vmId } }).finish() };
-    expect((await submitAs(investigator, tampered)).reason).toBe("SIGNATURE_INVALID");
+    // Carried: the carrier's own call signature vouches for nothing the signer said.
+    expect((await submitAs(investigator, tampered, technician)).reason).toBe("SIGNATURE_INVALID");
+  });
+
+  it("a tampered request its own signer submits sealed (the call digest covers only the ciphertext)", async () => {
+    const e = signPrivilegedRequest(diag(), investigator.key, investigator.cert);
+    const forged = { ...e, signatures: [{ ...e.signatures[0]!, sig: new Uint8Array(64) }] };
+    const agent = agentAs(investigator);
+    try {
+      const err = await refused(agent.submit({ requestId: "sealed-forged", sealed: sealPrivilegedRequest(forged, HOST, hostSealing) }));
+      expect(err.reason).toBe("SIGNATURE_INVALID");
+    } finally {
+      agent.close();
+    }
   });
 
   it("a recipient key swapped by the carrier", async () => {

@@ -183,6 +183,29 @@ describe("streamed privileged results", () => {
     await refusedWith({ outFile: path.join(dir, "diag2.bin"), opened: open([...parts, { chunk: randomBytes(10) }], path.join(dir, "diag2.bin")) }, "STREAM_INVALID");
   });
 
+  it("answers a retry of a streamed request with STREAM_ALREADY_SENT, without dumping again", async () => {
+    const s = h.signed(security, { dumpGuestMemory: { vmId: "vm-1", format: "raw" } });
+    const runs = h.runs.length;
+    await collect(h.executor.executeStream(s.bytes, h.caller(security)));
+    const retry = await collect(h.executor.executeStream(s.bytes, h.caller(security))).then(
+      () => undefined,
+      (e: Error & { reason?: string; status?: string }) => e,
+    );
+    expect([retry?.status, retry?.reason]).toEqual(["FAILED_PRECONDITION", "STREAM_ALREADY_SENT"]);
+    expect(retry?.message).toMatch(/sign a new request/);
+    expect(h.runs.length).toBe(runs + 1);
+    expect(h.audit.at(-1)).toMatchObject({ requestId: s.req.requestId, outcome: "STREAM_ALREADY_SENT" });
+  });
+
+  it("answers a retry of a one-shot SubmitStream with the same sealed result", async () => {
+    const inspector = h.operator("inspector-2", ["inspect"]);
+    const s = h.signed(inspector, { collectHostDiagnostics: {} });
+    const runs = h.runs.length;
+    const first = await collect(h.executor.executeStream(s.bytes, h.caller(inspector)));
+    expect(await collect(h.executor.executeStream(s.bytes, h.caller(inspector)))).toEqual(first);
+    expect(h.runs.length).toBe(runs + 1);
+  });
+
   it("disposes of the dump and audits CANCELLED when the caller stops reading", async () => {
     const s = h.signed(security, { dumpGuestMemory: { vmId: "vm-1", format: "raw" } });
     const before = disposed;

@@ -62,8 +62,11 @@ function invalid(message: string, reason = "CERTIFICATE_INVALID"): TrustplaneErr
   return new TrustplaneError("UNAUTHENTICATED", reason, message, "certificate");
 }
 
-/** Certificates whose CA signature already verified, by SHA-256 of their bytes (bounded). */
-const VERIFIED_CA_SIGNATURES = new Map<string, { payload: Uint8Array; keyId: string }>();
+/**
+ * Certificates whose CA signature already verified, by SHA-256 of their bytes (bounded), with
+ * the certified key once imported: both are pure functions of these bytes.
+ */
+const VERIFIED_CA_SIGNATURES = new Map<string, { payload: Uint8Array; keyId: string; key?: VerificationKey }>();
 
 export function verifyCertificate(envelopeBytes: Uint8Array, opts: VerifyCertificateOptions): Certificate {
   let env: SignedEnvelope;
@@ -96,10 +99,11 @@ export function verifyCertificate(envelopeBytes: Uint8Array, opts: VerifyCertifi
   if (cert.caKeyId !== verified.keyId) throw invalid("the certificate names another CA key than the one that signed it");
   let key: VerificationKey;
   try {
-    key = certifiedKey(cert.publicKeyJwk);
+    key = verified.key ?? certifiedKey(cert.publicKeyJwk);
   } catch {
     throw invalid("the certified public key is not a valid Ed25519 or P-256 JWK");
   }
+  verified.key = key;
   if (key.keyId !== cert.keyId) throw invalid("the certificate's key id is not the thumbprint of its public key");
   if (opts.keyId !== undefined && opts.keyId !== cert.keyId) throw invalid(`the certificate is for key ${cert.keyId}, not ${opts.keyId}`);
   if (!(cert.notAfterMs > cert.notBeforeMs)) throw invalid("the certificate has an empty validity window");

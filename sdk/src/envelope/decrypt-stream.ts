@@ -25,6 +25,7 @@ import {
 import { commitmentMatches, CONTENT_KEY_LENGTH, deriveSegmentKey } from "./envelope-key-schedule.js";
 import { open } from "./hpke.js";
 import { decryptSegment, MAX_SEGMENTS, TAG_LENGTH } from "./segment-cipher.js";
+import type { X25519PrivateKeyInput } from "./x25519-keys.js";
 
 export interface DekDecryptionKey {
   /** The 32-byte DEK, or a function that finds it from the header's DEK id. */
@@ -33,8 +34,8 @@ export interface DekDecryptionKey {
 }
 
 export interface RecipientDecryptionKey {
-  /** Raw 32-byte X25519 private key matching the recipient key the envelope was sealed to. */
-  recipientPrivateKey: Uint8Array;
+  /** X25519 private key (raw 32 bytes, or imported once) matching the recipient key the envelope was sealed to. */
+  recipientPrivateKey: X25519PrivateKeyInput;
   info?: Uint8Array;
   aad?: Uint8Array;
 }

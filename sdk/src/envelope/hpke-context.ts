@@ -7,6 +7,7 @@ import { createCipheriv, createDecipheriv } from "node:crypto";
 import { TrustplaneError } from "../errors.js";
 import { decap, encap } from "./dhkem-x25519.js";
 import { labeledExpand, labeledExtract, SHA256_LENGTH } from "./hpke-labeled-kdf.js";
+import type { X25519PrivateKeyInput } from "./x25519-keys.js";
 
 export const KEM_ID = 0x0020;
 export const KDF_ID = 0x0001;
@@ -122,7 +123,7 @@ export function setupBaseSender(
 
 export function setupBaseRecipient(
   enc: Uint8Array,
-  recipientPrivateKey: Uint8Array,
+  recipientPrivateKey: X25519PrivateKeyInput,
   info: Uint8Array,
 ): { context: HpkeContext; sharedSecret: Buffer } {
   const sharedSecret = decap(enc, recipientPrivateKey);

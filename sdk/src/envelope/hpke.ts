@@ -13,7 +13,7 @@
 
 import { TrustplaneError } from "../errors.js";
 import { setupBaseRecipient, setupBaseSender } from "./hpke-context.js";
-import { checkRawKey } from "./x25519-keys.js";
+import { checkRawKey, isRecipientKey, type X25519PrivateKeyInput } from "./x25519-keys.js";
 
 export interface HpkeBinding {
   /** Application info bound into the key schedule (e.g. the signed request's digest). */
@@ -52,8 +52,8 @@ export function sealAndExport(recipientPublicKey: Uint8Array, plaintext: Uint8Ar
 }
 
 /** open() plus the same exported secret as sealAndExport. */
-export function openAndExport(recipientPrivateKey: Uint8Array, enc: Uint8Array, ciphertext: Uint8Array, binding: HpkeBinding, exporterContext: Uint8Array, length: number): { plaintext: Uint8Array; exported: Buffer } {
-  checkRawKey(recipientPrivateKey, "recipientPrivateKey");
+export function openAndExport(recipientPrivateKey: X25519PrivateKeyInput, enc: Uint8Array, ciphertext: Uint8Array, binding: HpkeBinding, exporterContext: Uint8Array, length: number): { plaintext: Uint8Array; exported: Buffer } {
+  if (!isRecipientKey(recipientPrivateKey)) checkRawKey(recipientPrivateKey, "recipientPrivateKey");
   checkRawKey(enc, "enc");
   const { context, sharedSecret } = setupBaseRecipient(enc, recipientPrivateKey, binding.info ?? EMPTY);
   sharedSecret.fill(0);
@@ -75,8 +75,9 @@ function openFailed(): TrustplaneError {
   );
 }
 
+/** Opens with the recipient's raw private key, or one imported once with importX25519RecipientKey. */
 export function open(
-  recipientPrivateKey: Uint8Array,
+  recipientPrivateKey: X25519PrivateKeyInput,
   enc: Uint8Array,
   ciphertext: Uint8Array,
   binding: HpkeBinding = {},

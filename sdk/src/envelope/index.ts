@@ -8,9 +8,12 @@ export {
   exportX25519PublicJwk,
   generateX25519KeyPair,
   importX25519Jwk,
+  importX25519RecipientKey,
   x25519PublicKeyFromPrivate,
   type X25519Jwk,
   type X25519KeyPair,
+  type X25519PrivateKeyInput,
+  type X25519RecipientKey,
 } from "./x25519-keys.js";
 export {
   DEFAULT_SEGMENT_SIZE,

@@ -4,7 +4,7 @@
 // re-targeted result fails with its own reason.
 import { createHash } from "node:crypto";
 import { verifyEnvelopeSync, type VerificationKey } from "../auth/index.js";
-import { open } from "../envelope/index.js";
+import { open, type X25519PrivateKeyInput } from "../envelope/index.js";
 import { TrustplaneError } from "../errors.js";
 import { SignedEnvelope } from "../gen/trustplane/auth/v1/auth.js";
 import { PrivilegedResult, type SealedResult } from "../gen/trustplane/privileged/v1/privileged.js";
@@ -12,7 +12,8 @@ import { PRIVILEGED_RESULT_TYPE, resultAad, resultInfo } from "./payload-types.j
 
 export interface OpenResultInput {
   sealed: SealedResult;
-  recipientPrivateKey: Uint8Array;
+  /** The recipient key, raw or imported once (importX25519RecipientKey) when opening many results. */
+  recipientPrivateKey: X25519PrivateKeyInput;
   /** The exact bytes of the signed request envelope this result answers. */
   requestEnvelope: Uint8Array;
   /** The host's signing key (from its CA-certified host keys). */

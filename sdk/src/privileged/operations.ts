@@ -28,6 +28,20 @@ export const OPERATION_CLASSES: Readonly<Record<OperationName, OperationClass>> 
 
 export const OPERATION_NAMES = Object.keys(OPERATION_CLASSES) as OperationName[];
 
+/**
+ * Operations that change something (a guest's state, the agent's configuration) or take guest
+ * memory off the host: the agent audits each attempt durably before running it, so a crash
+ * mid-operation still leaves a trace. The others only read host and hypervisor status.
+ */
+export const OPERATIONS_WITH_EFFECTS: ReadonlySet<OperationName> = new Set<OperationName>([
+  "read_guest_memory",
+  "dump_guest_memory",
+  "stop_guest",
+  "start_guest",
+  "terminate_guest",
+  "apply_config_patch",
+]);
+
 /** Memory reads up to this size come back inline in one sealed result; larger ones stream. */
 export const INLINE_MEMORY_READ_MAX = 1024 * 1024;
 

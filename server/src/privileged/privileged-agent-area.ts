@@ -12,7 +12,9 @@ import type { AgentArea } from "../processes/area.js";
 import { controlPlaneFor } from "../vm/agent/vm-agent-area.js";
 import { HostAuditFile } from "./audit/host-audit-file.js";
 import { HostAuditForwarder } from "./audit/host-audit-forwarder.js";
+import { rememberSpentNonces } from "./audit/spent-nonces.js";
 import { PrivilegedExecutor } from "./executor/privileged-executor.js";
+import type { EnvelopeSource } from "./executor/call-covered-envelope.js";
 import { submittedRequestBytes, type SubmittedRequestBytes } from "./executor/submitted-request-bytes.js";
 import { createOperationRegistry } from "./operations/operation-registry.js";
 import { RuntimeConfigStore } from "./operations/runtime-config-store.js";
@@ -56,13 +58,18 @@ export const privilegedAgentArea: AgentArea = {
     const auditFile = HostAuditFile.open(path.join(ctx.stateDir, "privileged-audit.jsonl"));
     const auditClient = createClient(PrivilegedAuditServiceService, ctx.serverAddress, { key: ctx.signingKey, certificate: ctx.hostCertificate, credentials: ctx.serverCredentials });
     const forwarder = new HostAuditForwarder({ hostId: ctx.hostId, sink: auditClient, cursorFile: path.join(ctx.stateDir, "privileged-audit.forwarded"), logger: ctx.logger });
-    forwarder.enqueue(auditFile.takeRecords());
+    const records = auditFile.takeRecords();
+    // The replay cache lives in memory; what a previous run spent is read back from the audit.
+    const nonces = new MemoryNonceStore();
+    const respent = await rememberSpentNonces(records, nonces, Date.now());
+    if (respent > 0) ctx.logger.info({ nonces: respent }, "privileged replay cache rebuilt from the audit file");
+    forwarder.enqueue(records);
     const executor = new PrivilegedExecutor({
       hostId: ctx.hostId,
       hostKey: ctx.signingKey,
       sealingPrivateKey: ctx.sealing.privateKey,
       caKeys: () => ctx.caKeys,
-      nonces: new MemoryNonceStore(),
+      nonces,
       operations: createOperationRegistry({ controlPlane: controlPlaneFor(ctx.hostId), config, agentMaxMemoryRead: () => agentMaxMemoryRead }),
       audit: {
         async record(e) {
@@ -72,19 +79,22 @@ export const privilegedAgentArea: AgentArea = {
         },
       },
     });
-    const envelopeOf = (req: { decoded: { sealed?: SealedRequest }; received: SubmittedRequestBytes }): Uint8Array => {
-      if (req.received.envelope) return req.received.envelope;
-      if (req.decoded.sealed) return executor.unsealRequest(req.decoded.sealed);
+    const envelopeOf = (req: { decoded: { sealed?: SealedRequest }; received: SubmittedRequestBytes }): [Uint8Array, EnvelopeSource] => {
+      // Sliced from the very bytes the call statement's digest covers.
+      if (req.received.envelope) return [req.received.envelope, "in-call"];
+      if (req.decoded.sealed) return [executor.unsealRequest(req.decoded.sealed), "sealed"];
       throw invalidArgument("request", "give a signed envelope or a sealed request");
     };
     ctx.bind(
       { submit: withReceivedBytes(PrivilegedServiceService.submit), submitStream: withReceivedBytes(PrivilegedServiceService.submitStream) },
       {
         async submit(req, callCtx) {
-          return { result: await executor.execute(envelopeOf(req), callCtx.caller) };
+          const [envelope, source] = envelopeOf(req);
+          return { result: await executor.execute(envelope, callCtx.caller, source) };
         },
         async *submitStream(req, callCtx) {
-          yield* executor.executeStream(envelopeOf(req), callCtx.caller);
+          const [envelope, source] = envelopeOf(req);
+          yield* executor.executeStream(envelope, callCtx.caller, source);
         },
       },
     );

@@ -13,7 +13,7 @@ import { TrustplaneError } from "../../../sdk/src/errors.js";
 import { AuthServiceService } from "../../../sdk/src/gen/trustplane/auth/v1/service.js";
 import { SignedEnvelope } from "../../../sdk/src/gen/trustplane/auth/v1/auth.js";
 import { CallVerifier } from "../runtime/auth/call-verifier.js";
-import { NONCE_SNAPSHOT_FILE, openNonceStore, saveNonceStore } from "../runtime/auth/nonce-snapshot-file.js";
+import { openVolatileNonceStore } from "../runtime/auth/nonce-snapshot-file.js";
 import { RulePolicyEngine } from "../runtime/auth/policy-engine.js";
 import { bindService, type BindRuntime } from "../runtime/auth/service-binder.js";
 import type { Config } from "../runtime/config.js";
@@ -97,13 +97,14 @@ export async function startAgent(config: Config, logger: Logger): Promise<AgentH
   const logLevel = new LogLevelControl(logger);
   // CA keys arrive with the identity; until then no caller can be verified (UNKNOWN_KEY).
   const caKeys: VerificationKey[] = [];
+  // Call nonces live in memory: a graceful stop hands them to the next start (snapshot); after
+  // a crash the fence refuses any the previous run may have accepted.
+  const callNonces = openVolatileNonceStore(stateDir, logger);
   // The agent knows no keys by id: every caller (the server, operators) presents a CA certificate.
-  const nonceFile = path.join(stateDir, NONCE_SNAPSHOT_FILE);
-  const nonces = openNonceStore(nonceFile, logger);
   const verifier = new CallVerifier({
     keys: { resolve: async () => undefined },
     caKeys: () => caKeys,
-    nonces,
+    nonces: callNonces.store,
     // The server may call anything here. Any CA-certified caller may reach the privileged
     // executor, which then checks the signed request and both certificates itself.
     policy: new RulePolicyEngine(async (principal) =>
@@ -161,7 +162,7 @@ export async function startAgent(config: Config, logger: Logger): Promise<AgentH
       async shutdown() {
         await host.shutdown();
         // No call is verified any more: the next start takes over every nonce seen.
-        saveNonceStore(nonces, nonceFile);
+        callNonces.save();
         for (const r of running) await r.stop().catch((e: Error) => logger.error({ err: e.message }, "area failed to stop"));
         logger.info({ hostId }, "trustplane agent stopped");
       },
@@ -169,6 +170,7 @@ export async function startAgent(config: Config, logger: Logger): Promise<AgentH
   } catch (e) {
     for (const r of running) await r.stop().catch(() => undefined);
     await host.shutdown();
+    callNonces.close();
     throw e;
   }
 }

@@ -14,7 +14,7 @@ import { PRIVILEGED_CERTIFICATE_OPTIONS } from "../../../sdk/src/privileged/cert
 import { KeyCache } from "../auth/key-cache.js";
 import { CallVerifier } from "../runtime/auth/call-verifier.js";
 import type { NonceStore } from "../runtime/auth/nonce-store.js";
-import { NONCE_SNAPSHOT_FILE, openNonceStore, saveNonceStore } from "../runtime/auth/nonce-snapshot-file.js";
+import { openVolatileNonceStore } from "../runtime/auth/nonce-snapshot-file.js";
 import { RulePolicyEngine } from "../runtime/auth/policy-engine.js";
 import { bindService, type BindRuntime } from "../runtime/auth/service-binder.js";
 import type { Config } from "../runtime/config.js";
@@ -105,10 +105,11 @@ export async function startServer(config: Config, logger: Logger, options: { adm
     const keys = loadServerKeys(config.dataDir);
     const adminKeyFile = await bootstrapAdmin(storage, keys, config.dataDir, options.adminKeyFile);
     const keyCache = new KeyCache(storage);
-    // One replica: replay cache in memory. Several replicas share PostgreSQL's nonce table.
-    const nonceFile = path.join(config.dataDir, NONCE_SNAPSHOT_FILE);
-    const memoryNonces = config.databaseUrl ? undefined : openNonceStore(nonceFile, logger);
-    const nonces: NonceStore = memoryNonces ?? storage.nonces;
+    // One replica: replay cache in memory, handed over at a graceful stop and fenced after a
+    // crash. Several replicas share PostgreSQL's nonce table.
+    const memoryNonces = config.databaseUrl ? undefined : openVolatileNonceStore(config.dataDir, logger);
+    if (memoryNonces) running.push({ stop: async () => memoryNonces.close() });
+    const nonces: NonceStore = memoryNonces?.store ?? storage.nonces;
     const principals = new PrincipalCache(storage);
     const policy = new RulePolicyEngine(async (principal) => {
       const rec = await principals.get(principal);
@@ -178,7 +179,7 @@ export async function startServer(config: Config, logger: Logger, options: { adm
       async shutdown() {
         await host.shutdown();
         // No call is verified any more: the next start takes over every nonce seen.
-        if (memoryNonces) saveNonceStore(memoryNonces, nonceFile);
+        memoryNonces?.save();
         for (const r of running) await r.stop().catch((e: Error) => logger.error({ err: e.message }, "area failed to stop"));
         await storage.close();
         logger.info("trustplane server stopped");

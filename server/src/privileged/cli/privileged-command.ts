@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import path from "node:path";
 import type { JsonWebKey } from "node:crypto";
 import { createClient } from "../../../../sdk/src/client/create-client.js";
-import { exportX25519PrivateJwk, exportX25519PublicJwk, generateX25519KeyPair, importX25519Jwk } from "../../../../sdk/src/envelope/index.js";
+import { exportX25519PrivateJwk, exportX25519PublicJwk, generateX25519KeyPair, importX25519Jwk, importX25519RecipientKey } from "../../../../sdk/src/envelope/index.js";
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
 import { SignedEnvelope } from "../../../../sdk/src/gen/trustplane/auth/v1/auth.js";
 import { AuthServiceService } from "../../../../sdk/src/gen/trustplane/auth/v1/service.js";
@@ -354,8 +354,10 @@ export const privilegedCommand: Command = {
       const caller = { key: callerKey({ ...values, key: values["caller-key"] }, config), certificate: values["caller-key"] && values.cert ? unb64(readFileSync(values.cert, "utf8").trim()) : undefined };
       const hostKeys = await fetchHostKeys(values, [...new Set(results.map(({ r }) => r.hostId))], caller);
       const opened: Record<string, unknown>[] = [];
+      // Imported once for every result the same key opens.
+      const recipientKey = importX25519RecipientKey(recipient.privateKey);
       for (const { file, r } of results) {
-        const common = { recipientPrivateKey: recipient.privateKey, requestEnvelope: unb64(r.envelope), hostKey: hostKeys.get(r.hostId)!.signing, hostId: r.hostId, requestId: r.requestId };
+        const common = { recipientPrivateKey: recipientKey, requestEnvelope: unb64(r.envelope), hostKey: hostKeys.get(r.hostId)!.signing, hostId: r.hostId, requestId: r.requestId };
         if (r.stream) {
           const out = path.resolve(values.out!);
           const s = await openSealedResultStream({ ...common, parts: readSealedParts(path.join(path.dirname(file), r.stream)), outFile: out });

@@ -3,7 +3,9 @@
 // carrier → execute → sign the result with the host key → seal it with HPKE to the recipient key
 // inside the request. Large outputs stream: a signed header, envelope-format chunks sealed as
 // they are read, and a signed trailer naming the plaintext's digest. Only sealed results leave
-// the host, and every outcome (executed, denied, failed) goes to the durable audit first.
+// the host, and every outcome (executed, denied, failed) goes to the durable audit first; an
+// operation with effects is audited as an attempt before it runs. A retry of the same envelope
+// gets the stored answer (a streamed one: STREAM_ALREADY_SENT), and nothing runs twice.
 import { createHash } from "node:crypto";
 import {
   VerificationKeyCache,
@@ -19,12 +21,13 @@ import { TrustplaneError } from "../../../../sdk/src/errors.js";
 import { Certificate as CertificateMessage, SignedEnvelope } from "../../../../sdk/src/gen/trustplane/auth/v1/auth.js";
 import { PrivilegedRequest, PrivilegedResult, type SealedRequest, type SealedResult, type SubmitStreamResponse } from "../../../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
 import { PRIVILEGED_CERTIFICATE_OPTIONS, certificateRestrictions, type CertificateRestrictions } from "../../../../sdk/src/privileged/certificate-options.js";
-import { operationOf, resultIsStreamed, vmIdOf, type OperationClass, type OperationName } from "../../../../sdk/src/privileged/operations.js";
+import { OPERATIONS_WITH_EFFECTS, operationOf, resultIsStreamed, vmIdOf, type OperationClass, type OperationName } from "../../../../sdk/src/privileged/operations.js";
 import { MAX_REQUEST_WINDOW_MS, PRIVILEGED_REQUEST_TYPE, PRIVILEGED_RESULT_TYPE, resultAad, resultInfo, sealedRequestInfo } from "../../../../sdk/src/privileged/payload-types.js";
 import type { Caller } from "../../runtime/auth/caller.js";
 import type { NonceStore } from "../../runtime/auth/nonce-store.js";
 import type { OperationRegistry } from "../operations/operation-registry.js";
 import type { OperationOutput } from "../operations/operation-output.js";
+import { callSignedEnvelope, type EnvelopeSource } from "./call-covered-envelope.js";
 import { coalesce } from "./coalesce-chunks.js";
 import { ResultCache } from "./result-cache.js";
 
@@ -34,8 +37,12 @@ export interface PrivilegedAuditEvent {
   vmId: string;
   signer?: string;
   carrier: string;
+  /** "ok", ATTEMPT_OUTCOME, or the denial/failure reason. */
   outcome: string;
   detail?: string;
+  /** The request's nonce once spent, and until when it must stay refused (replay cache rebuild). */
+  requestNonce?: Uint8Array;
+  replayUntilMs?: number;
 }
 
 /** Where outcomes go; resolves once the record is durable (log levels never reach it). */
@@ -61,6 +68,8 @@ export interface ExecutorDeps {
 interface Authorized {
   req: PrivilegedRequest;
   envelopeBytes: Uint8Array;
+  /** SHA-256 of envelopeBytes: the result's request_digest and its HPKE info. */
+  digest: Buffer;
   operation: OperationName;
   cert: Certificate;
   restrictions: CertificateRestrictions;
@@ -73,6 +82,31 @@ interface AuditSubject {
   vmId: string;
   signer?: string;
   carrier: string;
+  requestNonce?: Uint8Array;
+  replayUntilMs?: number;
+}
+
+/** What a submission answered, kept for its retries: a sealed one-shot result, or that a stream was sent. */
+type Answer = { kind: "sealed"; sealed: SealedResult } | { kind: "streamed"; startedAtMs: number; requestId: string };
+
+/** An authorized SubmitStream whose output streams. */
+interface StreamStart {
+  a: Authorized;
+  output: OperationOutput;
+  subject: AuditSubject;
+  sealed?: SealedResult;
+}
+
+/** The outcome of the record written before an operation with effects runs. */
+export const ATTEMPT_OUTCOME = "attempt";
+
+function streamAlreadySent(answer: { startedAtMs: number; requestId: string }): TrustplaneError {
+  return new TrustplaneError(
+    "FAILED_PRECONDITION",
+    "STREAM_ALREADY_SENT",
+    `request ${answer.requestId} already ran at ${new Date(answer.startedAtMs).toISOString()} and its streamed result was sent (or is being sent) on another call; ` +
+      "streamed results are not kept on the host, so sign a new request to run it again",
+  );
 }
 
 /** Envelope pieces below this are merged into one chunk message; segments (1 MiB) go alone. */
@@ -84,7 +118,7 @@ const denied = (reason: string, message: string, status: "PERMISSION_DENIED" | "
 const reasonOf = (e: unknown) => (e instanceof TrustplaneError ? e.reason : "EXECUTION_FAILED");
 
 export class PrivilegedExecutor {
-  private readonly results: ResultCache<SealedResult>;
+  private readonly results: ResultCache<Answer>;
   private readonly signerKeys = new VerificationKeyCache(1000);
 
   constructor(private readonly deps: ExecutorDeps) {
@@ -113,17 +147,56 @@ export class PrivilegedExecutor {
    * Unary Submit. A retry of the exact same envelope bytes inside the request's window gets the
    * stored outcome (the same sealed result, or the same refusal) and nothing runs again.
    */
-  async execute(envelopeBytes: Uint8Array, carrier: Caller): Promise<SealedResult> {
+  async execute(envelopeBytes: Uint8Array, carrier: Caller, source: EnvelopeSource = "sealed"): Promise<SealedResult> {
+    const answer = await this.once(envelopeBytes, carrier, (subject, onNonceSpent) => this.executeOnce(envelopeBytes, source, carrier, subject, onNonceSpent));
+    if (answer.kind === "streamed") throw streamAlreadySent(answer);
+    return answer.sealed;
+  }
+
+  /**
+   * SubmitStream: a one-shot result as a single `result` part, or for streamed outputs the
+   * signed header (announcing stream_size), envelope chunks, then the signed trailer naming
+   * SHA-256 and size of the plaintext. The plaintext is read, hashed and sealed piece by piece.
+   *
+   * A retry of the same envelope gets a stored one-shot result or refusal again, as Submit
+   * does. A streamed result is not stored, by choice: keeping every dump's ciphertext on the
+   * host for the request's window would put another copy of guest memory on the agent's disk
+   * (as long-lived as the recipient key's secrecy) and double the agent's I/O for every dump,
+   * to serve a retry that a fresh request serves as well with a newer snapshot. Such a retry is
+   * answered STREAM_ALREADY_SENT, saying so.
+   */
+  async *executeStream(envelopeBytes: Uint8Array, carrier: Caller, source: EnvelopeSource = "sealed"): AsyncGenerator<SubmitStreamResponse> {
+    let started: StreamStart | undefined;
+    const answer = await this.once(envelopeBytes, carrier, async (subject, onNonceSpent) => {
+      const s = await this.startStream(envelopeBytes, source, carrier, subject, onNonceSpent);
+      if (s.sealed) return { kind: "sealed", sealed: s.sealed };
+      started = s;
+      return { kind: "streamed", startedAtMs: this.now(), requestId: s.a.req.requestId };
+    });
+    if (!started) {
+      if (answer.kind === "streamed") throw streamAlreadySent(answer);
+      yield { result: answer.sealed };
+      return;
+    }
+    yield* this.streamOutput(started);
+  }
+
+  /**
+   * Runs `first` for envelope bytes not seen inside their window, or answers a retry with the
+   * stored answer (audited as a retry). A refusal before the nonce was spent (bad signature,
+   * not yet valid…) is forgotten, so a retry is checked afresh.
+   */
+  private async once(envelopeBytes: Uint8Array, carrier: Caller, first: (subject: AuditSubject, onNonceSpent: (untilMs: number) => void) => Promise<Answer>): Promise<Answer> {
     const key = createHash("sha256").update(envelopeBytes).digest("base64");
     const prior = this.results.get(key);
     if (prior) return this.answerRetry(prior, envelopeBytes, carrier);
     let spentUntil: number | undefined;
-    const outcome = this.executeOnce(envelopeBytes, carrier, (until) => (spentUntil = until));
+    const subject: AuditSubject = { requestId: "", operation: "unknown", vmId: "", carrier: carrier.principal };
+    const outcome = first(subject, (until) => (spentUntil = until));
     this.results.start(key, outcome);
     try {
       return await outcome;
     } catch (e) {
-      // Refused before its nonce was spent (bad signature, not yet valid…): a retry is checked afresh.
       if (spentUntil === undefined) this.results.forget(key);
       throw e;
     } finally {
@@ -131,7 +204,7 @@ export class PrivilegedExecutor {
     }
   }
 
-  private async answerRetry(prior: Promise<SealedResult>, envelopeBytes: Uint8Array, carrier: Caller): Promise<SealedResult> {
+  private async answerRetry(prior: Promise<Answer>, envelopeBytes: Uint8Array, carrier: Caller): Promise<Answer> {
     const subject: AuditSubject = { requestId: "", operation: "unknown", vmId: "", carrier: carrier.principal };
     try {
       const req = PrivilegedRequest.decode(SignedEnvelope.decode(envelopeBytes).payload);
@@ -140,27 +213,41 @@ export class PrivilegedExecutor {
       // It parsed the first time (or the stored outcome is that refusal): the audit names what it can.
     }
     const detail = "a retry of the same signed request, answered with the stored outcome; not executed again";
+    let answer: Answer;
     try {
-      const r = await prior;
-      await this.deps.audit.record({ ...subject, outcome: "ok", detail });
-      return r;
+      answer = await prior;
     } catch (e) {
       await this.deps.audit.record({ ...subject, outcome: reasonOf(e), detail: `${detail}: ${(e as Error).message}` });
       throw e;
     }
+    if (answer.kind === "streamed") {
+      const e = streamAlreadySent(answer);
+      await this.deps.audit.record({ ...subject, outcome: e.reason, detail: e.message });
+      throw e;
+    }
+    await this.deps.audit.record({ ...subject, outcome: "ok", detail });
+    return answer;
   }
 
-  private async executeOnce(envelopeBytes: Uint8Array, carrier: Caller, onNonceSpent: (untilMs: number) => void): Promise<SealedResult> {
-    const subject: AuditSubject = { requestId: "", operation: "unknown", vmId: "", carrier: carrier.principal };
-    let a: Authorized;
-    let output: OperationOutput;
+  /** Authorizes, records the attempt of an operation with effects, and runs it. */
+  private async run(envelopeBytes: Uint8Array, source: EnvelopeSource, carrier: Caller, mode: "unary" | "stream", subject: AuditSubject, onNonceSpent: (untilMs: number) => void): Promise<{ a: Authorized; output: OperationOutput }> {
     try {
-      a = await this.authorize(envelopeBytes, carrier, "unary", subject, onNonceSpent);
-      output = await this.deps.operations.run(a.operation, a.req, { principal: a.cert.principal, maxMemoryRead: a.restrictions.maxMemoryRead });
+      const a = await this.authorize(envelopeBytes, source, carrier, mode, subject, onNonceSpent);
+      if (OPERATIONS_WITH_EFFECTS.has(a.operation)) {
+        // Durable before anything happens: a crash while the guest stops, the config changes or
+        // memory is read still leaves this trace (and the spent nonce) in the audit.
+        await this.deps.audit.record({ ...subject, outcome: ATTEMPT_OUTCOME, detail: `${a.operation} authorized for ${a.cert.principal}; its outcome follows in a later record` });
+      }
+      const output = await this.deps.operations.run(a.operation, a.req, { principal: a.cert.principal, maxMemoryRead: a.restrictions.maxMemoryRead });
+      return { a, output };
     } catch (e) {
       await this.deps.audit.record({ ...subject, outcome: reasonOf(e), detail: (e as Error).message });
       throw e;
     }
+  }
+
+  private async executeOnce(envelopeBytes: Uint8Array, source: EnvelopeSource, carrier: Caller, subject: AuditSubject, onNonceSpent: (untilMs: number) => void): Promise<Answer> {
+    const { a, output } = await this.run(envelopeBytes, source, carrier, "unary", subject, onNonceSpent);
     // The registry only streams what resultIsStreamed names; anything else would be a bug here.
     if (output.stream) {
       await output.stream.dispose();
@@ -170,32 +257,22 @@ export class PrivilegedExecutor {
     }
     const sealed = this.sealResult(this.resultOf(a, output), a);
     await this.deps.audit.record({ ...subject, outcome: "ok" });
-    return sealed;
+    return { kind: "sealed", sealed };
   }
 
-  /**
-   * SubmitStream: a one-shot result as a single `result` part, or for streamed outputs the
-   * signed header (announcing stream_size), envelope chunks, then the signed trailer naming
-   * SHA-256 and size of the plaintext. The plaintext is read, hashed and sealed piece by piece.
-   */
-  async *executeStream(envelopeBytes: Uint8Array, carrier: Caller): AsyncGenerator<SubmitStreamResponse> {
-    const subject: AuditSubject = { requestId: "", operation: "unknown", vmId: "", carrier: carrier.principal };
-    let a: Authorized;
-    let output: OperationOutput;
-    try {
-      a = await this.authorize(envelopeBytes, carrier, "stream", subject, () => undefined);
-      output = await this.deps.operations.run(a.operation, a.req, { principal: a.cert.principal, maxMemoryRead: a.restrictions.maxMemoryRead });
-    } catch (e) {
-      await this.deps.audit.record({ ...subject, outcome: reasonOf(e), detail: (e as Error).message });
-      throw e;
-    }
-    const stream = output.stream;
-    if (!stream) {
+  /** Authorizes and runs a SubmitStream request: a one-shot result sealed, or a stream to send. */
+  private async startStream(envelopeBytes: Uint8Array, source: EnvelopeSource, carrier: Caller, subject: AuditSubject, onNonceSpent: (untilMs: number) => void): Promise<StreamStart> {
+    const { a, output } = await this.run(envelopeBytes, source, carrier, "stream", subject, onNonceSpent);
+    if (!output.stream) {
       const sealed = this.sealResult(this.resultOf(a, output), a);
       await this.deps.audit.record({ ...subject, outcome: "ok" });
-      yield { result: sealed };
-      return;
+      return { a, output, subject, sealed };
     }
+    return { a, output, subject };
+  }
+
+  private async *streamOutput({ a, output, subject }: StreamStart): AsyncGenerator<SubmitStreamResponse> {
+    const stream = output.stream!;
     let finished = false;
     let failure: unknown;
     let size = 0;
@@ -203,13 +280,13 @@ export class PrivilegedExecutor {
     try {
       yield { result: this.sealResult(this.resultOf(a, output, { streamSize: stream.size }), a) };
       async function* plaintext(): AsyncGenerator<Uint8Array> {
-        for await (const chunk of stream!.chunks()) {
+        for await (const chunk of stream.chunks()) {
           hash.update(chunk);
           size += chunk.length;
           yield chunk;
         }
       }
-      const envelope = encryptStream(plaintext(), { recipientPublicKey: a.req.recipientPublicKey, info: resultInfo(a.envelopeBytes), aad: resultAad(this.deps.hostId, a.req.requestId) });
+      const envelope = encryptStream(plaintext(), { recipientPublicKey: a.req.recipientPublicKey, info: a.digest, aad: resultAad(this.deps.hostId, a.req.requestId) });
       for await (const chunk of coalesce(envelope, STREAM_SMALL_PIECE)) yield { chunk };
       if (size !== stream.size) throw new TrustplaneError("INTERNAL", "STREAM_SIZE_CHANGED", `the output was announced as ${stream.size} bytes but ${size} were read`);
       const digest = hash.digest();
@@ -235,7 +312,7 @@ export class PrivilegedExecutor {
     return PrivilegedResult.fromPartial({
       requestId: a.req.requestId,
       hostId: this.deps.hostId,
-      requestDigest: createHash("sha256").update(a.envelopeBytes).digest(),
+      requestDigest: a.digest,
       executedAtMs: this.now(),
       outcome: "ok",
       ...fields,
@@ -243,7 +320,7 @@ export class PrivilegedExecutor {
     });
   }
 
-  private async authorize(envelopeBytes: Uint8Array, carrier: Caller, mode: "unary" | "stream", subject: AuditSubject, onNonceSpent: (untilMs: number) => void): Promise<Authorized> {
+  private async authorize(envelopeBytes: Uint8Array, source: EnvelopeSource, carrier: Caller, mode: "unary" | "stream", subject: AuditSubject, onNonceSpent: (untilMs: number) => void): Promise<Authorized> {
     const now = this.now();
     let envelope: SignedEnvelope;
     try {
@@ -256,19 +333,36 @@ export class PrivilegedExecutor {
     if (!sig || envelope.signatures.length !== 1 || sig.certificate.length === 0) {
       throw denied("SIGNATURE_INVALID", "a privileged request carries exactly one signature with the operator's CA certificate", "UNAUTHENTICATED");
     }
-    let signerKey: VerificationKey;
+    let signerCertificate: CertificateMessage;
+    let signerCertificateBytes: Uint8Array;
     try {
-      signerKey = this.signerKeys.get(CertificateMessage.decode(SignedEnvelope.decode(sig.certificate).payload).publicKeyJwk);
+      signerCertificateBytes = SignedEnvelope.decode(sig.certificate).payload;
+      signerCertificate = CertificateMessage.decode(signerCertificateBytes);
     } catch {
-      throw denied("CERTIFICATE_INVALID", "the attached certificate does not parse or names no valid public key", "UNAUTHENTICATED");
+      throw denied("CERTIFICATE_INVALID", "the attached certificate does not parse", "UNAUTHENTICATED");
     }
     let payload: Uint8Array;
-    try {
-      // 2. Payload type is checked by the verifier after the signature.
-      payload = verifyEnvelopeSync(envelope, { expectedType: PRIVILEGED_REQUEST_TYPE, resolveKey: (id) => (id === signerKey.keyId ? signerKey : undefined) }).payload;
-    } catch (e) {
-      if (e instanceof TrustplaneError) throw denied(e.reason, e.message, "UNAUTHENTICATED");
-      throw e;
+    if (source === "in-call" && callSignedEnvelope(carrier, sig.keyId, signerCertificateBytes)) {
+      // The carrier's own call signature already covers this envelope (see callSignedEnvelope);
+      // the payload type is still checked before anything parses.
+      if (envelope.payloadType !== PRIVILEGED_REQUEST_TYPE) {
+        throw denied("PAYLOAD_TYPE_MISMATCH", `the envelope holds ${JSON.stringify(envelope.payloadType)}, expected ${JSON.stringify(PRIVILEGED_REQUEST_TYPE)}`, "UNAUTHENTICATED");
+      }
+      payload = envelope.payload;
+    } else {
+      let signerKey: VerificationKey;
+      try {
+        signerKey = this.signerKeys.get(signerCertificate.publicKeyJwk);
+      } catch {
+        throw denied("CERTIFICATE_INVALID", "the attached certificate names no valid public key", "UNAUTHENTICATED");
+      }
+      try {
+        // 2. Payload type is checked by the verifier after the signature.
+        payload = verifyEnvelopeSync(envelope, { expectedType: PRIVILEGED_REQUEST_TYPE, resolveKey: (id) => (id === signerKey.keyId ? signerKey : undefined) }).payload;
+      } catch (e) {
+        if (e instanceof TrustplaneError) throw denied(e.reason, e.message, "UNAUTHENTICATED");
+        throw e;
+      }
     }
     // 3. Parse.
     let req: PrivilegedRequest;
@@ -294,8 +388,11 @@ export class PrivilegedExecutor {
     }
     // 6. Nonce, remembered for the request's whole window.
     if (req.nonce.length !== 16) throw denied("NONCE_INVALID", "the request nonce must be 128 bits", "INVALID_ARGUMENT");
-    if (!(await this.deps.nonces.remember(req.nonce, req.notAfterMs + this.skew))) throw denied("NONCE_REPLAYED", "this request was already executed; each request runs once", "UNAUTHENTICATED");
-    onNonceSpent(req.notAfterMs + this.skew);
+    const replayUntilMs = req.notAfterMs + this.skew;
+    if (!(await this.deps.nonces.remember(req.nonce, replayUntilMs))) throw denied("NONCE_REPLAYED", "this request was already executed; each request runs once", "UNAUTHENTICATED");
+    // Every audit record from here on carries the nonce, so a restarted agent refuses it again.
+    Object.assign(subject, { requestNonce: req.nonce, replayUntilMs });
+    onNonceSpent(replayUntilMs);
     // 7. Certificate chain and its restrictions (host pattern included, checked there only).
     let cert: Certificate;
     let restrictions: CertificateRestrictions;
@@ -313,7 +410,7 @@ export class PrivilegedExecutor {
     if (carrier.principal !== cert.principal && !(carrier.certificate?.operationClasses.includes("carry") ?? false)) {
       throw denied("POLICY_DENIED", `${carrier.principal} may not carry requests signed by ${cert.principal}; its certificate needs the carry class`);
     }
-    return { req, envelopeBytes, operation: op.name, cert, restrictions };
+    return { req, envelopeBytes, digest: resultInfo(envelopeBytes), operation: op.name, cert, restrictions };
   }
 
   private checkAllowed(cert: Certificate, restrictions: CertificateRestrictions, name: OperationName, operationClass: OperationClass): void {
@@ -327,7 +424,7 @@ export class PrivilegedExecutor {
 
   private sealResult(result: PrivilegedResult, a: Authorized): SealedResult {
     const signed = signEnvelope(PRIVILEGED_RESULT_TYPE, PrivilegedResult.encode(result).finish(), [this.deps.hostKey]);
-    const sealed = seal(a.req.recipientPublicKey, SignedEnvelope.encode(signed).finish(), { info: resultInfo(a.envelopeBytes), aad: resultAad(this.deps.hostId, a.req.requestId) });
+    const sealed = seal(a.req.recipientPublicKey, SignedEnvelope.encode(signed).finish(), { info: a.digest, aad: resultAad(this.deps.hostId, a.req.requestId) });
     return { hostId: this.deps.hostId, requestId: a.req.requestId, enc: sealed.enc, ciphertext: sealed.ciphertext };
   }
 }

@@ -4,8 +4,7 @@
 // small reads come back inline, larger ones are handed to the executor as a stream that it
 // seals as it reads, and the file is removed once read or on any failure.
 import { randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { readFile, rm, stat } from "node:fs/promises";
+import { open, readFile, rm, stat, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { TrustplaneError, invalidArgument } from "../../../../sdk/src/errors.js";
 import type { DumpGuestMemory, ReadGuestMemory } from "../../../../sdk/src/gen/trustplane/privileged/v1/privileged.js";
@@ -59,12 +58,34 @@ function checkLimits(what: string, bytes: number, limits: MemoryReadLimits): voi
 }
 
 /** Streams a file QEMU wrote, then removes it; removal also happens if nobody reads it. */
+/** The next READ_CHUNK bytes of the file (fewer at its end), or undefined at its end. */
+async function readChunk(fh: FileHandle): Promise<Buffer | undefined> {
+  const buffer = Buffer.allocUnsafe(READ_CHUNK);
+  const { bytesRead } = await fh.read(buffer, 0, READ_CHUNK, null);
+  if (bytesRead === 0) return undefined;
+  // Never hand on bytes the read did not fill.
+  return bytesRead < READ_CHUNK ? buffer.subarray(0, bytesRead) : buffer;
+}
+
 export function dumpFileStream(file: string, size: number): StreamedOutput {
   return {
     size,
     async *chunks() {
-      // The stream owns its buffers, so each chunk can be hashed and sealed as it comes.
-      for await (const chunk of createReadStream(file, { highWaterMark: READ_CHUNK })) yield chunk as Buffer;
+      // Each chunk is a buffer of its own, so it can be hashed and sealed as it comes; the
+      // next read runs on the thread pool while the consumer hashes and seals this one.
+      const fh = await open(file, "r");
+      let next: Promise<Buffer | undefined> | undefined = readChunk(fh);
+      try {
+        for (;;) {
+          const chunk = await next;
+          if (!chunk) return;
+          next = readChunk(fh);
+          yield chunk;
+        }
+      } finally {
+        await next?.catch(() => undefined);
+        await fh.close();
+      }
     },
     dispose: () => rm(file, { force: true }),
   };

@@ -140,17 +140,6 @@ export class CallVerifier {
     if (statement.nonce.length !== NONCE_BYTES) {
       throw reject("UNAUTHENTICATED", "NONCE_INVALID", `the call nonce must be ${NONCE_BYTES} bytes`, principal);
     }
-    // A replay cache that started empty (this process restarted) cannot vouch for calls signed
-    // before it existed: a call captured then could otherwise be replayed until it expires.
-    const since = this.opts.nonces.coversSinceMs;
-    if (since !== undefined && statement.timestampMs < since) {
-      throw reject(
-        "UNAUTHENTICATED",
-        "SIGNED_BEFORE_RESTART",
-        `the call was signed ${Math.round((since - statement.timestampMs) / 1000)} s before this ${this.opts.hostId ? "agent" : "server"} started, which its replay cache cannot cover; sign it again (a client clock running behind causes this briefly after a restart)`,
-        principal,
-      );
-    }
     // Recorded only now, after the signature verified, so nobody can burn another's nonces.
     // A statement stays acceptable until timestamp + skew, so the nonce must be kept that long.
     if (!(await this.opts.nonces.remember(statement.nonce, statement.timestampMs + this.skewMs + 1))) {

@@ -10,8 +10,6 @@ import type { NonceStore } from "./nonce-store.js";
 export interface MemoryNonceStoreOptions {
   maxEntries?: number;
   now?: () => number;
-  /** How far back the store reaches; default: its creation (it has seen nothing older). */
-  coversSinceMs?: number;
 }
 
 const SNAPSHOT_MAGIC = Buffer.from("TPNONCE1");
@@ -24,23 +22,19 @@ export class MemoryNonceStore implements NonceStore {
   private readonly maxEntries: number;
   private readonly now: () => number;
   private nextSweepMs = 0;
-  coversSinceMs: number;
 
   constructor(opts: MemoryNonceStoreOptions = {}) {
     this.maxEntries = opts.maxEntries ?? 2_000_000;
     this.now = opts.now ?? Date.now;
-    this.coversSinceMs = opts.coversSinceMs ?? this.now();
   }
 
   /**
-   * What a graceful stop hands to the next process: every unexpired nonce and how far back
-   * the store reaches. Layout: magic, coversSinceMs (u64), then per nonce its length (u8),
-   * bytes and expiry second (u32).
+   * What a graceful stop hands to the next process: every unexpired nonce. Layout: magic,
+   * 8 reserved bytes, then per nonce its length (u8), bytes and expiry second (u32).
    */
   snapshot(): Buffer {
     const now = this.now();
     const parts: Buffer[] = [SNAPSHOT_MAGIC, Buffer.alloc(8)];
-    parts[1]!.writeBigUInt64BE(BigInt(Math.floor(this.coversSinceMs)));
     for (const [id, second] of this.seen) {
       if (second * 1000 <= now) continue;
       const nonce = Buffer.from(id, "latin1");
@@ -53,10 +47,7 @@ export class MemoryNonceStore implements NonceStore {
     return Buffer.concat(parts);
   }
 
-  /**
-   * Takes over a previous process's snapshot, so a graceful restart keeps full replay
-   * coverage. Without one (first start, crash) the store covers only calls signed from now on.
-   */
+  /** Takes over a previous process's snapshot, so a graceful restart keeps full replay coverage. */
   restore(snapshot: Buffer): void {
     if (snapshot.length < 16 || !snapshot.subarray(0, 8).equals(SNAPSHOT_MAGIC)) throw new TrustplaneError("DATA_LOSS", "NONCE_SNAPSHOT_INVALID", "the replay-cache snapshot is not one this version wrote");
     const now = this.now();
@@ -73,7 +64,6 @@ export class MemoryNonceStore implements NonceStore {
       if (bucket) bucket.push(id);
       else this.buckets.set(second, [id]);
     }
-    this.coversSinceMs = Math.min(this.coversSinceMs, Number(snapshot.readBigUInt64BE(8)));
   }
 
   get size(): number {

@@ -4,10 +4,4 @@
 export interface NonceStore {
   /** Records the nonce; resolves false when it was already recorded and has not expired. */
   remember(nonce: Uint8Array, expiresAtMs: number): Promise<boolean>;
-  /**
-   * A volatile store knows nothing of what was seen before it was created (a restart), so
-   * statements signed before then cannot be checked for replay and are refused; durable
-   * stores leave this undefined.
-   */
-  readonly coversSinceMs?: number;
 }

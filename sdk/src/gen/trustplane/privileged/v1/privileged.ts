@@ -340,6 +340,13 @@ export interface HostAuditRecord {
   vmId: string;
   prevHash: Uint8Array;
   hash: Uint8Array;
+  /**
+   * The signed request's 128-bit nonce once the executor has spent it (empty before): with
+   * replay_until_ms it lets a restarted agent rebuild its replay cache from this file.
+   */
+  requestNonce: Uint8Array;
+  /** Until when that nonce must stay refused (the request's not_after plus the agent's skew). */
+  replayUntilMs: number;
 }
 
 export interface RecordHostAuditRequest {
@@ -3806,6 +3813,8 @@ function createBaseHostAuditRecord(): HostAuditRecord {
     vmId: "",
     prevHash: new Uint8Array(0),
     hash: new Uint8Array(0),
+    requestNonce: new Uint8Array(0),
+    replayUntilMs: 0,
   };
 }
 
@@ -3843,6 +3852,12 @@ export const HostAuditRecord: MessageFns<HostAuditRecord> = {
     }
     if (message.hash.length !== 0) {
       writer.uint32(90).bytes(message.hash);
+    }
+    if (message.requestNonce.length !== 0) {
+      writer.uint32(98).bytes(message.requestNonce);
+    }
+    if (message.replayUntilMs !== 0) {
+      writer.uint32(104).int64(message.replayUntilMs);
     }
     return writer;
   },
@@ -3948,6 +3963,22 @@ export const HostAuditRecord: MessageFns<HostAuditRecord> = {
             message.hash = reader.bytes();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.requestNonce = reader.bytes();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.replayUntilMs = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3989,6 +4020,16 @@ export const HostAuditRecord: MessageFns<HostAuditRecord> = {
         ? bytesFromBase64(object.prev_hash)
         : new Uint8Array(0),
       hash: isSet(object.hash) ? bytesFromBase64(object.hash) : new Uint8Array(0),
+      requestNonce: isSet(object.requestNonce)
+        ? bytesFromBase64(object.requestNonce)
+        : isSet(object.request_nonce)
+        ? bytesFromBase64(object.request_nonce)
+        : new Uint8Array(0),
+      replayUntilMs: isSet(object.replayUntilMs)
+        ? globalThis.Number(object.replayUntilMs)
+        : isSet(object.replay_until_ms)
+        ? globalThis.Number(object.replay_until_ms)
+        : 0,
     };
   },
 
@@ -4027,6 +4068,12 @@ export const HostAuditRecord: MessageFns<HostAuditRecord> = {
     if (message.hash.length !== 0) {
       obj.hash = base64FromBytes(message.hash);
     }
+    if (message.requestNonce.length !== 0) {
+      obj.requestNonce = base64FromBytes(message.requestNonce);
+    }
+    if (message.replayUntilMs !== 0) {
+      obj.replayUntilMs = Math.round(message.replayUntilMs);
+    }
     return obj;
   },
 
@@ -4046,6 +4093,8 @@ export const HostAuditRecord: MessageFns<HostAuditRecord> = {
     message.vmId = object.vmId ?? "";
     message.prevHash = object.prevHash ?? new Uint8Array(0);
     message.hash = object.hash ?? new Uint8Array(0);
+    message.requestNonce = object.requestNonce ?? new Uint8Array(0);
+    message.replayUntilMs = object.replayUntilMs ?? 0;
     return message;
   },
 };
