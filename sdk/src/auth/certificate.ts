@@ -68,7 +68,8 @@ function invalid(message: string, reason = "CERTIFICATE_INVALID"): TrustplaneErr
  */
 const VERIFIED_CA_SIGNATURES = new Map<string, { payload: Uint8Array; keyId: string; key?: VerificationKey }>();
 
-export function verifyCertificate(envelopeBytes: Uint8Array, opts: VerifyCertificateOptions): Certificate {
+/** verifyCertificate, also giving the certified key (imported once per certificate, then cached). */
+export function verifyCertificateWithKey(envelopeBytes: Uint8Array, opts: VerifyCertificateOptions): { certificate: Certificate; key: VerificationKey } {
   let env: SignedEnvelope;
   try {
     env = SignedEnvelope.decode(envelopeBytes);
@@ -121,7 +122,11 @@ export function verifyCertificate(envelopeBytes: Uint8Array, opts: VerifyCertifi
   if (opts.hostId && !hostPatternMatches(cert.hostPattern, opts.hostId)) {
     throw invalid(`the certificate is restricted to hosts ${JSON.stringify(cert.hostPattern)}, not ${JSON.stringify(opts.hostId)}`, "HOST_MISMATCH");
   }
-  return cert;
+  return { certificate: cert, key };
+}
+
+export function verifyCertificate(envelopeBytes: Uint8Array, opts: VerifyCertificateOptions): Certificate {
+  return verifyCertificateWithKey(envelopeBytes, opts).certificate;
 }
 
 /**

@@ -10,7 +10,7 @@ import {
   SIGNATURE_METADATA,
   STATEMENT_METADATA,
 } from "../../../../sdk/src/auth/call-statement.js";
-import { verifyCertificate } from "../../../../sdk/src/auth/certificate.js";
+import { verifyCertificateWithKey } from "../../../../sdk/src/auth/certificate.js";
 import { CALL_STATEMENT_TYPE, pae } from "../../../../sdk/src/auth/pae.js";
 import { importVerificationKey, type VerificationKey } from "../../../../sdk/src/auth/verification-key.js";
 import { TrustplaneError, type StatusName } from "../../../../sdk/src/errors.js";
@@ -96,18 +96,18 @@ export class CallVerifier {
       roles = known.roles ?? [];
     } else if (Buffer.isBuffer(certificateBytes) && certificateBytes.length > 0) {
       try {
-        certificate = verifyCertificate(certificateBytes, {
+        // The certified key comes back imported once per certificate (cached with its CA check).
+        ({ certificate, key } = verifyCertificateWithKey(certificateBytes, {
           caKeys: this.opts.caKeys(),
           nowMs: this.now(),
           keyId,
           hostId: this.opts.hostId,
           knownOptions: this.opts.knownCertificateOptions,
-        });
+        }));
       } catch (e) {
         if (e instanceof TrustplaneError) throw reject(e.status, e.reason, e.message);
         throw e;
       }
-      key = importVerificationKey(certificate.publicKeyJwk);
       principal = certificate.principal;
     } else {
       throw reject("UNAUTHENTICATED", "UNKNOWN_KEY", `key ${keyId} is not registered and no CA certificate was sent for it`);
