@@ -3,7 +3,8 @@
 // died while its agent was down is STOPPED by the first beat after the restart; the
 // reconciler ignores a stale report the host contradicts, fails a VM its host lost
 // (INSTANCE_LOST, claim released), and a host that misses its heartbeats has its VMs FAILED with
-// HOST_DOWN (claims kept) until it reports them again.
+// HOST_DOWN (claims kept) until it reports them again. Such a VM terminates in the record while
+// its host is down (tokens released), and the host ends the instance when it is back.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient, type SignedClient } from "../../sdk/src/client/create-client.js";
 import { TrustplaneError } from "../../sdk/src/errors.js";
@@ -21,7 +22,9 @@ import { HOST_DOWN, INSTANCE_LOST, InstanceReconciler } from "../../server/src/v
 import { VmEventHub } from "../../server/src/vm/manager/vm-event-hub.js";
 import { VmRecordChanges } from "../../server/src/vm/manager/vm-record-changes.js";
 import { VmRepository } from "../../server/src/vm/manager/vm-repository.js";
-import type { HostControlClient } from "../../server/src/vm/manager/vm-service.js";
+import { createVmHandlers, type HostControlClient } from "../../server/src/vm/manager/vm-service.js";
+import type { CallContext } from "../../server/src/runtime/auth/service-binder.js";
+import { CallStatement } from "../../sdk/src/gen/trustplane/auth/v1/auth.js";
 import { HeartbeatMonitor } from "../../server/src/vm/scheduler/heartbeat-monitor.js";
 import { SchedulerPlacement } from "../../server/src/vm/scheduler/scheduler-placement.js";
 import { backends } from "../support/backends.js";
@@ -127,12 +130,24 @@ describe.each(backends())("the reconciler and missed heartbeats on $name", (back
     const placement = new SchedulerPlacement(inventory);
     // What the fake host answers to GetInstance (absent: NOT_FOUND).
     const onHost = new Map<string, Instance>();
+    // While `reachable` is false the fake host answers nothing (UNAVAILABLE), as a down host.
+    const host = { reachable: true, terminated: [] as string[] };
+    const unreachable = () => {
+      if (!host.reachable) throw new TrustplaneError("UNAVAILABLE", "HOST_UNREACHABLE", "no route to host h1");
+    };
     const hostControl = async () =>
       ({
         getInstance: async ({ vmId }: { vmId: string }) => {
+          unreachable();
           const instance = onHost.get(vmId);
           if (!instance) throw new TrustplaneError("NOT_FOUND", "INSTANCE_NOT_FOUND", `no ${vmId}`);
           return { instance };
+        },
+        terminateInstance: async ({ vmId }: { vmId: string }) => {
+          unreachable();
+          if (!onHost.delete(vmId)) throw new TrustplaneError("NOT_FOUND", "INSTANCE_NOT_FOUND", `no ${vmId}`);
+          host.terminated.push(vmId);
+          return {};
         },
       }) as unknown as HostControlClient;
     const reconciler = new InstanceReconciler({ repo, audit: storage.audit, changes, placement, hostControl, logger });
@@ -144,7 +159,7 @@ describe.each(backends())("the reconciler and missed heartbeats on $name", (back
     };
     const eventsOf = async (vmId: string) => repo.eventsAfter(0, { vmId });
     const audited = async (action: string) => (await storage.db.all<{ target: string; principal: string }>("SELECT target, principal FROM audit_log WHERE action = ? ORDER BY seq", [action])).map((r) => `${r.principal} ${r.target}`);
-    return { storage, repo, inventory, reconciler, onHost, addVm, eventsOf, audited };
+    return { storage, repo, hub, changes, placement, hostControl, host, inventory, reconciler, onHost, addVm, eventsOf, audited };
   }
 
   it("ignores a heartbeat's stale report the host contradicts, and fails a VM the host lost (claim released)", async () => {
@@ -233,6 +248,61 @@ describe.each(backends())("the reconciler and missed heartbeats on $name", (back
       await reconciler.reconcileHost("h1", [Instance.fromPartial({ vmId: "vm-paused", state: VmState.VM_STATE_PAUSED })]);
       expect(await repo.get("vm-up")).toMatchObject({ state: VmState.VM_STATE_FAILED, failureReason: INSTANCE_LOST });
       expect((await inventory.get("h1"))!.used.vcpus).toBe(2);
+    } finally {
+      await storage.close();
+    }
+  });
+
+  it("terminates a HOST_DOWN VM in the record while its host is down, and the host ends the instance once it is back", async () => {
+    const { storage, repo, hub, changes, placement, hostControl, host, inventory, reconciler, onHost, addVm, eventsOf, audited } = await setup();
+    try {
+      const released: string[] = [];
+      const vmService = createVmHandlers({
+        storage,
+        repo,
+        placement,
+        events: hub,
+        changes,
+        hostControl,
+        logger,
+        releaseServiceAccounts: async (vm) => void released.push(vm.vmId),
+        hostUp: async (hostId) => (await inventory.get(hostId))?.up ?? false,
+      });
+      const ctx = (requestId: string) => ({ caller: { principal: "alice", keyId: "k", roles: [], statement: CallStatement.fromPartial({}) }, requestId, method: "TerminateVm", logger, signal: new AbortController().signal }) as unknown as CallContext;
+      await addVm("vm-gone");
+      await addVm("vm-other");
+      let now = 0;
+      const monitor = new HeartbeatMonitor(inventory, logger, { intervalMs: 10_000, now: () => now, onDown: (hostId) => reconciler.hostDown(hostId) });
+      host.reachable = false;
+      now = 31_000;
+      expect(await monitor.sweep()).toEqual(["h1"]);
+      expect(await repo.get("vm-gone")).toMatchObject({ state: VmState.VM_STATE_FAILED, failureReason: HOST_DOWN });
+
+      // The host cannot be asked, yet the terminate completes: record, claim and tokens.
+      const { vm } = await vmService.terminateVm!({ requestId: "t-gone", vmId: "vm-gone" }, ctx("t-gone"));
+      expect(vm!.state).toBe(VmState.VM_STATE_TERMINATED);
+      expect((await eventsOf("vm-gone")).at(-1)!.detail).toMatch(/host h1 is down/);
+      expect(released).toEqual(["vm-gone"]);
+      expect((await inventory.get("h1"))!.used.vcpus).toBe(1);
+      expect(onHost.has("vm-gone")).toBe(true);
+
+      // Back, still running both: the terminated one is ended on the host, the other followed.
+      host.reachable = true;
+      await inventory.heartbeat("h1", { load: 0, instanceCount: 2, latencyMs: 1 }, 32_000);
+      await reconciler.reconcileHost("h1", [onHost.get("vm-gone")!, onHost.get("vm-other")!]);
+      expect(host.terminated).toEqual(["vm-gone"]);
+      expect((await repo.get("vm-gone"))!.state).toBe(VmState.VM_STATE_TERMINATED);
+      expect((await repo.get("vm-other"))!.state).toBe(VmState.VM_STATE_RUNNING);
+      expect(await audited("vm.instance_ended")).toEqual(["host:h1 vm-gone"]);
+      // A later beat that still lists it (raced the terminate) changes nothing.
+      await reconciler.reconcileHost("h1", [Instance.fromPartial({ vmId: "vm-gone", state: VmState.VM_STATE_RUNNING })]);
+      expect(await audited("vm.instance_ended")).toEqual(["host:h1 vm-gone"]);
+
+      // A VM on an up host that does not answer is not terminated behind its back.
+      host.reachable = false;
+      await expect(vmService.terminateVm!({ requestId: "t-other", vmId: "vm-other" }, ctx("t-other"))).rejects.toMatchObject({ status: "UNAVAILABLE" });
+      expect((await repo.get("vm-other"))!.state).toBe(VmState.VM_STATE_FAILED);
+      expect(released).toEqual(["vm-gone"]);
     } finally {
       await storage.close();
     }

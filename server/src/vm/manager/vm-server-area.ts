@@ -37,7 +37,8 @@ export const vmServerArea: ServerArea = {
     const repo = new VmRepository(ctx.storage.db);
     await repo.backfill();
     // A 1 s cached view for scheduling reads; claims always go to SQL, so it cannot over-commit.
-    const inventory = new CachedHostInventory(new SqlHostInventory(ctx.storage.db), 1000);
+    const sqlInventory = new SqlHostInventory(ctx.storage.db);
+    const inventory = new CachedHostInventory(sqlInventory, 1000);
     const placement = new SchedulerPlacement(inventory);
     const heartbeatIntervalSeconds = 10;
     const events = new VmEventHub(repo);
@@ -79,6 +80,7 @@ export const vmServerArea: ServerArea = {
         attachServiceAccounts,
         changeServiceAccounts: (vm, next, proof, requestId) => accountTokens.change(vm, vm.serviceAccounts, next, proof, requestId),
         releaseServiceAccounts: async (vm, requestId) => void (await accountTokens.release(vm, requestId)),
+        hostUp: async (hostId) => (await sqlInventory.get(hostId))?.up ?? false,
       }),
     );
     ctx.bind(

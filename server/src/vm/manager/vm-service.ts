@@ -23,6 +23,7 @@ import { KEY_ID_METADATA, SIGNATURE_METADATA, STATEMENT_METADATA, canonicalEncod
 import type { CallContext, Handlers } from "../../runtime/auth/service-binder.js";
 import type { Logger } from "../../runtime/logger.js";
 import type { Storage } from "../../runtime/storage/storage.js";
+import { HOST_DOWN } from "./instance-reconciler.js";
 import type { Placement, PlacementRequest } from "./placement.js";
 import { checkNetwork, describeForwards } from "./network-spec.js";
 import { IMAGES, imageInfo } from "./vm-images.js";
@@ -62,6 +63,11 @@ export interface VmServiceDeps {
   changeServiceAccounts?(vm: Vm, next: ServiceAccountGrant[], proof: UserProof, requestId: string): Promise<void>;
   /** The VM is gone: release its long-term token holds (the authority revokes after the last VM). */
   releaseServiceAccounts?(vm: Vm, requestId: string): Promise<void>;
+  /**
+   * Is the host up (heartbeating)? Read from storage, not a cache. Lets a VM whose host went
+   * down be terminated in the record alone; absent: every terminate goes through the host.
+   */
+  hostUp?(hostId: string): Promise<boolean>;
 }
 
 /** The user's signed call, as received, for the token authority to check independently. */
@@ -375,8 +381,14 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
     async terminateVm(req, ctx) {
       let vm = await visible(req.vmId, ctx);
       if (vm.state === VmState.VM_STATE_TERMINATED) throw new TrustplaneError("FAILED_PRECONDITION", "INVALID_STATE", `VM ${vm.vmId} is already terminated`, "vm_id");
+      // A VM failed by its host's silence cannot be reached to end it, and must not hold its
+      // tokens and its claim until the host is back: it is terminated in the record, and the
+      // host ends the instance at its first heartbeat (the reconciler terminates instances
+      // whose record is TERMINATED). Its long-term tokens are released (revoked with the last
+      // VM), so an instance still running on a partitioned host loses them meanwhile.
+      const hostDown = vm.state === VmState.VM_STATE_FAILED && vm.failureReason === HOST_DOWN && !!vm.hostId && !!deps.hostUp && !(await deps.hostUp(vm.hostId));
       vm = await move(vm, VmState.VM_STATE_TERMINATING, VmEventType.VM_EVENT_TYPE_SHUTDOWN, "terminate", ctx.caller.principal);
-      if (vm.hostId) {
+      if (vm.hostId && !hostDown) {
         try {
           await onHost(vm, (c) => c.terminateInstance({ requestId: ctx.requestId, vmId: vm.vmId }, { deadlineMs: 120_000 }));
         } catch (e) {
@@ -388,7 +400,8 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
         }
       }
       await placement.release(vm.vmId);
-      vm = await move(vm, VmState.VM_STATE_TERMINATED, VmEventType.VM_EVENT_TYPE_UNDEFINED, "terminated", ctx.caller.principal);
+      const detail = hostDown ? `terminated while host ${vm.hostId} is down: the host ends the instance when it is back` : "terminated";
+      vm = await move(vm, VmState.VM_STATE_TERMINATED, VmEventType.VM_EVENT_TYPE_UNDEFINED, detail, ctx.caller.principal);
       // The instance is gone, so its holds on long-term tokens go too; the last VM holding a
       // token takes it with it (revoked and pushed to the agents). A failure here must not
       // undo the termination: it is logged and audited with the accessors left to release.
@@ -401,7 +414,7 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
           deps.logger.error({ vmId: vm.vmId, err: (e as Error).message }, "terminated VM could not release its long-term tokens");
         }
       }
-      await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.terminate", target: vm.vmId, outcome: "ok", requestId: ctx.requestId, detail: { tokensReleased } });
+      await deps.storage.audit.append({ principal: ctx.caller.principal, action: "vm.terminate", target: vm.vmId, outcome: "ok", requestId: ctx.requestId, detail: { tokensReleased, ...(hostDown ? { hostDown: vm.hostId } : {}) } });
       return { vm };
     },
 
