@@ -55,6 +55,13 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ file: configFile(raw), env: {} })).toThrow(message);
   });
 
+  it("reads --stop-vms as a boolean from the file, the environment or a flag, and names a bad one", () => {
+    expect(loadConfig({ env: {} }).stopVmsOnShutdown).toBe(false);
+    expect(loadConfig({ env: { TRUSTPLANE_STOP_VMS_ON_SHUTDOWN: "1" } }).stopVmsOnShutdown).toBe(true);
+    expect(loadConfig({ file: configFile({ stopVmsOnShutdown: true }), env: {}, flags: { stopVmsOnShutdown: false } }).stopVmsOnShutdown).toBe(false);
+    expect(() => loadConfig({ env: { TRUSTPLANE_STOP_VMS_ON_SHUTDOWN: "yes" } })).toThrow(/stopVmsOnShutdown \(from environment\): expected true or false/);
+  });
+
   it("rejects a config file that is not a JSON object", () => {
     expect(() => loadConfig({ file: configFile("[1,2]"), env: {} })).toThrow("must hold a JSON object");
     expect(() => loadConfig({ file: configFile("{oops"), env: {} })).toThrow("config file");

@@ -95,7 +95,7 @@ describe("wire conversions", () => {
     expect([c.cpuAllocationRatio, c.ramAllocationRatio, c.diskAllocationRatio]).toEqual([4, 1, 1]);
     expect(c.drivers).toHaveLength(2);
     expect(() => registrationFromCapacity({ ...c, total: undefined })).toThrow(/capacity.total/);
-    expect(heartbeatFromRequest({ hostId: "a", load: 0.5, instanceCount: 1, latencyMs: 2, instances: [], used: undefined, drivers: [], events: [] })).toEqual({ load: 0.5, instanceCount: 1, latencyMs: 2 });
+    expect(heartbeatFromRequest({ hostId: "a", load: 0.5, instanceCount: 1, latencyMs: 2, instances: [], used: undefined, drivers: [], events: [], final: false })).toEqual({ load: 0.5, instanceCount: 1, latencyMs: 2 });
   });
 });
 

@@ -4,7 +4,7 @@
 // reconciler ignores a stale report the host contradicts, fails a VM its host lost
 // (INSTANCE_LOST, claim released), and a host that misses its heartbeats has its VMs FAILED with
 // HOST_DOWN (claims kept) until it reports them again. Such a VM terminates in the record while
-// its host is down (tokens released), and the host ends the instance when it is back.
+// its host is down (tokens released), and the host is told to end the instance when it is back.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient, type SignedClient } from "../../sdk/src/client/create-client.js";
 import { TrustplaneError } from "../../sdk/src/errors.js";
@@ -22,6 +22,7 @@ import { HOST_DOWN, INSTANCE_LOST, InstanceReconciler } from "../../server/src/v
 import { VmEventHub } from "../../server/src/vm/manager/vm-event-hub.js";
 import { VmRecordChanges } from "../../server/src/vm/manager/vm-record-changes.js";
 import { VmRepository } from "../../server/src/vm/manager/vm-repository.js";
+import { createHostServiceHandlers } from "../../server/src/vm/manager/host-service.js";
 import { createVmHandlers, type HostControlClient } from "../../server/src/vm/manager/vm-service.js";
 import type { CallContext } from "../../server/src/runtime/auth/service-binder.js";
 import { CallStatement } from "../../sdk/src/gen/trustplane/auth/v1/auth.js";
@@ -117,6 +118,39 @@ describe.skipIf(!bwrapAvailable())("a VM that died while its agent was down, end
   });
 });
 
+describe.skipIf(!bwrapAvailable())("an agent shut down with --stop-vms, end to end", () => {
+  let env: DevEnv;
+  beforeAll(async () => {
+    env = await startDevEnv({ stopVmsOnShutdown: true });
+  });
+  afterAll(async () => {
+    await env?.stop();
+  });
+
+  it("stops its VMs (no process left) and the server records them STOPPED before the agent is gone", async () => {
+    const vms = createClient(VmServiceService, env.dev.server.address, { key: env.admin });
+    try {
+      const ids: string[] = [];
+      for (const name of ["keep-a", "keep-b"]) {
+        const { vm } = await vms.createVm({ requestId: `stop-vms-${name}`, name, image: "process", resources: { vcpus: 1, memoryMib: 64, diskGib: 0 } });
+        ids.push(vm!.vmId);
+      }
+      for (const vmId of ids) for (let i = 0; i < 200 && (await vms.getVm({ vmId })).vm!.state !== VmState.VM_STATE_RUNNING; i++) await new Promise((r) => setTimeout(r, 50));
+      const pids = ids.map((vmId) => (JSON.parse(readFileSync(path.join(env.config.dataDir, "agent", DEV_HOST_ID, "vms", vmId, "instance.json"), "utf8")) as { handle: { pid: number } }).handle.pid);
+      expect(pids.every((p) => processAlive(p))).toBe(true);
+      await env.dev.agent.shutdown();
+      expect(pids.filter((p) => processAlive(p))).toEqual([]);
+      for (const vmId of ids) {
+        const last = (await env.dev.server.storage.db.all<{ record: Buffer }>("SELECT record FROM vm_events WHERE vm_id = ? ORDER BY seq DESC LIMIT 1", [vmId])).map((r) => VmEvent.decode(r.record))[0]!;
+        expect(last).toMatchObject({ type: VmEventType.VM_EVENT_TYPE_STOPPED, state: VmState.VM_STATE_STOPPED, initiator: `host:${DEV_HOST_ID}` });
+        expect((await vms.getVm({ vmId })).vm!.state).toBe(VmState.VM_STATE_STOPPED);
+      }
+    } finally {
+      vms.close();
+    }
+  });
+});
+
 describe.each(backends())("the reconciler and missed heartbeats on $name", (backend) => {
   afterAll(() => backend.cleanup());
   const logger = createLogger({ level: "silent" });
@@ -131,7 +165,7 @@ describe.each(backends())("the reconciler and missed heartbeats on $name", (back
     // What the fake host answers to GetInstance (absent: NOT_FOUND).
     const onHost = new Map<string, Instance>();
     // While `reachable` is false the fake host answers nothing (UNAVAILABLE), as a down host.
-    const host = { reachable: true, terminated: [] as string[] };
+    const host = { reachable: true };
     const unreachable = () => {
       if (!host.reachable) throw new TrustplaneError("UNAVAILABLE", "HOST_UNREACHABLE", "no route to host h1");
     };
@@ -146,7 +180,6 @@ describe.each(backends())("the reconciler and missed heartbeats on $name", (back
         terminateInstance: async ({ vmId }: { vmId: string }) => {
           unreachable();
           if (!onHost.delete(vmId)) throw new TrustplaneError("NOT_FOUND", "INSTANCE_NOT_FOUND", `no ${vmId}`);
-          host.terminated.push(vmId);
           return {};
         },
       }) as unknown as HostControlClient;
@@ -254,7 +287,7 @@ describe.each(backends())("the reconciler and missed heartbeats on $name", (back
   });
 
   it("terminates a HOST_DOWN VM in the record while its host is down, and the host ends the instance once it is back", async () => {
-    const { storage, repo, hub, changes, placement, hostControl, host, inventory, reconciler, onHost, addVm, eventsOf, audited } = await setup();
+    const { storage, repo, hub, changes, placement, hostControl, host, inventory, reconciler, onHost, addVm, eventsOf } = await setup();
     try {
       const released: string[] = [];
       const vmService = createVmHandlers({
@@ -286,17 +319,16 @@ describe.each(backends())("the reconciler and missed heartbeats on $name", (back
       expect((await inventory.get("h1"))!.used.vcpus).toBe(1);
       expect(onHost.has("vm-gone")).toBe(true);
 
-      // Back, still running both: the terminated one is ended on the host, the other followed.
+      // Back, still running both: its first beat is told to end the terminated one (the agent
+      // terminates orphans), and the other is followed.
       host.reachable = true;
-      await inventory.heartbeat("h1", { load: 0, instanceCount: 2, latencyMs: 1 }, 32_000);
-      await reconciler.reconcileHost("h1", [onHost.get("vm-gone")!, onHost.get("vm-other")!]);
-      expect(host.terminated).toEqual(["vm-gone"]);
+      let followed: Promise<void> | undefined;
+      const hosts = createHostServiceHandlers({ storage, inventory, repo, heartbeatIntervalSeconds: 10, now: () => 32_000, reported: (hostId, instances, events) => (followed = reconciler.reconcileHost(hostId, instances, events)) });
+      const beat = await hosts.heartbeat!({ hostId: "h1", load: 0, instanceCount: 2, latencyMs: 1, instances: [onHost.get("vm-gone")!, onHost.get("vm-other")!], drivers: [], events: [], used: undefined, final: false }, { ...ctx("beat"), caller: { principal: "host:h1", keyId: "h", roles: [], statement: CallStatement.fromPartial({}) } } as CallContext);
+      expect(beat.orphanedVmIds).toEqual(["vm-gone"]);
+      await followed;
       expect((await repo.get("vm-gone"))!.state).toBe(VmState.VM_STATE_TERMINATED);
       expect((await repo.get("vm-other"))!.state).toBe(VmState.VM_STATE_RUNNING);
-      expect(await audited("vm.instance_ended")).toEqual(["host:h1 vm-gone"]);
-      // A later beat that still lists it (raced the terminate) changes nothing.
-      await reconciler.reconcileHost("h1", [Instance.fromPartial({ vmId: "vm-gone", state: VmState.VM_STATE_RUNNING })]);
-      expect(await audited("vm.instance_ended")).toEqual(["host:h1 vm-gone"]);
 
       // A VM on an up host that does not answer is not terminated behind its back.
       host.reachable = false;

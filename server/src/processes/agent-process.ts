@@ -160,6 +160,7 @@ export async function startAgent(config: Config, logger: Logger): Promise<AgentH
       identity,
       signingKey,
       async shutdown() {
+        for (const r of running) await r.drain?.().catch((e: Error) => logger.error({ err: e.message }, "area failed to drain"));
         await host.shutdown();
         // No call is verified any more: the next start takes over every nonce seen.
         callNonces.save();

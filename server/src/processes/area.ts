@@ -12,6 +12,8 @@ import type { Storage } from "../runtime/storage/storage.js";
 export type Bind = <S extends Record<string, MethodDef>>(service: S, handlers: Partial<Handlers<S>>) => void;
 
 export interface Running {
+  /** Agent areas: runs before the agent stops serving (its gRPC server still answers). */
+  drain?(): Promise<void>;
   stop(): Promise<void>;
 }
 

@@ -43,6 +43,8 @@ export interface Config {
   tokenTtlSeconds: number;
   /** Token area: how long one signing key signs before a fresh one takes over. */
   tokenKeyRotationHours: number;
+  /** Agent (VM area): stop this host's running VMs when the agent shuts down; by default they outlive it. */
+  stopVmsOnShutdown: boolean;
 }
 
 export const DEFAULT_CONFIG: Config = {
@@ -56,6 +58,7 @@ export const DEFAULT_CONFIG: Config = {
   tokenIssuer: "https://tokens.trustplane.local",
   tokenTtlSeconds: 3600,
   tokenKeyRotationHours: 24,
+  stopVmsOnShutdown: false,
 };
 
 type Source = "file" | "environment" | "flag";
@@ -78,6 +81,7 @@ const ENV_NAMES: Record<string, keyof Config> = {
   TRUSTPLANE_TOKEN_ISSUER: "tokenIssuer",
   TRUSTPLANE_TOKEN_TTL_SECONDS: "tokenTtlSeconds",
   TRUSTPLANE_TOKEN_KEY_ROTATION_HOURS: "tokenKeyRotationHours",
+  TRUSTPLANE_STOP_VMS_ON_SHUTDOWN: "stopVmsOnShutdown",
 };
 
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
@@ -101,6 +105,13 @@ function positiveNumber(setting: string, source: Source, value: unknown): number
     throw bad(setting, source, `expected a positive number, got ${JSON.stringify(value)}`);
   }
   return n;
+}
+
+function bool(setting: string, source: Source, value: unknown): boolean {
+  if (typeof value === "boolean") return value;
+  if (value === "true" || value === "1") return true;
+  if (value === "false" || value === "0") return false;
+  throw bad(setting, source, `expected true or false, got ${JSON.stringify(value)}`);
 }
 
 function str(setting: string, source: Source, value: unknown): string {
@@ -134,6 +145,9 @@ function apply(into: Config, raw: RawConfig, source: Source): Config {
         out.tokenIssuer = iss;
         break;
       }
+      case "stopVmsOnShutdown":
+        out.stopVmsOnShutdown = bool(key, source, value);
+        break;
       case "skewSeconds":
       case "drainSeconds":
         out[key] = positiveNumber(key, source, value);

@@ -57,7 +57,7 @@ export const serverCommand: Command = {
 export const agentCommand: Command = {
   name: "agent",
   summary: "Run the per-host agent; joins the server once with a join token and keeps its host identity.",
-  usage: "trustplane agent --server host:port [--join-token T] [--host-id ID] [--region R] [--listen host:port] [--data-dir DIR] [--server-ca F]",
+  usage: "trustplane agent --server host:port [--join-token T] [--host-id ID] [--region R] [--listen host:port] [--data-dir DIR] [--server-ca F] [--stop-vms]",
   async run(argv) {
     const { values } = parse(this, argv, {
       ...COMMON_OPTIONS,
@@ -67,6 +67,7 @@ export const agentCommand: Command = {
       region: { type: "string" },
       listen: { type: "string" },
       "server-ca": { type: "string" },
+      "stop-vms": { type: "boolean" },
     });
     const config = configFrom(values, {
       serverAddress: values.server,
@@ -75,6 +76,7 @@ export const agentCommand: Command = {
       region: values.region,
       agentListen: values.listen,
       serverCaFile: values["server-ca"],
+      stopVmsOnShutdown: values["stop-vms"],
     });
     const logger = createLogger({ level: config.logLevel });
     const agent = await startAgent(config, logger);
@@ -86,10 +88,10 @@ export const agentCommand: Command = {
 export const devCommand: Command = {
   name: "dev",
   summary: "Run a server and one agent together on embedded defaults (SQLite + blobs under ./.trustplane/).",
-  usage: "trustplane dev [--data-dir DIR] [--listen host:port] [--agent-listen host:port] [--log-level L]",
+  usage: "trustplane dev [--data-dir DIR] [--listen host:port] [--agent-listen host:port] [--log-level L] [--stop-vms]",
   async run(argv) {
-    const { values } = parse(this, argv, { ...COMMON_OPTIONS, listen: { type: "string" }, "agent-listen": { type: "string" } });
-    const config = configFrom(values, { listen: values.listen, agentListen: values["agent-listen"] });
+    const { values } = parse(this, argv, { ...COMMON_OPTIONS, listen: { type: "string" }, "agent-listen": { type: "string" }, "stop-vms": { type: "boolean" } });
+    const config = configFrom(values, { listen: values.listen, agentListen: values["agent-listen"], stopVmsOnShutdown: values["stop-vms"] });
     const logger = createLogger({ level: config.logLevel });
     const dev = await startDev(config, logger);
     process.stderr.write(

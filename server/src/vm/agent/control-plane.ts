@@ -458,8 +458,17 @@ export class ControlPlane {
     }
   }
 
-  /** Stops every running instance (agent shutdown with `--stop-vms`); by default VMs outlive the agent. */
-  async stopAll(): Promise<void> {
-    for (const r of this.instances.values()) if (r.handle) await this.driverFor(r.spec.hypervisor).stop(r.handle, 5000, false).catch(() => undefined);
+  /**
+   * Stops every running or paused instance at once, gracefully within `timeoutMs` and then by
+   * force (agent shutdown with `--stop-vms`; by default VMs outlive the agent). Each is STOPPED
+   * in its record with initiator host:<id>, so the server hears of it; returns the ids stopped.
+   */
+  async stopAll(timeoutMs = 5000): Promise<string[]> {
+    const live = [...this.instances.values()].filter((r) => r.handle && (r.state === VmState.VM_STATE_RUNNING || r.state === VmState.VM_STATE_PAUSED));
+    const results = await Promise.allSettled(live.map((r) => this.stop(r.spec.vmId, timeoutMs, false, `host:${this.hostId}`)));
+    results.forEach((res, i) => {
+      if (res.status === "rejected") this.logger.warn({ vmId: live[i]!.spec.vmId, err: (res.reason as Error).message }, "could not stop a VM at agent shutdown");
+    });
+    return live.filter((_, i) => results[i]!.status === "fulfilled").map((r) => r.spec.vmId);
   }
 }

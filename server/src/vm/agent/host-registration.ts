@@ -25,7 +25,12 @@ function totalResources(dir: string) {
 /** Events the server must hear about because it did not cause them. */
 const unsolicited = (e: VmEvent) => e.initiator === "guest" || e.initiator === "hypervisor" || e.initiator.startsWith("host:");
 
-export async function startHostRegistration(ctx: AgentAreaContext, cp: ControlPlane, region = ""): Promise<Running> {
+export interface HostRegistrationHandle extends Running {
+  /** One last heartbeat marked final (the server follows it before answering); no beat after it. */
+  finalBeat(): Promise<void>;
+}
+
+export async function startHostRegistration(ctx: AgentAreaContext, cp: ControlPlane, region = ""): Promise<HostRegistrationHandle> {
   const client: SignedClient<typeof HostServiceService> = createClient(HostServiceService, ctx.serverAddress, {
     key: ctx.signingKey,
     certificate: ctx.hostCertificate,
@@ -49,10 +54,10 @@ export async function startHostRegistration(ctx: AgentAreaContext, cp: ControlPl
     return Math.max(1, res.heartbeatIntervalSeconds || 10);
   };
 
-  const beat = async () => {
+  const beat = async (final = false) => {
     const t0 = performance.now();
     const events = pending.slice();
-    const res = await client.heartbeat({ hostId: ctx.hostId, load: load(), instanceCount: running(), latencyMs, instances: cp.list(), drivers: cp.capabilities().drivers, events });
+    const res = await client.heartbeat({ hostId: ctx.hostId, load: load(), instanceCount: running(), latencyMs, instances: cp.list(), drivers: cp.capabilities().drivers, events, final });
     latencyMs = performance.now() - t0;
     // Only what the server answered for is dropped; later events wait for the next beat.
     pending.splice(0, events.length);
@@ -121,6 +126,19 @@ export async function startHostRegistration(ctx: AgentAreaContext, cp: ControlPl
   })();
   const offCapabilities = cp.onCapabilitiesChanged(beatNow);
   return {
+    async finalBeat() {
+      // Beats stop here: what the last one reports is what the server settles on. Bounded, so
+      // an unreachable server cannot hold the shutdown.
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await inFlight?.catch(() => undefined);
+      // The control plane's events reach `pending` through an async iterator: let it catch up.
+      await new Promise((r) => setImmediate(r));
+      if (!registered) return;
+      const last = beat(true);
+      const bound = new Promise<void>((r) => setTimeout(r, 15_000).unref());
+      await Promise.race([last, bound]).catch((e: Error) => ctx.logger.warn({ err: e.message }, "last heartbeat failed"));
+    },
     async stop() {
       stopped = true;
       watching.abort();

@@ -87,6 +87,14 @@ export const vmAgentArea: AgentArea = {
     // Serving first, then registering: the scheduler may place a VM here the moment it knows us.
     const registration = await startHostRegistration(ctx, cp, ctx.config.region ?? "");
     return {
+      // With --stop-vms, the VMs stop while the agent still serves: its last beat reports them,
+      // and the server, asking back as it always does, records them STOPPED before the agent goes.
+      async drain() {
+        if (!ctx.config.stopVmsOnShutdown) return;
+        const stopped = await cp.stopAll();
+        ctx.logger.info({ vms: stopped }, "stopped this host's VMs at shutdown (--stop-vms)");
+        await registration.finalBeat();
+      },
       async stop() {
         await registration.stop();
         controlPlanes.delete(ctx.hostId);

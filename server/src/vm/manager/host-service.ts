@@ -56,12 +56,14 @@ export function createHostServiceHandlers(deps: HostServiceDeps): Partial<Handle
         const vm = await deps.repo.get(inst.vmId);
         if (!vm || vm.hostId !== req.hostId || vm.state === VmState.VM_STATE_TERMINATED) orphanedVmIds.push(inst.vmId);
       }
-      // Not awaited: the comparison asks the host back (GetInstance), which must not hold up its beat.
-      void deps.reported?.(
+      // Not awaited: the comparison asks the host back (GetInstance), which must not hold up its
+      // beat — except the host's last one, whose report must be followed while it still answers.
+      const following = deps.reported?.(
         req.hostId,
         req.instances.filter((i) => !orphanedVmIds.includes(i.vmId)),
         req.events.filter((e) => !orphanedVmIds.includes(e.vmId)),
       );
+      if (req.final) await following;
       return { serverTimeMs: now(), orphanedVmIds };
     },
 

@@ -137,19 +137,6 @@ export class InstanceReconciler {
     await this.deps.audit.append({ principal, action, target, outcome: "ok", requestId: "", detail });
   }
 
-  /** Terminates on `hostId` an instance whose record is TERMINATED; never throws. */
-  private async endInstance(hostId: string, vmId: string): Promise<void> {
-    try {
-      await (await this.deps.hostControl(hostId)).terminateInstance({ requestId: `ended-${vmId}`, vmId }, { deadlineMs: 120_000 });
-    } catch (e) {
-      if (e instanceof TrustplaneError && e.status === "NOT_FOUND") return;
-      this.deps.logger.warn({ hostId, vmId, err: (e as Error).message }, "could not end an instance whose VM is terminated; the next heartbeat tries again");
-      return;
-    }
-    this.deps.logger.info({ hostId, vmId }, "ended an instance whose VM was terminated while its host was away");
-    await this.audited(`host:${hostId}`, "vm.instance_ended", vmId, { reason: "VM_TERMINATED" });
-  }
-
   /** The host missed its heartbeats: its running VMs are FAILED / HOST_DOWN (claims kept, see below). */
   async hostDown(hostId: string): Promise<string[]> {
     const failed: string[] = [];
@@ -189,16 +176,11 @@ export class InstanceReconciler {
     }
     const byId = new Map(instances.map((i) => [i.vmId, i]));
     const look: string[] = [];
-    const ended: string[] = [];
     for (const inst of instances) {
+      if (seen.has(inst.vmId)) continue;
       const vm = await this.deps.repo.get(inst.vmId);
-      if (!vm || vm.hostId !== hostId) continue;
-      if (vm.state === S.VM_STATE_TERMINATED) ended.push(vm.vmId);
-      else if (!seen.has(inst.vmId) && InstanceReconciler.disagrees(vm, inst)) look.push(vm.vmId);
+      if (vm && vm.hostId === hostId && InstanceReconciler.disagrees(vm, inst)) look.push(vm.vmId);
     }
-    // Instances whose VM was terminated while the host was down (or whose terminate the host
-    // never heard of): the record is final, so the host ends them.
-    for (const vmId of ended) await this.endInstance(hostId, vmId);
     // VMs the server believes run there (or ran there when it went down) that the host did not
     // mention at all: it lists every instance it has, so those are gone.
     for (const state of [...SETTLED, S.VM_STATE_FAILED]) {

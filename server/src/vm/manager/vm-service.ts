@@ -383,8 +383,8 @@ export function createVmHandlers(deps: VmServiceDeps): Partial<Handlers<typeof V
       if (vm.state === VmState.VM_STATE_TERMINATED) throw new TrustplaneError("FAILED_PRECONDITION", "INVALID_STATE", `VM ${vm.vmId} is already terminated`, "vm_id");
       // A VM failed by its host's silence cannot be reached to end it, and must not hold its
       // tokens and its claim until the host is back: it is terminated in the record, and the
-      // host ends the instance at its first heartbeat (the reconciler terminates instances
-      // whose record is TERMINATED). Its long-term tokens are released (revoked with the last
+      // host ends the instance at its first heartbeat (HeartbeatResponse.orphaned_vm_ids names
+      // instances whose record is TERMINATED). Its long-term tokens are released (revoked with the last
       // VM), so an instance still running on a partitioned host loses them meanwhile.
       const hostDown = vm.state === VmState.VM_STATE_FAILED && vm.failureReason === HOST_DOWN && !!vm.hostId && !!deps.hostUp && !(await deps.hostUp(vm.hostId));
       vm = await move(vm, VmState.VM_STATE_TERMINATING, VmEventType.VM_EVENT_TYPE_SHUTDOWN, "terminate", ctx.caller.principal);

@@ -636,6 +636,11 @@ export interface HeartbeatRequest {
    * reconcile) since the last beat the server answered. The agent beats at once when one happens.
    */
   events: VmEvent[];
+  /**
+   * The host's last beat before it shuts down (it still answers GetInstance): the server follows
+   * what it reports before answering, not after, so the records are settled when the host goes.
+   */
+  final: boolean;
 }
 
 export interface HeartbeatResponse {
@@ -4953,6 +4958,7 @@ function createBaseHeartbeatRequest(): HeartbeatRequest {
     used: undefined,
     drivers: [],
     events: [],
+    final: false,
   };
 }
 
@@ -4981,6 +4987,9 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
     }
     for (const v of message.events) {
       VmEvent.encode(v!, writer.uint32(66).fork()).join();
+    }
+    if (message.final !== false) {
+      writer.uint32(72).bool(message.final);
     }
     return writer;
   },
@@ -5062,6 +5071,14 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
             message.events.push(VmEvent.decode(reader, reader.uint32()));
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.final = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5102,6 +5119,7 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
       events: globalThis.Array.isArray(object?.events)
         ? object.events.map((e: any) => VmEvent.fromJSON(e))
         : [],
+      final: isSet(object.final) ? globalThis.Boolean(object.final) : false,
     };
   },
 
@@ -5131,6 +5149,9 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
     if (message.events?.length) {
       obj.events = message.events.map((e) => VmEvent.toJSON(e));
     }
+    if (message.final !== false) {
+      obj.final = message.final;
+    }
     return obj;
   },
 
@@ -5147,6 +5168,7 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
     message.used = (object.used !== undefined && object.used !== null) ? Resources.fromPartial(object.used) : undefined;
     message.drivers = object.drivers?.map((e) => DriverCapabilities.fromPartial(e)) || [];
     message.events = object.events?.map((e) => VmEvent.fromPartial(e)) || [];
+    message.final = object.final ?? false;
     return message;
   },
 };
