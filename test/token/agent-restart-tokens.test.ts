@@ -54,7 +54,14 @@ describe.skipIf(!rootWithTools)("a running VM across an agent restart", () => {
     }
   }, 60_000);
 
+  // VMs outlive agents: a failed run must not leave its guests and relays on the machine.
+  const created: string[] = [];
   afterAll(async () => {
+    if (env && created.length) {
+      const vms = createClient(VmServiceService, env.dev.server.address, { key: env.admin });
+      for (const vmId of created) await vms.terminateVm({ requestId: `cleanup-${vmId}`, vmId }).catch(() => undefined);
+      vms.close();
+    }
     await restarted?.shutdown();
     await env?.stop();
   });
@@ -87,6 +94,7 @@ describe.skipIf(!rootWithTools)("a running VM across an agent restart", () => {
         command: ["/bin/sh", "-c", ask],
       });
       const vmId = vm!.vmId;
+      created.push(vmId);
       const vmDir = path.join(env.config.dataDir, "agent", DEV_HOST_ID, "vms", vmId);
       const status = path.join(vmDir, "root", "status");
       const guestStatus = () => (existsSync(status) ? readFileSync(status, "utf8").trim() : "");
@@ -94,6 +102,7 @@ describe.skipIf(!rootWithTools)("a running VM across an agent restart", () => {
       // A second VM on the host with the same account shares the host's token (no rotation).
       const { vm: sib } = await vms.createVm({ requestId: `c2-${tag}`, name: "sibling", image: "process", resources: { vcpus: 1, memoryMib: 64, diskGib: 0 }, serviceAccounts: [{ email, scopes: ["storage.read"] }], command: ["/bin/sh", "-c", "sleep 120"] });
       const sibling = sib!.vmId;
+      created.push(sibling);
       await until("the sibling holds the account", () => (hostTokenManager(DEV_HOST_ID)?.vm(sibling)?.heldVersion(email) !== undefined ? true : undefined));
       const [issued] = (await admin.listLongTermTokens({ serviceAccount: email })).tokens;
       expect(issued!.version).toBe(1);
