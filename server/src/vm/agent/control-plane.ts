@@ -281,7 +281,7 @@ export class ControlPlane {
     }
     r.metadataEndpointLost = lost;
     await this.persist(r);
-    this.logger.warn({ vmId, endpoint: `${at.host}:${at.port}`, reason: "METADATA_PORT_UNAVAILABLE", err: lost }, "metadata endpoint of a running VM could not be restored; its guest gets no tokens until it is restarted");
+    this.logger.warn({ vmId, endpoint: `${at.host}:${at.port}`, reason: "METADATA_PORT_UNAVAILABLE", err: lost }, "metadata endpoint of a running VM could not be restored; its guest gets no tokens (recreate the VM)");
     this.emit(vmId, VmEventType.VM_EVENT_TYPE_FAILED, r.state, `METADATA_PORT_UNAVAILABLE: metadata endpoint ${at.host}:${at.port} not restored after the agent restart (${lost})`, `host:${this.hostId}`);
   }
 
