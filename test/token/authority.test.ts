@@ -272,6 +272,42 @@ describe("long-term tokens", () => {
     expect(fresh.accessor).not.toBe(a.accessor);
   });
 
+  it("re-delivers to a VM that holds the token (a rotation pushed to every bound host), and to nobody else", async () => {
+    const { longTermTokens, hub, ltStore } = await createAuthority();
+    const seen: DeliveredUpdate[] = [];
+    hub.subscribe("h2", (u) => seen.push(u));
+    const a = await longTermTokens.acquire({ principal: ALICE, serviceAccount: SA, scopes: ["storage.read"], hostId: "h1", vmId: "v1" });
+    await longTermTokens.acquire({ principal: ALICE, serviceAccount: SA, scopes: ["storage.read"], hostId: "h2", vmId: "v2" });
+    expect((await ltStore.findByAccessor(a.accessor))!.holders).toEqual([
+      { vmId: "v1", hostId: "h1", principal: ALICE },
+      { vmId: "v2", hostId: "h2", principal: ALICE },
+    ]);
+    // Neither another VM on the host nor the VM on another host is a holder.
+    await rejects(longTermTokens.redeliver({ accessor: a.accessor, hostId: "h1", vmId: "v9" }), "FAILED_PRECONDITION", "NOT_A_HOLDER");
+    await rejects(longTermTokens.redeliver({ accessor: a.accessor, hostId: "h2", vmId: "v1" }), "FAILED_PRECONDITION", "NOT_A_HOLDER");
+    const again = await longTermTokens.redeliver({ accessor: a.accessor, hostId: "h1", vmId: "v1" });
+    expect(again).toMatchObject({ accessor: a.accessor, version: 3, principal: ALICE });
+    expect(again.token).toMatch(/^tplt_/);
+    await longTermTokens.authenticate(again.token!, "h1");
+    // The other host holding the token follows the rotation.
+    expect(seen.at(-1)).toMatchObject({ kind: "ROTATED", accessor: a.accessor, version: 3 });
+    await longTermTokens.revoke(a.accessor);
+    await rejects(longTermTokens.redeliver({ accessor: a.accessor, hostId: "h1", vmId: "v1" }), "UNAUTHENTICATED", "LONG_TERM_TOKEN_REVOKED");
+  });
+
+  it("re-delivers only while the user who made the hold may still act as the account", async () => {
+    const { longTermTokens, accounts, ltStore } = await createAuthority();
+    const a = await longTermTokens.acquire({ principal: ALICE, serviceAccount: SA, scopes: ["storage.read"], hostId: "h1", vmId: "v1" });
+    await accounts.revokeGrant(SA, ALICE);
+    await rejects(longTermTokens.redeliver({ accessor: a.accessor, hostId: "h1", vmId: "v1" }), "PERMISSION_DENIED", "NOT_ON_ACL");
+    await accounts.grant(SA, ALICE);
+    expect((await longTermTokens.redeliver({ accessor: a.accessor, hostId: "h1", vmId: "v1" })).version).toBe(2);
+    // A hold recorded before holds named their user vouches for nothing.
+    const stored = (await ltStore.findByAccessor(a.accessor))!;
+    await ltStore.update({ ...stored, holders: [{ vmId: "v1", hostId: "h1" }] }, stored);
+    await rejects(longTermTokens.redeliver({ accessor: a.accessor, hostId: "h1", vmId: "v1" }), "FAILED_PRECONDITION", "HOLDER_PRINCIPAL_UNKNOWN");
+  });
+
   it("narrows scopes only (RFC 6749 refresh rule)", async () => {
     const { longTermTokens } = await createAuthority();
     const a = await longTermTokens.acquire({ principal: ALICE, serviceAccount: SA, scopes: ["storage.read", "storage.write"], hostId: "h1", vmId: "v1" });

@@ -1,10 +1,13 @@
 // The per-VM authorization process: renewal at half-life ±10 % jitter, versioned rotations
 // with no failed request in between, pushed revocation, stale health over HTTP, and long-term
-// secrets that never reach the log.
+// secrets that never reach the log; re-attaching a VM's endpoint on its old port after a restart.
+import { createServer, type AddressInfo } from "node:net";
 import { Writable } from "node:stream";
 import { decodeJwt } from "jose";
 import { describe, expect, it } from "vitest";
+import { TrustplaneError } from "../../sdk/src/errors.js";
 import { createLogger } from "../../server/src/runtime/logger.js";
+import { HostTokenManager } from "../../server/src/token/agent/token-agent-area.js";
 import { renewalDelayMs } from "../../server/src/token/agent/vm-authorization-process.js";
 import { createAuthority, rawGet, startVm } from "./token-fixture.js";
 
@@ -187,5 +190,35 @@ describe("VM authorization process", () => {
     for (const t of served) expect(log).not.toContain(t.split(".")[2]);
     expect(log).not.toMatch(/tplt_[A-Za-z0-9_-]{10}/);
     expect(log).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}\./);
+  });
+});
+
+describe("re-attach after an agent restart", () => {
+  // Nothing here reaches the authority: attaching only binds the endpoint.
+  const manager = () => new HostTokenManager({ hostId: "h1", client: {} as never, unseal: () => "" });
+
+  it("binds the VM's endpoint on the very address asked for", async () => {
+    const first = manager();
+    const at = await first.attachVm({ vmId: "vm-a", hostname: "a", projectId: "p", accounts: [] });
+    await first.stop();
+    const second = manager();
+    expect(await second.attachVm({ vmId: "vm-a", hostname: "a", projectId: "p", accounts: [] }, at)).toEqual(at);
+    await second.stop();
+  });
+
+  it("refuses with UNAVAILABLE METADATA_PORT_UNAVAILABLE when the port is taken, and keeps no half-attached VM", async () => {
+    const squatter = createServer();
+    await new Promise<void>((r) => squatter.listen(0, "127.0.0.1", () => r()));
+    const { port } = squatter.address() as AddressInfo;
+    const m = manager();
+    try {
+      const e = await m.attachVm({ vmId: "vm-b", hostname: "b", projectId: "p", accounts: [] }, { host: "127.0.0.1", port }).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(TrustplaneError);
+      expect(e).toMatchObject({ status: "UNAVAILABLE", reason: "METADATA_PORT_UNAVAILABLE" });
+      expect(m.vm("vm-b")).toBeUndefined();
+    } finally {
+      await m.stop();
+      await new Promise((r) => squatter.close(r));
+    }
   });
 });

@@ -1,10 +1,13 @@
 // The agent's control plane directly: reconciliation with the real processes after an agent
-// restart, and the capability matrix following the drivers' own function tables.
+// restart (metadata endpoints included), and the capability matrix following the drivers'
+// own function tables.
 import { mkdtempSync, rmSync } from "node:fs";
+import { createServer, type AddressInfo, type Server } from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { PassThrough } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
-import { HypervisorType, InstanceSpec, VmState } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
+import { HypervisorType, InstanceSpec, VmState, type VmEvent } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
 import { createLogger } from "../../server/src/runtime/logger.js";
 import { ControlPlane } from "../../server/src/vm/agent/control-plane.js";
 import type { Driver } from "../../server/src/vm/agent/driver.js";
@@ -45,6 +48,77 @@ describe.skipIf(!bwrapAvailable())("control plane", () => {
     expect(second.get("vm-survivor").state).toBe(VmState.VM_STATE_STOPPED);
     await second.terminate("vm-survivor", "test");
     expect(processAlive(running.pid, "vm-survivor")).toBe(false);
+  });
+
+  // Stands in for the token agent: one loopback listener per VM, on the asked address if any.
+  function endpoints() {
+    const open = new Map<string, Server>();
+    const asked: { vmId: string; at?: { host: string; port: number } }[] = [];
+    return {
+      asked,
+      async metadataEndpoint(s: InstanceSpec, at?: { host: string; port: number }) {
+        asked.push({ vmId: s.vmId, at });
+        const server = createServer();
+        await new Promise<void>((resolve, reject) => {
+          server.once("error", reject);
+          server.listen(at?.port ?? 0, at?.host ?? "127.0.0.1", () => resolve());
+        });
+        open.set(s.vmId, server);
+        const a = server.address() as AddressInfo;
+        return { host: a.address, port: a.port };
+      },
+      close: () => Promise.all([...open.values()].map((x) => new Promise((r) => x.close(r)))),
+    };
+  }
+
+  it.skipIf(!new SandboxDriver().routesMetadata())("brings a re-attached VM's metadata endpoint back on the address its guest is routed to", async () => {
+    const before = endpoints();
+    const first = new ControlPlane("h1", [new SandboxDriver()], dir, logger, before);
+    const running = await first.create(spec("vm-meta-back"), true, "test");
+    expect(running.metadataEndpoint).toMatch(/^127\.0\.0\.1:\d+$/);
+    await before.close(); // the agent goes away, its endpoints with it
+    const after = endpoints();
+    const second = new ControlPlane("h1", [new SandboxDriver()], dir, logger, after);
+    await second.reconcile();
+    const [host, port] = running.metadataEndpoint.split(":");
+    expect(after.asked).toEqual([{ vmId: "vm-meta-back", at: { host, port: Number(port) } }]);
+    expect(second.get("vm-meta-back")).toMatchObject({ state: VmState.VM_STATE_RUNNING, metadataEndpoint: running.metadataEndpoint });
+    await second.terminate("vm-meta-back", "test");
+    await after.close();
+  });
+
+  it.skipIf(!new SandboxDriver().routesMetadata())("reports a running VM whose metadata port was taken while the agent was down", async () => {
+    const before = endpoints();
+    const first = new ControlPlane("h1", [new SandboxDriver()], dir, logger, before);
+    const running = await first.create(spec("vm-meta-taken"), true, "test");
+    await before.close();
+    // Someone else binds the port meanwhile.
+    const [host, port] = running.metadataEndpoint.split(":");
+    const squatter = createServer();
+    await new Promise<void>((r) => squatter.listen(Number(port), host, () => r()));
+    const lines: string[] = [];
+    const sink = new PassThrough();
+    sink.on("data", (d: Buffer) => lines.push(d.toString()));
+    const after = endpoints();
+    const second = new ControlPlane("h1", [new SandboxDriver()], dir, createLogger({ level: "warn", destination: sink }), after);
+    const events: VmEvent[] = [];
+    const watching = new AbortController();
+    const reading = (async () => {
+      for await (const e of second.watch("vm-meta-taken", watching.signal)) events.push(e);
+    })();
+    await new Promise((r) => setTimeout(r, 10));
+    await second.reconcile();
+    // Still running (its guest is fine), but the endpoint is not advertised and the loss is told.
+    expect(second.get("vm-meta-taken")).toMatchObject({ state: VmState.VM_STATE_RUNNING, metadataEndpoint: "" });
+    for (let i = 0; i < 50 && events.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(events[0]).toMatchObject({ initiator: "host:h1", state: VmState.VM_STATE_RUNNING });
+    expect(events[0]!.detail).toContain("METADATA_PORT_UNAVAILABLE");
+    expect(lines.join("")).toContain("metadata endpoint of a running VM could not be restored");
+    watching.abort();
+    await reading;
+    await new Promise((r) => squatter.close(r));
+    await second.terminate("vm-meta-taken", "test");
+    await after.close();
   });
 
   it("derives the capability matrix from the driver table", () => {

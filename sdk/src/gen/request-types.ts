@@ -63,6 +63,7 @@ export const REQUEST_TYPES: Readonly<Record<string, { fromPartial(object: any): 
   "/trustplane.token.v1.TokenService/RevokeLongTermToken": m6.RevokeLongTermTokenRequest,
   "/trustplane.token.v1.TokenService/RenewLongTermToken": m6.RenewLongTermTokenRequest,
   "/trustplane.token.v1.TokenService/ReleaseLongTermToken": m6.ReleaseLongTermTokenRequest,
+  "/trustplane.token.v1.TokenService/RedeliverLongTermToken": m6.RedeliverLongTermTokenRequest,
   "/trustplane.token.v1.TokenService/GetLongTermToken": m6.GetLongTermTokenRequest,
   "/trustplane.token.v1.TokenService/ListLongTermTokens": m6.ListLongTermTokensRequest,
   "/trustplane.token.v1.TokenService/MintAccessToken": m6.MintAccessTokenRequest,

@@ -51,8 +51,12 @@ export interface VmRecord {
 
 /** What the VM area calls: attach a VM's accounts, change them at runtime, detach. */
 export interface VmTokenManager {
-  /** Starts the VM's authorization process; the driver forwards 169.254.169.254:80 to the answer. */
-  attachVm(vm: VmRecord): Promise<{ host: string; port: number }>;
+  /**
+   * Starts the VM's authorization process; the driver forwards 169.254.169.254:80 to the answer.
+   * `at` re-binds the address a VM that outlived an agent restart is already routed to
+   * (UNAVAILABLE METADATA_PORT_UNAVAILABLE when that port is taken).
+   */
+  attachVm(vm: VmRecord, at?: { host: string; port: number }): Promise<{ host: string; port: number }>;
   updateAccounts(vmId: string, accounts: VmAccountInput[]): Promise<void>;
   /**
    * The VM's account list changed on the control plane: drop at once what is no longer on
@@ -149,7 +153,7 @@ export class HostTokenManager implements VmTokenManager {
     };
   }
 
-  async attachVm(vm: VmRecord): Promise<{ host: string; port: number }> {
+  async attachVm(vm: VmRecord, at?: { host: string; port: number }): Promise<{ host: string; port: number }> {
     if (!vm.vmId) throw invalidArgument("vm_id", "must not be empty");
     if (this.vms.has(vm.vmId)) throw new TrustplaneError("ALREADY_EXISTS", "VM_ATTACHED", `VM ${vm.vmId} is already attached; use updateAccounts`, "vm_id");
     const process = new VmAuthorizationProcess({
@@ -170,11 +174,15 @@ export class HostTokenManager implements VmTokenManager {
     for (const a of vm.accounts) process.addAccount(this.grant(a));
     this.vms.set(vm.vmId, process);
     try {
-      const address = await process.start(this.o.bindHost ?? "127.0.0.1", 0);
+      const address = await process.start(at?.host ?? this.o.bindHost ?? "127.0.0.1", at?.port ?? 0);
       return { host: address.address, port: address.port };
     } catch (e) {
       this.vms.delete(vm.vmId);
       await process.stop();
+      const code = (e as NodeJS.ErrnoException).code;
+      if (at && (code === "EADDRINUSE" || code === "EADDRNOTAVAIL" || code === "EACCES")) {
+        throw new TrustplaneError("UNAVAILABLE", "METADATA_PORT_UNAVAILABLE", `VM ${vm.vmId}'s metadata endpoint ${at.host}:${at.port} cannot be bound again (${code}); its guest is routed there`, "vm_id");
+      }
       throw e;
     }
   }

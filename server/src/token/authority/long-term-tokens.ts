@@ -17,6 +17,11 @@ const TOKEN_SHAPE = /^tplt_[A-Za-z0-9_-]{43}$/;
 export interface TokenHolder {
   vmId: string;
   hostId: string;
+  /**
+   * The user whose verified signed request made this hold. A re-delivery to the VM checks
+   * them against the ACL again; holds from before it was recorded carry none.
+   */
+  principal?: string;
 }
 
 /** One long-term token as stored. There is no secret here, only its hash. */
@@ -228,10 +233,10 @@ export class LongTermTokens {
       const existing = this.track(await this.store.findActive(input.serviceAccount, scopeKey(scopes)));
       if (!existing || existing.expiresAtMs <= this.now()) {
         if (existing) await this.markRevoked(existing, "EXPIRED");
-        return this.create(input.serviceAccount, scopes, input.hostId, input.vmId);
+        return this.create(input.serviceAccount, scopes, { vmId: input.vmId, hostId: input.hostId, principal: input.principal });
       }
       if (!existing.holders.some((h) => h.vmId === input.vmId && h.hostId === input.hostId)) {
-        existing.holders.push({ vmId: input.vmId, hostId: input.hostId });
+        existing.holders.push({ vmId: input.vmId, hostId: input.hostId, principal: input.principal });
       }
       const hostHolds = existing.hostIds.includes(input.hostId) && input.hostHasVersion === existing.version;
       if (!existing.hostIds.includes(input.hostId)) existing.hostIds.push(input.hostId);
@@ -330,6 +335,42 @@ export class LongTermTokens {
     return this.locked(async () => this.rotateRecord(await this.requireActive(accessor)));
   }
 
+  /**
+   * A VM that holds the token lost its secret (its host's agent restarted, and agents keep
+   * secrets in memory only): a new secret for it. The hold itself is the proof — the authority
+   * made it against the user's verified request — so only an unrevoked, unexpired token whose
+   * holders include (vm, host) qualifies, and the user who made the hold must still be on the
+   * account's ACL with the token's scopes still allowed, as at issue. The authority keeps
+   * hashes only, so this is a rotation, pushed to every bound host as any rotation is.
+   */
+  async redeliver(input: { accessor: string; hostId: string; vmId: string }): Promise<IssuedLongTermToken & { principal: string }> {
+    requireId("hostId", input.hostId);
+    requireId("vmId", input.vmId);
+    const record = await this.requireActive(input.accessor);
+    const holder = record.holders.find((h) => h.vmId === input.vmId && h.hostId === input.hostId);
+    if (!holder) {
+      throw new TrustplaneError("FAILED_PRECONDITION", "NOT_A_HOLDER", `VM ${input.vmId} on host ${input.hostId} does not hold long-term token ${input.accessor}; issue it with the user's signed request`, "vm_id");
+    }
+    if (record.expiresAtMs <= this.now()) {
+      throw refused("LONG_TERM_TOKEN_EXPIRED", `long-term token ${input.accessor} expired; issue a new one with the user's signed request`);
+    }
+    if (!holder.principal) {
+      throw new TrustplaneError("FAILED_PRECONDITION", "HOLDER_PRINCIPAL_UNKNOWN", `the hold of VM ${input.vmId} on ${input.accessor} predates recorded authorisations; set the VM's service accounts again`, "vm_id");
+    }
+    const account = await this.accounts.requireActAs(holder.principal, record.serviceAccount);
+    this.accounts.requireAllowedScopes(account, record.scopes);
+    await this.accounts.audiencesForScopes(record.scopes);
+    const issued = await this.locked(async () => {
+      const fresh = this.track(await this.store.findByAccessor(input.accessor));
+      if (!fresh || fresh.revokedAtMs !== undefined) throw refused("LONG_TERM_TOKEN_REVOKED", `long-term token ${input.accessor} was revoked`);
+      if (!fresh.holders.some((h) => h.vmId === input.vmId && h.hostId === input.hostId) || !fresh.hostIds.includes(input.hostId)) {
+        throw new TrustplaneError("FAILED_PRECONDITION", "NOT_A_HOLDER", `VM ${input.vmId} on host ${input.hostId} no longer holds long-term token ${input.accessor}`, "vm_id");
+      }
+      return this.rotateRecord(fresh);
+    });
+    return { ...issued, principal: holder.principal };
+  }
+
   /** A VM terminated or dropped the account: when no VM holds the token any more, revoke it. */
   async release(input: { accessor: string; vmId: string }): Promise<{ revoked: boolean }> {
     return this.locked(async () => {
@@ -426,7 +467,7 @@ export class LongTermTokens {
     return rest;
   }
 
-  private async create(serviceAccount: string, scopes: string[], hostId: string, vmId: string): Promise<IssuedLongTermToken> {
+  private async create(serviceAccount: string, scopes: string[], holder: TokenHolder): Promise<IssuedLongTermToken> {
     const token = newSecret();
     const nowMs = this.now();
     const record: LongTermTokenRecord = {
@@ -435,8 +476,8 @@ export class LongTermTokens {
       scopes,
       tokenHash: hashLongTermToken(token),
       version: 1,
-      hostIds: [hostId],
-      holders: [{ vmId, hostId }],
+      hostIds: [holder.hostId],
+      holders: [holder],
       createdAtMs: nowMs,
       issuedAtMs: nowMs,
       expiresAtMs: nowMs + this.ttlMs,

@@ -13,6 +13,7 @@ import {
 } from "../../../../sdk/src/gen/trustplane/token/v1/token.js";
 import type { CallContext, Handlers } from "../../runtime/auth/service-binder.js";
 import type { Storage } from "../../runtime/storage/storage.js";
+import { SERVER_PRINCIPAL } from "../../processes/server-keys.js";
 import type { LongTermTokenRecord, LongTermTokens } from "./long-term-tokens.js";
 import { canonicalScopes, type ServiceAccount, type ServiceAccountRegistry } from "./service-accounts.js";
 import type { SigningKeyRing } from "./signing-keys.js";
@@ -201,6 +202,26 @@ export function createTokenServiceHandlers(d: TokenServiceDeps): Partial<TokenHa
         return { expiresAtMs: renewed.expiresAtMs, version: renewed.version, token: "", sealedToken: Buffer.from(await d.sealer.seal(req.hostId, renewed.token), "base64url") };
       }
       return { expiresAtMs: renewed.expiresAtMs, version: renewed.version, token: renewed.token ?? "", sealedToken: new Uint8Array(0) };
+    },
+
+    async redeliverLongTermToken(req, ctx) {
+      // The VM manager (or an operator) only: a host cannot ask for secrets on its own say-so.
+      if (ctx.caller.principal !== SERVER_PRINCIPAL && !ctx.caller.roles.includes(ADMIN_ROLE)) {
+        throw new TrustplaneError("PERMISSION_DENIED", "NOT_VM_MANAGER", `principal ${ctx.caller.principal} may not re-deliver long-term tokens`);
+      }
+      if (!req.hostId) throw invalidArgument("host_id", "must name the host the VM runs on");
+      if (!req.vmId) throw invalidArgument("vm_id", "must name the VM that holds the token");
+      if (!(await d.storage.hosts.get(req.hostId))) throw new TrustplaneError("NOT_FOUND", "HOST_UNKNOWN", `host ${req.hostId} has not joined`, "host_id");
+      const issued = await d.longTermTokens.redeliver({ accessor: req.accessor, hostId: req.hostId, vmId: req.vmId });
+      await audit(ctx, "token.long_term.redeliver", issued.accessor, {
+        serviceAccount: issued.serviceAccount,
+        scopes: issued.scopes,
+        hostId: req.hostId,
+        vmId: req.vmId,
+        user: issued.principal,
+        version: issued.version,
+      });
+      return { info: infoMessage(await d.longTermTokens.describe(issued.accessor)), sealedToken: Buffer.from(await d.sealer.seal(req.hostId, issued.token!), "base64url") };
     },
 
     async releaseLongTermToken(req, ctx) {

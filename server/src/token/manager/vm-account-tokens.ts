@@ -1,7 +1,8 @@
 // The VM manager's side of the token area (seed 000): for each VM it obtains the long-term
 // tokens of its service accounts from the authority (with the user's own signed call as
-// proof), hands them to that VM's authorization process on its host, and releases its holds
-// when accounts are removed or the VM terminates, so the authority revokes after the last VM.
+// proof), hands them to that VM's authorization process on its host, gives them again when
+// that host's agent restarted, and releases its holds when accounts are removed or the VM
+// terminates, so the authority revokes after the last VM.
 import type { SignedClient } from "../../../../sdk/src/client/create-client.js";
 import { CALL_STATEMENT_TYPE } from "../../../../sdk/src/auth/index.js";
 import { TrustplaneError } from "../../../../sdk/src/errors.js";
@@ -48,6 +49,14 @@ export interface VmAccountTokensOptions {
   /** A signed TokenAgentService client for the host's agent; closed after each use. */
   agent(hostId: string): Promise<TokenAgentClient>;
   logger?: Logger;
+}
+
+/** What one VM's re-delivery did: accessors re-delivered (rotated) or shared, or why it failed. */
+export interface RedeliveryOutcome {
+  vmId: string;
+  redelivered: string[];
+  shared: string[];
+  error?: TrustplaneError;
 }
 
 const pairKey = (email: string, scopes: readonly string[]) => `${email} ${canonicalScopes(scopes, "service_accounts.scopes").join(" ")}`;
@@ -163,15 +172,82 @@ export class VmAccountTokens {
     return { released, revoked };
   }
 
-  private async heldBy(tokens: TokenServiceClient, vm: VmPlacement): Promise<LongTermTokenInfo[]> {
+  /**
+   * The host's agent came back (it restarted and registered again) and its VMs' authorization
+   * processes with it, empty: agents keep long-term secrets in memory only. Each listed VM gets
+   * every token the authority says it holds on that host and the agent lacks. The first VM
+   * there to need a token has it re-delivered by the authority (a rotation, sealed to the
+   * host); other VMs on the host then share that secret as a join does. A VM whose agent
+   * still holds all its tokens costs one comparison and no call. Idempotent under requestId.
+   */
+  async redeliverHost(hostId: string, vmIds: readonly string[], requestId: string): Promise<RedeliveryOutcome[]> {
+    if (vmIds.length === 0) return [];
+    const agent = await this.o.agent(hostId);
+    const tokens = this.o.authority();
+    const outcomes: RedeliveryOutcome[] = [];
+    try {
+      const onHost = await this.listByHost(tokens, hostId);
+      // accessor -> newest version the agent holds, and which VMs hold it.
+      const held = new Map((await agent.listHeldTokens({})).tokens.map((h) => [h.accessor, { version: h.version, vmIds: new Set(h.vmIds) }]));
+      for (const vmId of vmIds) {
+        const mine = onHost.filter((info) => info.holders.some((h) => h.vmId === vmId && h.hostId === hostId));
+        const lacking = mine.filter((info) => {
+          const h = held.get(info.accessor);
+          return !h || !h.vmIds.has(vmId) || h.version < info.version;
+        });
+        if (lacking.length === 0) continue;
+        const outcome: RedeliveryOutcome = { vmId, redelivered: [], shared: [] };
+        try {
+          const delivered: VmAccount[] = [];
+          for (const info of mine) {
+            const h = held.get(info.accessor);
+            if (h && h.version >= info.version) {
+              // The agent has this version (this VM, or another one here): no new secret.
+              delivered.push({ email: info.serviceAccount, scopes: info.scopes, longTermToken: "", info: LongTermTokenInfo.fromPartial({ accessor: info.accessor, version: h.version }), sealedLongTermToken: new Uint8Array(0) });
+              if (!h.vmIds.has(vmId)) outcome.shared.push(info.accessor);
+              continue;
+            }
+            const res = await tokens.redeliverLongTermToken({ requestId: `redeliver-${requestId}-${vmId}-${info.accessor}`, accessor: info.accessor, hostId, vmId });
+            delivered.push({ email: info.serviceAccount, scopes: info.scopes, longTermToken: "", info: res.info, sealedLongTermToken: res.sealedToken });
+            outcome.redelivered.push(info.accessor);
+          }
+          await agent.updateVmAccounts({ requestId: `accounts-redeliver-${requestId}-${vmId}`, vmId, accounts: delivered });
+          for (const d of delivered) {
+            const accessor = d.info!.accessor;
+            const version = d.info!.version;
+            const h = held.get(accessor);
+            if (h) {
+              h.version = Math.max(h.version, version);
+              h.vmIds.add(vmId);
+            } else held.set(accessor, { version, vmIds: new Set([vmId]) });
+          }
+          this.o.logger?.info({ hostId, vmId, redelivered: outcome.redelivered, shared: outcome.shared }, "service accounts re-delivered to a VM whose agent restarted");
+        } catch (e) {
+          outcome.error = e instanceof TrustplaneError ? e : new TrustplaneError("INTERNAL", "REDELIVERY_FAILED", (e as Error).message);
+          this.o.logger?.warn({ hostId, vmId, reason: outcome.error.reason, err: outcome.error.message }, "could not re-deliver a VM's service accounts");
+        }
+        outcomes.push(outcome);
+      }
+    } finally {
+      tokens.close();
+      agent.close();
+    }
+    return outcomes;
+  }
+
+  private async listByHost(tokens: TokenServiceClient, hostId: string): Promise<LongTermTokenInfo[]> {
     const out: LongTermTokenInfo[] = [];
     let pageToken = "";
     do {
-      const page = await tokens.listLongTermTokens({ hostId: vm.hostId, pageSize: 500, pageToken });
-      for (const info of page.tokens) if (info.holders.some((h) => h.vmId === vm.vmId && h.hostId === vm.hostId)) out.push(info);
+      const page = await tokens.listLongTermTokens({ hostId, pageSize: 500, pageToken });
+      out.push(...page.tokens);
       pageToken = page.nextPageToken;
     } while (pageToken);
     return out;
+  }
+
+  private async heldBy(tokens: TokenServiceClient, vm: VmPlacement): Promise<LongTermTokenInfo[]> {
+    return (await this.listByHost(tokens, vm.hostId)).filter((info) => info.holders.some((h) => h.vmId === vm.vmId && h.hostId === vm.hostId));
   }
 
   private async releaseOne(tokens: TokenServiceClient, vmId: string, accessor: string, requestId: string): Promise<boolean> {

@@ -26,8 +26,12 @@ import { PROCESS_STATES, assertTransition, type InstanceCommand } from "./instan
 import { processAlive } from "./process-liveness.js";
 
 export interface ControlPlaneOptions {
-  /** Starts (or finds) the VM's own metadata endpoint; drivers route 169.254.169.254:80 to it. */
-  metadataEndpoint?(spec: InstanceSpec): Promise<{ host: string; port: number } | undefined>;
+  /**
+   * Starts the VM's own metadata endpoint; drivers route 169.254.169.254:80 to it. With `at`
+   * (an instance re-attached after an agent restart) it must come back on that very address,
+   * where the guest is already routed, or throw.
+   */
+  metadataEndpoint?(spec: InstanceSpec, at?: { host: string; port: number }): Promise<{ host: string; port: number } | undefined>;
 }
 
 interface Record {
@@ -38,6 +42,8 @@ interface Record {
   volumes: VolumeSpec[];
   network?: NetworkSpec;
   metadataEndpoint?: { host: string; port: number };
+  /** Why the endpoint a running guest is routed to could not be brought back after a restart. */
+  metadataEndpointLost?: string;
   startedAtMs?: number;
   /** A pause/resume the control plane itself is making: the driver's STOP/RESUME echo is its own. */
   expecting?: VmState;
@@ -171,7 +177,8 @@ export class ControlPlane {
       network: r.network,
       serviceAccounts: r.spec.serviceAccounts,
       name: r.spec.name,
-      metadataEndpoint: r.metadataEndpoint ? `${r.metadataEndpoint.host}:${r.metadataEndpoint.port}` : "",
+      // Nothing listens where a lost endpoint was: do not advertise it.
+      metadataEndpoint: r.metadataEndpoint && !r.metadataEndpointLost ? `${r.metadataEndpoint.host}:${r.metadataEndpoint.port}` : "",
       startedAtMs: r.handle ? (r.startedAtMs ?? 0) : 0,
     });
   }
@@ -236,7 +243,46 @@ export class ControlPlane {
         const d = this.drivers.find((x) => x.hypervisor === r.spec.hypervisor);
         await d?.reattach?.(r.handle, this.events(r)).catch((e: Error) => this.logger.warn({ vmId, err: e.message }, "could not re-attach to a running instance"));
       }
+      if (r.metadataEndpoint) await this.restoreMetadataEndpoint(r);
     }
+  }
+
+  /**
+   * The VM's authorization process died with the previous agent: bring it back on the address
+   * its guest is routed to (QEMU's guestfwd, the sandbox's relay), empty until the VM manager
+   * re-delivers the accounts. A guest that is not running gets a fresh endpoint at its next
+   * start if the old one cannot be had; a running one keeps its route, and the loss is logged
+   * and reported (event, empty metadata_endpoint) rather than hidden.
+   */
+  private async restoreMetadataEndpoint(r: Record): Promise<void> {
+    const vmId = r.spec.vmId;
+    const at = r.metadataEndpoint!;
+    let lost: string | undefined;
+    try {
+      const got = await this.options.metadataEndpoint?.(r.spec, at);
+      if (!got) lost = "no token agent to serve it";
+      else if (got.host !== at.host || got.port !== at.port) lost = `it came back on ${got.host}:${got.port}`;
+    } catch (e) {
+      lost = (e as Error).message;
+    }
+    const wasLost = r.metadataEndpointLost;
+    if (lost === undefined) {
+      r.metadataEndpointLost = undefined;
+      if (wasLost) await this.persist(r);
+      return;
+    }
+    if (!r.handle) {
+      // Nothing is routed to it: the next start asks for a new one.
+      r.metadataEndpoint = undefined;
+      r.metadataEndpointLost = undefined;
+      await this.persist(r);
+      this.logger.warn({ vmId, endpoint: `${at.host}:${at.port}`, err: lost }, "metadata endpoint of a stopped VM not restored; its next start gets a new one");
+      return;
+    }
+    r.metadataEndpointLost = lost;
+    await this.persist(r);
+    this.logger.warn({ vmId, endpoint: `${at.host}:${at.port}`, reason: "METADATA_PORT_UNAVAILABLE", err: lost }, "metadata endpoint of a running VM could not be restored; its guest gets no tokens (recreate the VM)");
+    this.emit(vmId, VmEventType.VM_EVENT_TYPE_FAILED, r.state, `METADATA_PORT_UNAVAILABLE: metadata endpoint ${at.host}:${at.port} not restored after the agent restart (${lost})`, `host:${this.hostId}`);
   }
 
   private events(r: Record): DriverEvents {

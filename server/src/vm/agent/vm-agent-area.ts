@@ -39,13 +39,18 @@ export const vmAgentArea: AgentArea = {
     // Every VM gets its own authorization process; the driver routes the guest's
     // 169.254.169.254:80 to it (QEMU guestfwd to the process's loopback port, no privileges;
     // the sandbox's own network namespace, root only), and the control plane asks for one only
-    // for drivers that can. Accounts arrive later with their long-term tokens (token area).
+    // for drivers that can. Accounts arrive later with their long-term tokens (token area);
+    // after an agent restart the reconciliation re-binds each one where its guest is routed,
+    // and the VM manager re-delivers the accounts when this host registers again.
     const cp = new ControlPlane(ctx.hostId, drivers, path.join(ctx.stateDir, "vms"), ctx.logger, {
-      metadataEndpoint: async (spec) => {
+      metadataEndpoint: async (spec, at) => {
         const tokens = vmTokenManager(ctx.hostId);
         if (!tokens) return undefined;
+        const vm = { vmId: spec.vmId, hostname: spec.name || spec.vmId, projectId: spec.projectId, accounts: [] };
+        // A re-attached instance: the same address or a reported failure (the control plane's).
+        if (at) return tokens.attachVm(vm, at);
         try {
-          return await tokens.attachVm({ vmId: spec.vmId, hostname: spec.name || spec.vmId, projectId: spec.projectId, accounts: [] });
+          return await tokens.attachVm(vm);
         } catch (e) {
           ctx.logger.warn({ vmId: spec.vmId, err: (e as Error).message }, "no metadata endpoint for this VM");
           return undefined;

@@ -17,6 +17,11 @@ export interface HostServiceDeps {
   repo: VmRepository;
   heartbeatIntervalSeconds: number;
   now?: () => number;
+  /**
+   * The host (re)registered — an agent start, or a reconnect after the server forgot it: what
+   * its VMs held in memory is re-delivered (runs after the answer is sent, once per registration).
+   */
+  registered?(hostId: string, requestId: string): Promise<void>;
   /** A heartbeat's instance list and events, for the VM records to follow (runs after the answer is sent). */
   reported?(hostId: string, instances: Instance[], events: VmEvent[]): Promise<void>;
 }
@@ -41,6 +46,8 @@ export function createHostServiceHandlers(deps: HostServiceDeps): Partial<Handle
       }
       const state = await deps.inventory.register(registrationFromCapacity(cap), now());
       await deps.storage.audit.append({ principal: ctx.caller.principal, action: "host.register", target: cap.hostId, outcome: "ok", requestId: ctx.requestId, detail: { drivers: cap.drivers.length } });
+      // Not awaited: the re-delivery calls the host back, which is waiting for this answer.
+      void deps.registered?.(cap.hostId, ctx.requestId);
       return { capacity: capacityOf(state), heartbeatIntervalSeconds: deps.heartbeatIntervalSeconds };
     },
 

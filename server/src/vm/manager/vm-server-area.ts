@@ -18,6 +18,7 @@ import { VmEventHub } from "./vm-event-hub.js";
 import { VmRepository } from "./vm-repository.js";
 import { InstanceReconciler } from "./instance-reconciler.js";
 import { VmRecordChanges } from "./vm-record-changes.js";
+import { ServiceAccountRedelivery } from "./service-account-redelivery.js";
 import { createVmHandlers, type HostControlClient, type UserProof } from "./vm-service.js";
 
 export const vmServerArea: ServerArea = {
@@ -83,6 +84,9 @@ export const vmServerArea: ServerArea = {
         hostUp: async (hostId) => (await sqlInventory.get(hostId))?.up ?? false,
       }),
     );
+    // A host that registers again (its agent restarted) gets its VMs' accounts back: agents
+    // keep long-term secrets in memory only, never on disk.
+    const redelivery = new ServiceAccountRedelivery({ repo, audit: ctx.storage.audit, redeliverHost: (hostId, vmIds, requestId) => accountTokens.redeliverHost(hostId, vmIds, requestId), logger: ctx.logger });
     ctx.bind(
       HostServiceService,
       createHostServiceHandlers({
@@ -90,6 +94,7 @@ export const vmServerArea: ServerArea = {
         inventory,
         repo,
         heartbeatIntervalSeconds,
+        registered: (hostId, requestId) => redelivery.hostRegistered(hostId, requestId),
         reported: (hostId, instances, hostEvents) => reconciler.reconcileHost(hostId, instances, hostEvents).catch((e: Error) => ctx.logger.warn({ hostId, err: e.message }, "heartbeat reconciliation failed")),
       }),
     );

@@ -318,6 +318,23 @@ export interface ReleaseLongTermTokenResponse {
   revoked: boolean;
 }
 
+export interface RedeliverLongTermTokenRequest {
+  requestId: string;
+  accessor: string;
+  /** The host the VM runs on; the secret is sealed to it. */
+  hostId: string;
+  /** The VM that already holds the token there. */
+  vmId: string;
+}
+
+export interface RedeliverLongTermTokenResponse {
+  info:
+    | LongTermTokenInfo
+    | undefined;
+  /** The new secret, HPKE-sealed to host_id (never in clear). */
+  sealedToken: Uint8Array;
+}
+
 export interface GetLongTermTokenRequest {
   accessor: string;
 }
@@ -3509,6 +3526,230 @@ export const ReleaseLongTermTokenResponse: MessageFns<ReleaseLongTermTokenRespon
       ? LongTermTokenInfo.fromPartial(object.info)
       : undefined;
     message.revoked = object.revoked ?? false;
+    return message;
+  },
+};
+
+function createBaseRedeliverLongTermTokenRequest(): RedeliverLongTermTokenRequest {
+  return { requestId: "", accessor: "", hostId: "", vmId: "" };
+}
+
+export const RedeliverLongTermTokenRequest: MessageFns<RedeliverLongTermTokenRequest> = {
+  encode(message: RedeliverLongTermTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.accessor !== "") {
+      writer.uint32(18).string(message.accessor);
+    }
+    if (message.hostId !== "") {
+      writer.uint32(26).string(message.hostId);
+    }
+    if (message.vmId !== "") {
+      writer.uint32(34).string(message.vmId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RedeliverLongTermTokenRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRedeliverLongTermTokenRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.accessor = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.vmId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RedeliverLongTermTokenRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      accessor: isSet(object.accessor) ? globalThis.String(object.accessor) : "",
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+      vmId: isSet(object.vmId)
+        ? globalThis.String(object.vmId)
+        : isSet(object.vm_id)
+        ? globalThis.String(object.vm_id)
+        : "",
+    };
+  },
+
+  toJSON(message: RedeliverLongTermTokenRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.accessor !== "") {
+      obj.accessor = message.accessor;
+    }
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    if (message.vmId !== "") {
+      obj.vmId = message.vmId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RedeliverLongTermTokenRequest>, I>>(base?: I): RedeliverLongTermTokenRequest {
+    return RedeliverLongTermTokenRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RedeliverLongTermTokenRequest>, I>>(
+    object: I,
+  ): RedeliverLongTermTokenRequest {
+    const message = createBaseRedeliverLongTermTokenRequest();
+    message.requestId = object.requestId ?? "";
+    message.accessor = object.accessor ?? "";
+    message.hostId = object.hostId ?? "";
+    message.vmId = object.vmId ?? "";
+    return message;
+  },
+};
+
+function createBaseRedeliverLongTermTokenResponse(): RedeliverLongTermTokenResponse {
+  return { info: undefined, sealedToken: new Uint8Array(0) };
+}
+
+export const RedeliverLongTermTokenResponse: MessageFns<RedeliverLongTermTokenResponse> = {
+  encode(message: RedeliverLongTermTokenResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.info !== undefined) {
+      LongTermTokenInfo.encode(message.info, writer.uint32(10).fork()).join();
+    }
+    if (message.sealedToken.length !== 0) {
+      writer.uint32(18).bytes(message.sealedToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RedeliverLongTermTokenResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRedeliverLongTermTokenResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.info = LongTermTokenInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sealedToken = reader.bytes();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RedeliverLongTermTokenResponse {
+    return {
+      info: isSet(object.info) ? LongTermTokenInfo.fromJSON(object.info) : undefined,
+      sealedToken: isSet(object.sealedToken)
+        ? bytesFromBase64(object.sealedToken)
+        : isSet(object.sealed_token)
+        ? bytesFromBase64(object.sealed_token)
+        : new Uint8Array(0),
+    };
+  },
+
+  toJSON(message: RedeliverLongTermTokenResponse): unknown {
+    const obj: any = {};
+    if (message.info !== undefined) {
+      obj.info = LongTermTokenInfo.toJSON(message.info);
+    }
+    if (message.sealedToken.length !== 0) {
+      obj.sealedToken = base64FromBytes(message.sealedToken);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RedeliverLongTermTokenResponse>, I>>(base?: I): RedeliverLongTermTokenResponse {
+    return RedeliverLongTermTokenResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RedeliverLongTermTokenResponse>, I>>(
+    object: I,
+  ): RedeliverLongTermTokenResponse {
+    const message = createBaseRedeliverLongTermTokenResponse();
+    message.info = (object.info !== undefined && object.info !== null)
+      ? LongTermTokenInfo.fromPartial(object.info)
+      : undefined;
+    message.sealedToken = object.sealedToken ?? new Uint8Array(0);
     return message;
   },
 };
@@ -6850,6 +7091,25 @@ export const TokenServiceService = {
       Buffer.from(ReleaseLongTermTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReleaseLongTermTokenResponse => ReleaseLongTermTokenResponse.decode(value),
   },
+  /**
+   * The VM manager gives a VM that already holds a token its secret again (its host's agent
+   * restarted: the secret lived only in memory). Only for an unrevoked, unexpired token whose
+   * holders include (vm_id, host_id), while the principal who authorised that hold is still
+   * on the account's ACL. The authority keeps hashes only, so this rotates: a new secret for
+   * every bound host, answered sealed to host_id.
+   */
+  redeliverLongTermToken: {
+    path: "/trustplane.token.v1.TokenService/RedeliverLongTermToken" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RedeliverLongTermTokenRequest): Buffer =>
+      Buffer.from(RedeliverLongTermTokenRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RedeliverLongTermTokenRequest => RedeliverLongTermTokenRequest.decode(value),
+    responseSerialize: (value: RedeliverLongTermTokenResponse): Buffer =>
+      Buffer.from(RedeliverLongTermTokenResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RedeliverLongTermTokenResponse =>
+      RedeliverLongTermTokenResponse.decode(value),
+  },
   /** Public facts about one token by accessor (never the secret or its hash). */
   getLongTermToken: {
     path: "/trustplane.token.v1.TokenService/GetLongTermToken" as const,
@@ -7007,6 +7267,14 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    * revoked when its last holder is gone (seed 000's "revoke when the last VM ends").
    */
   releaseLongTermToken: handleUnaryCall<ReleaseLongTermTokenRequest, ReleaseLongTermTokenResponse>;
+  /**
+   * The VM manager gives a VM that already holds a token its secret again (its host's agent
+   * restarted: the secret lived only in memory). Only for an unrevoked, unexpired token whose
+   * holders include (vm_id, host_id), while the principal who authorised that hold is still
+   * on the account's ACL. The authority keeps hashes only, so this rotates: a new secret for
+   * every bound host, answered sealed to host_id.
+   */
+  redeliverLongTermToken: handleUnaryCall<RedeliverLongTermTokenRequest, RedeliverLongTermTokenResponse>;
   /** Public facts about one token by accessor (never the secret or its hash). */
   getLongTermToken: handleUnaryCall<GetLongTermTokenRequest, GetLongTermTokenResponse>;
   /** Public facts about tokens, paged, filtered by account or host. */
@@ -7267,6 +7535,28 @@ export interface TokenServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReleaseLongTermTokenResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The VM manager gives a VM that already holds a token its secret again (its host's agent
+   * restarted: the secret lived only in memory). Only for an unrevoked, unexpired token whose
+   * holders include (vm_id, host_id), while the principal who authorised that hold is still
+   * on the account's ACL. The authority keeps hashes only, so this rotates: a new secret for
+   * every bound host, answered sealed to host_id.
+   */
+  redeliverLongTermToken(
+    request: RedeliverLongTermTokenRequest,
+    callback: (error: ServiceError | null, response: RedeliverLongTermTokenResponse) => void,
+  ): ClientUnaryCall;
+  redeliverLongTermToken(
+    request: RedeliverLongTermTokenRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RedeliverLongTermTokenResponse) => void,
+  ): ClientUnaryCall;
+  redeliverLongTermToken(
+    request: RedeliverLongTermTokenRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RedeliverLongTermTokenResponse) => void,
   ): ClientUnaryCall;
   /** Public facts about one token by accessor (never the secret or its hash). */
   getLongTermToken(
