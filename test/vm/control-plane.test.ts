@@ -138,12 +138,14 @@ describe.skipIf(!bwrapAvailable())("control plane", () => {
     async function run(vmId: string, memoryMib: number): Promise<boolean> {
       const inst = await cp.create(InstanceSpec.fromPartial({ ...spec(vmId), resources: { vcpus: 1, memoryMib }, command: program }), true, "test");
       const mark = path.join(dir, vmId, "root", "out");
-      for (let i = 0; i < 200 && !existsSync(mark) && processAlive(inst.pid, vmId); i++) await new Promise((r) => setTimeout(r, 50));
+      // Up to 30 s: the loop ends as soon as the mark appears or the process dies, and a loaded
+      // machine can take seconds to push 64 MB through a pipe.
+      for (let i = 0; i < 600 && !existsSync(mark) && processAlive(inst.pid, vmId); i++) await new Promise((r) => setTimeout(r, 50));
       const survived = existsSync(mark);
       await cp.terminate(vmId, "test");
       return survived;
     }
-    expect(await run("vm-roomy", 512)).toBe(true);
-    expect(await run("vm-hog", 32)).toBe(false);
+    expect(await run("vm-roomy", 512), "the program fails even with 512 MiB").toBe(true);
+    expect(await run("vm-hog", 32), "64 MB fit in a 32 MiB sandbox").toBe(false);
   });
 });
