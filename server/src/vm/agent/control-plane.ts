@@ -51,6 +51,12 @@ interface Record {
 
 export class ControlPlane {
   private readonly instances = new Map<string, Record>();
+  /**
+   * Cleanups still running after a guest exited on its own (relays, namespace, sockets, cgroup):
+   * a start of the same VM waits for its cleanup, or the old boot's teardown would remove what
+   * the new boot just made under the same names.
+   */
+  private readonly cleanups = new Map<string, Promise<void>>();
   private readonly emitter = new EventEmitter();
   private seq = 0;
   private writes = 0;
@@ -321,7 +327,15 @@ export class ControlPlane {
         this.setState(cur, VmState.VM_STATE_STOPPED, VmEventType.VM_EVENT_TYPE_STOPPED, detail, "guest");
         // What outlives the guest (QMP socket, metadata relays, namespace) goes with it.
         const d = this.drivers.find((x) => x.hypervisor === cur.spec.hypervisor);
-        if (handle) void d?.stop(handle, 0, true).catch((e: Error) => this.logger.warn({ vmId, err: e.message }, "cleanup after the guest exited failed"));
+        if (handle && d) {
+          const cleanup = d
+            .stop(handle, 0, true)
+            .then(() => undefined, (e: Error) => this.logger.warn({ vmId, err: e.message }, "cleanup after the guest exited failed"))
+            .finally(() => {
+              if (this.cleanups.get(vmId) === cleanup) this.cleanups.delete(vmId);
+            });
+          this.cleanups.set(vmId, cleanup);
+        }
         void this.persist(cur).catch(() => undefined);
       },
     };
@@ -352,6 +366,7 @@ export class ControlPlane {
     const d = this.driverFor(r.spec.hypervisor);
     this.setState(r, VmState.VM_STATE_STARTING, VmEventType.VM_EVENT_TYPE_DEFINED, `booting (${d.name})`, initiator);
     try {
+      await this.cleanups.get(vmId);
       // Only a driver that can route 169.254.169.254 to it gets an endpoint (sandbox: root only).
       if (d.routesMetadata() && r.spec.network?.mode !== "none") r.metadataEndpoint ??= await this.options.metadataEndpoint?.(r.spec);
       const guest = await this.guestProviders.get(r.spec.image)?.prepare(r.spec, this.vmDir(vmId));
@@ -407,6 +422,7 @@ export class ControlPlane {
     this.setState(r, VmState.VM_STATE_TERMINATING, VmEventType.VM_EVENT_TYPE_SHUTDOWN, "terminating", initiator);
     if (r.handle) await d.stop(r.handle, 0, true);
     r.handle = undefined;
+    await this.cleanups.get(vmId);
     // Nothing of the instance survives it: no process, no socket, no file.
     this.instances.delete(vmId);
     await this.guestProviders.get(r.spec.image)?.released(vmId).catch((e: Error) => this.logger.warn({ vmId, err: e.message }, "guest support cleanup failed"));
