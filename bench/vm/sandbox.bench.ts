@@ -38,7 +38,7 @@ const sandboxCreate: Benchmark = {
   async run() {
     if (!bwrapAvailable()) throw new Error("bubblewrap is not installed (npm run setup installs it)");
     const dataDir = mkdtempSync(path.join(os.tmpdir(), "tp-bench-vm-"));
-    const dev = await startDev(loadConfig({ env: {}, flags: { dataDir, listen: "127.0.0.1:0", agentListen: "127.0.0.1:0" } }), createLogger({ level: "silent" }));
+    const dev = await startDev(loadConfig({ env: {}, flags: { dataDir, listen: "127.0.0.1:0", agentListen: "127.0.0.1:0", logLevel: "warn" } }), createLogger({ level: "silent" }));
     const admin = importSigningKey(JSON.parse(readFileSync(dev.adminKeyFile, "utf8")));
     const vms = createClient(VmServiceService, dev.server.address, { key: admin });
     try {
