@@ -26,6 +26,24 @@ export interface SigningInterceptorOptions {
   now?: () => number;
 }
 
+/** Adds the call signature over `requestBytes` (the exact wire bytes) to `metadata`. */
+export function addCallSignature(metadata: grpc.Metadata, method: string, requestBytes: Uint8Array, opts: SigningInterceptorOptions, streamDigest?: Uint8Array): grpc.Metadata {
+  const signed = signCall({
+    method,
+    requestBytes,
+    streamDigest,
+    key: opts.key,
+    certificate: opts.certificate,
+    targetHost: opts.targetHost,
+    nowMs: opts.now?.(),
+  });
+  metadata.set(STATEMENT_METADATA, Buffer.from(signed.statement.buffer, signed.statement.byteOffset, signed.statement.byteLength));
+  metadata.set(SIGNATURE_METADATA, Buffer.from(signed.signature.buffer, signed.signature.byteOffset, signed.signature.byteLength));
+  metadata.set(KEY_ID_METADATA, signed.keyId);
+  if (signed.certificate) metadata.set(CERTIFICATE_METADATA, Buffer.from(signed.certificate));
+  return metadata;
+}
+
 export function createSigningInterceptor(opts: SigningInterceptorOptions): grpc.Interceptor {
   return (options, nextCall) => {
     const def = options.method_definition;
@@ -37,20 +55,7 @@ export function createSigningInterceptor(opts: SigningInterceptorOptions): grpc.
     const startSigned = (requestBytes: Uint8Array) => {
       const p = pendingStart!;
       pendingStart = undefined;
-      const signed = signCall({
-        method: def.path,
-        requestBytes,
-        streamDigest,
-        key: opts.key,
-        certificate: opts.certificate,
-        targetHost: opts.targetHost,
-        nowMs: opts.now?.(),
-      });
-      p.metadata.set(STATEMENT_METADATA, Buffer.from(signed.statement));
-      p.metadata.set(SIGNATURE_METADATA, Buffer.from(signed.signature));
-      p.metadata.set(KEY_ID_METADATA, signed.keyId);
-      if (signed.certificate) p.metadata.set(CERTIFICATE_METADATA, Buffer.from(signed.certificate));
-      p.next(p.metadata, p.listener);
+      p.next(addCallSignature(p.metadata, def.path, requestBytes, opts, streamDigest), p.listener);
     };
 
     const requester: grpc.Requester = {
