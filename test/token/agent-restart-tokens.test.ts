@@ -18,19 +18,11 @@ import { createLogger } from "../../server/src/runtime/logger.js";
 import { hostTokenManager } from "../../server/src/token/agent/token-agent-area.js";
 import { bwrapAvailable } from "../../server/src/vm/agent/drivers/sandbox/sandbox-driver.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
+import { until } from "../support/until.js";
 
 // The sandbox guest reaches its endpoint through its own network namespace (root only).
 const rootWithTools = bwrapAvailable() && process.getuid?.() === 0 && existsSync("/usr/bin/curl") && existsSync("/usr/bin/socat");
 
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const META = { "Metadata-Flavor": "Google" };
 

@@ -23,6 +23,9 @@ import { openSealedToken } from "../../server/src/token/authority/host-token-sea
 import { importX25519Jwk } from "../../sdk/src/envelope/index.js";
 import { PG_URL } from "../support/backends.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
+import { until as waitUntil } from "../support/until.js";
+
+const until = <T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000) => waitUntil(what, probe, timeoutMs);
 
 interface Variant {
   name: string;
@@ -47,15 +50,6 @@ async function refusal(p: Promise<unknown>): Promise<TrustplaneError> {
   throw new Error("expected the call to be refused");
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const META = { "Metadata-Flavor": "Google" };
 

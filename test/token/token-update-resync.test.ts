@@ -22,6 +22,9 @@ import { PostgresTokenUpdateBridge } from "../../server/src/token/authority/post
 import { TokenUpdateHub, type TokenUpdate } from "../../server/src/token/authority/token-update-hub.js";
 import { PG_URL, postgresBackend } from "../support/backends.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
+import { until as waitUntil } from "../support/until.js";
+
+const until = <T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000) => waitUntil(what, probe, timeoutMs);
 
 interface Variant {
   name: string;
@@ -35,15 +38,6 @@ if (PG_URL) {
   variants.push({ name: "postgres", schema, databaseUrl: `${PG_URL}${sep}options=${encodeURIComponent(`-c search_path=${schema}`)}` });
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe.each(variants)("an agent that missed pushes resynchronises ($name)", (variant) => {
   let env: DevEnv;

@@ -20,6 +20,7 @@ import { hostTokenManager } from "../../server/src/token/agent/token-agent-area.
 import { bwrapAvailable } from "../../server/src/vm/agent/drivers/sandbox/sandbox-driver.js";
 import { PG_URL } from "../support/backends.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
+import { until } from "../support/until.js";
 
 // The sandbox VM reaches its metadata endpoint through its own network namespace (root only).
 const rootWithTools = bwrapAvailable() && process.getuid?.() === 0 && existsSync("/usr/bin/curl") && existsSync("/usr/bin/socat");
@@ -36,15 +37,6 @@ if (PG_URL) {
   variants.push({ name: "postgres", schema, databaseUrl: `${PG_URL}${sep}options=${encodeURIComponent(`-c search_path=${schema}`)}` });
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function refusal(p: Promise<unknown>): Promise<TrustplaneError> {
   try {
