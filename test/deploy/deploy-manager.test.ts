@@ -237,6 +237,9 @@ for (const backend of backends()) {
       const { manager, dir } = await setup(v, { limits: { maxUploadBytes: 64, maxConcurrentPerAccount: 2 } });
       const reason = (p: Promise<unknown>) => p.then(() => "OK", (e: TrustplaneError) => `${e.status}/${e.reason}`);
       expect(await reason(manager.receive(stream(Buffer.alloc(65)), "admin", true))).toBe("RESOURCE_EXHAUSTED/UPLOAD_TOO_LARGE");
+      // Refused at the first chunk, before the quarantine file's open has completed: many
+      // times over, so a cleanup that runs ahead of the open leaves a .part behind.
+      for (let i = 0; i < 20; i++) expect(await reason(manager.receive(stream(Buffer.alloc(10), { declaredSize: 5 }), "admin", true))).toBe("INVALID_ARGUMENT/UPLOAD_SIZE_MISMATCH");
       expect(await reason(manager.receive(stream(Buffer.alloc(10), { declaredSize: 9 }), "admin", true))).toBe("INVALID_ARGUMENT/UPLOAD_SIZE_MISMATCH");
       expect(await reason(manager.receive(stream(Buffer.alloc(10), { declaredSize: 11 }), "admin", true))).toBe("INVALID_ARGUMENT/UPLOAD_SIZE_MISMATCH");
       expect(await reason(manager.receive(stream(Buffer.alloc(10), { sha256: Buffer.alloc(32) }), "admin", true))).toBe("DATA_LOSS/UPLOAD_DIGEST_MISMATCH");

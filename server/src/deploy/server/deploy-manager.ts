@@ -190,6 +190,10 @@ export class DeployManager {
       const hash = createHash("sha256");
       let size = 0;
       const declared = header.declaredSize;
+      const out = createWriteStream(part, { flags: "wx", mode: 0o600 });
+      // The file is opened asynchronously: a stream refused at its first chunk would otherwise
+      // have its .part removed before the open creates it, and the file would stay behind.
+      const closed = new Promise<void>((resolve) => out.once("close", () => resolve()));
       try {
         await pipeline(
           (async function* () {
@@ -203,12 +207,14 @@ export class DeployManager {
               yield chunk;
             }
           })(),
-          createWriteStream(part, { flags: "wx", mode: 0o600 }),
+          out,
         );
         if (size !== declared) throw invalidArgument("declared_size", `received ${size} bytes, declared ${declared}`, "UPLOAD_SIZE_MISMATCH");
         if (!hash.digest().equals(Buffer.from(header.sha256))) throw new TrustplaneError("DATA_LOSS", "UPLOAD_DIGEST_MISMATCH", "the upload's SHA-256 differs from the declared one", "sha256");
         await rename(part, this.quarantinePath(d.operationId));
       } catch (e) {
+        out.destroy();
+        await closed;
         await rm(part, { force: true });
         const err = e instanceof TrustplaneError ? e : new TrustplaneError("ABORTED", "UPLOAD_INTERRUPTED", `the upload ended early: ${(e as Error).message}`);
         d = await this.move(d, S.DEPLOYMENT_STATUS_REJECTED, err.message, { reason: err.reason, detail: err.message });
