@@ -9,8 +9,11 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { WorkerPool } from "../../server/src/deploy/sandbox/worker-pool.js";
 import { bwrapAvailable, sandboxArgv } from "../../server/src/deploy/sandbox/sandbox-command.js";
-const binDir = join(mkdtempSync(join(tmpdir(), "tp-deploy-bin-")), "bin");
 import { goodNodeApp, goodWar, maliciousCases, makeZip, overlapBomb } from "../../scripts/make-zip-corpus.js";
+
+const binRoot = mkdtempSync(join(tmpdir(), "tp-deploy-bin-"));
+const binDir = join(binRoot, "bin");
+afterAll(() => rmSync(binRoot, { recursive: true, force: true }));
 
 const aac = { account: "acme", application: "orders", component: "web" };
 const root = mkdtempSync(join(tmpdir(), "tp-deploy-test-"));

@@ -1,13 +1,17 @@
 // Config precedence (defaults < file < environment < flags) and validation at the edge.
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { TrustplaneError } from "../../sdk/src/errors.js";
 import { DEFAULT_CONFIG, loadConfig } from "../../server/src/runtime/config.js";
 
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
 function configFile(content: unknown): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), "tp-config-"));
+  dirs.push(dir);
   const file = path.join(dir, "config.json");
   writeFileSync(file, typeof content === "string" ? content : JSON.stringify(content));
   return file;
