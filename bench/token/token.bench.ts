@@ -20,44 +20,14 @@ import { MintBatcher } from "../../server/src/token/agent/mint-batcher.js";
 import { openSealedToken } from "../../server/src/token/authority/host-token-sealer.js";
 import { exportX25519PublicJwk, generateX25519KeyPair } from "../../sdk/src/envelope/x25519-keys.js";
 import { asyncOpsPerSecond, interleaved, result, type Benchmark, type BenchResult } from "../harness.js";
+import { childLines } from "../child-lines.js";
 
 const SA = "bench@p.trustplane";
 const TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token";
 
-function lines(child: ChildProcess): () => Promise<string> {
-  const queue: string[] = [];
-  const waiting: ((l: string) => void)[] = [];
-  let pending = "";
-  child.stdout!.setEncoding("utf8");
-  child.stdout!.on("data", (d: string) => {
-    pending += d;
-    for (let i = pending.indexOf("\n"); i >= 0; i = pending.indexOf("\n")) {
-      const line = pending.slice(0, i);
-      pending = pending.slice(i + 1);
-      const w = waiting.shift();
-      if (w) w(line);
-      else queue.push(line);
-    }
-  });
-  let exited: Error | undefined;
-  const rejecters: ((e: Error) => void)[] = [];
-  child.once("exit", (code) => {
-    exited = new Error(`bench child exited with ${code}`);
-    for (const r of rejecters.splice(0)) r(exited);
-  });
-  return () =>
-    new Promise<string>((resolve, reject) => {
-      const l = queue.shift();
-      if (l !== undefined) return resolve(l);
-      if (exited) return reject(exited);
-      waiting.push(resolve);
-      rejecters.push(reject);
-    });
-}
-
 function child(script: string, args: string[] = []): { proc: ChildProcess; next: () => Promise<string> } {
   const proc = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL(script, import.meta.url)), ...args], { stdio: ["pipe", "pipe", "inherit"] });
-  return { proc, next: lines(proc) };
+  return { proc, next: childLines(proc) };
 }
 
 async function authority(now: () => number = Date.now) {
