@@ -1,29 +1,18 @@
 // `trustplane deploy push|list|get|undeploy` as a user runs them against `trustplane dev`: a
 // WAR pushed with a progress bar and live stages ends STORED with its roles; a zip slip ends
 // MALICIOUS with a non-zero exit; list is a table; bad usage says what was wrong.
-import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { goodWar, maliciousCases } from "../../scripts/make-zip-corpus.js";
+import { runCli } from "../support/cli.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
 
-const run = promisify(execFile);
-const CLI = path.resolve("server/bin/trustplane.mjs");
 let env: DevEnv;
 const dir = mkdtempSync(path.join(os.tmpdir(), "tp-deploy-cli-"));
 
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run(process.execPath, [CLI, ...args, "--server", env.dev.server.address, "--data-dir", env.config.dataDir]);
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
+const cli = (...args: string[]) => runCli(env, ...args);
 
 beforeAll(async () => {
   env = await startDevEnv();
