@@ -61,3 +61,42 @@ export function backends(): Backend[] {
   }
   return [sqliteBackend(), postgresBackend(PG_URL)];
 }
+
+/** Where a `trustplane dev` under test keeps its data: SQLite, or PostgreSQL in a schema of its own. */
+export interface DevVariant {
+  name: "sqlite" | "postgres";
+  schema?: string;
+  databaseUrl?: string;
+}
+
+/** SQLite, plus PostgreSQL in a fresh schema named `<prefix>_<random>` when the URL is set. */
+export function devVariants(prefix: string): DevVariant[] {
+  const variants: DevVariant[] = [{ name: "sqlite" }];
+  if (PG_URL) {
+    const schema = `${prefix}_${randomBytes(5).toString("hex")}`;
+    const sep = PG_URL.includes("?") ? "&" : "?";
+    variants.push({ name: "postgres", schema, databaseUrl: `${PG_URL}${sep}options=${encodeURIComponent(`-c search_path=${schema}`)}` });
+  }
+  return variants;
+}
+
+async function onPostgres(sql: string): Promise<void> {
+  const c = new pg.Client({ connectionString: PG_URL });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+/** Creates the variant's schema; returns the config overrides for startDevEnv. */
+export async function prepareDevVariant(v: DevVariant): Promise<{ databaseUrl?: string }> {
+  if (v.schema) await onPostgres(`CREATE SCHEMA ${v.schema}`);
+  return v.databaseUrl ? { databaseUrl: v.databaseUrl } : {};
+}
+
+/** Drops what prepareDevVariant made. */
+export async function dropDevVariant(v: DevVariant): Promise<void> {
+  if (v.schema) await onPostgres(`DROP SCHEMA IF EXISTS ${v.schema} CASCADE`);
+}

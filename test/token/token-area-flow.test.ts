@@ -6,7 +6,6 @@ import { randomBytes } from "node:crypto";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { exportPrivateJwk, generateSigningKey, type SigningKey } from "../../sdk/src/auth/index.js";
 import { createClient } from "../../sdk/src/client/create-client.js";
@@ -21,34 +20,15 @@ import { createLogger } from "../../server/src/runtime/logger.js";
 import { hostTokenManager } from "../../server/src/token/agent/token-agent-area.js";
 import { openSealedToken } from "../../server/src/token/authority/host-token-sealer.js";
 import { importX25519Jwk } from "../../sdk/src/envelope/index.js";
-import { PG_URL } from "../support/backends.js";
+import { devVariants, dropDevVariant, prepareDevVariant } from "../support/backends.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
 import { until as waitUntil } from "../support/until.js";
+import { refused as refusal } from "../support/refused.js";
 
 const until = <T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000) => waitUntil(what, probe, timeoutMs);
 
-interface Variant {
-  name: string;
-  databaseUrl?: string;
-  schema?: string;
-}
+const variants = devVariants("tp_token");
 
-const variants: Variant[] = [{ name: "sqlite" }];
-if (PG_URL) {
-  const schema = `tp_token_${randomBytes(5).toString("hex")}`;
-  const sep = PG_URL.includes("?") ? "&" : "?";
-  variants.push({ name: "postgres", schema, databaseUrl: `${PG_URL}${sep}options=${encodeURIComponent(`-c search_path=${schema}`)}` });
-}
-
-async function refusal(p: Promise<unknown>): Promise<TrustplaneError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(TrustplaneError);
-    return e as TrustplaneError;
-  }
-  throw new Error("expected the call to be refused");
-}
 
 
 const META = { "Metadata-Flavor": "Google" };
@@ -65,13 +45,7 @@ describe.each(variants)("token area in the dev processes ($name)", (variant) => 
   let issuer = "";
 
   beforeAll(async () => {
-    if (variant.schema) {
-      const c = new pg.Client({ connectionString: PG_URL });
-      await c.connect();
-      await c.query(`CREATE SCHEMA ${variant.schema}`);
-      await c.end();
-    }
-    env = await startDevEnv(variant.databaseUrl ? { databaseUrl: variant.databaseUrl } : {});
+    env = await startDevEnv(await prepareDevVariant(variant));
     const address = env.dev.server.address;
     admin = createClient(TokenServiceService, address, { key: env.admin });
     auth = createClient(AuthServiceService, address, { key: env.admin });
@@ -96,12 +70,7 @@ describe.each(variants)("token area in the dev processes ($name)", (variant) => 
     admin?.close();
     auth?.close();
     await env?.stop();
-    if (variant.schema) {
-      const c = new pg.Client({ connectionString: PG_URL });
-      await c.connect();
-      await c.query(`DROP SCHEMA IF EXISTS ${variant.schema} CASCADE`);
-      await c.end();
-    }
+    await dropDevVariant(variant);
   });
 
   const createRequest = (user: SigningKey, email: string, name = `vm-${randomBytes(3).toString("hex")}`) =>

@@ -20,23 +20,13 @@ import { HostTokenManager, hostTokenManager, watchUpdates } from "../../server/s
 import { openSealedToken } from "../../server/src/token/authority/host-token-sealer.js";
 import { PostgresTokenUpdateBridge } from "../../server/src/token/authority/postgres-token-update-bridge.js";
 import { TokenUpdateHub, type TokenUpdate } from "../../server/src/token/authority/token-update-hub.js";
-import { PG_URL, postgresBackend } from "../support/backends.js";
+import { PG_URL, devVariants, dropDevVariant, postgresBackend, prepareDevVariant } from "../support/backends.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
 import { until as waitUntil } from "../support/until.js";
 
 const until = <T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000) => waitUntil(what, probe, timeoutMs);
 
-interface Variant {
-  name: string;
-  schema?: string;
-  databaseUrl?: string;
-}
-const variants: Variant[] = [{ name: "sqlite" }];
-if (PG_URL) {
-  const schema = `tp_resync_${randomBytes(5).toString("hex")}`;
-  const sep = PG_URL.includes("?") ? "&" : "?";
-  variants.push({ name: "postgres", schema, databaseUrl: `${PG_URL}${sep}options=${encodeURIComponent(`-c search_path=${schema}`)}` });
-}
+const variants = devVariants("tp_resync");
 
 
 describe.each(variants)("an agent that missed pushes resynchronises ($name)", (variant) => {
@@ -45,13 +35,7 @@ describe.each(variants)("an agent that missed pushes resynchronises ($name)", (v
   const alice = generateSigningKey("Ed25519");
 
   beforeAll(async () => {
-    if (variant.schema) {
-      const c = new pg.Client({ connectionString: PG_URL });
-      await c.connect();
-      await c.query(`CREATE SCHEMA ${variant.schema}`);
-      await c.end();
-    }
-    env = await startDevEnv(variant.databaseUrl ? { databaseUrl: variant.databaseUrl } : {});
+    env = await startDevEnv(await prepareDevVariant(variant));
     admin = createClient(TokenServiceService, env.dev.server.address, { key: env.admin });
     const auth = createClient(AuthServiceService, env.dev.server.address, { key: env.admin });
     await auth.createPrincipal({ requestId: "p-alice", name: "alice", kind: "user" });
@@ -67,12 +51,7 @@ describe.each(variants)("an agent that missed pushes resynchronises ($name)", (v
   afterAll(async () => {
     admin?.close();
     await env?.stop();
-    if (variant.schema) {
-      const c = new pg.Client({ connectionString: PG_URL });
-      await c.connect();
-      await c.query(`DROP SCHEMA IF EXISTS ${variant.schema} CASCADE`);
-      await c.end();
-    }
+    await dropDevVariant(variant);
   });
 
   const issue = (email: string, vmId: string) =>

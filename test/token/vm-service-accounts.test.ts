@@ -6,11 +6,9 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateSigningKey, type SigningKey } from "../../sdk/src/auth/index.js";
 import { createClient } from "../../sdk/src/client/create-client.js";
-import { TrustplaneError } from "../../sdk/src/errors.js";
 import { AuthServiceService, PolicyEffect } from "../../sdk/src/gen/trustplane/auth/v1/service.js";
 import { TokenServiceService, type LongTermTokenInfo } from "../../sdk/src/gen/trustplane/token/v1/token.js";
 import { VmServiceService, VmState } from "../../sdk/src/gen/trustplane/vm/v1/vm.js";
@@ -18,35 +16,17 @@ import { verifyAccessToken } from "../../sdk/src/token/index.js";
 import { DEV_HOST_ID } from "../../server/src/processes/dev-process.js";
 import { hostTokenManager } from "../../server/src/token/agent/token-agent-area.js";
 import { bwrapAvailable } from "../../server/src/vm/agent/drivers/sandbox/sandbox-driver.js";
-import { PG_URL } from "../support/backends.js";
+import { devVariants, dropDevVariant, prepareDevVariant } from "../support/backends.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
 import { until } from "../support/until.js";
+import { refused as refusal } from "../support/refused.js";
 
 // The sandbox VM reaches its metadata endpoint through its own network namespace (root only).
 const rootWithTools = bwrapAvailable() && process.getuid?.() === 0 && existsSync("/usr/bin/curl") && existsSync("/usr/bin/socat");
 
-interface Variant {
-  name: string;
-  schema?: string;
-  databaseUrl?: string;
-}
-const variants: Variant[] = [{ name: "sqlite" }];
-if (PG_URL) {
-  const schema = `tp_vmsa_${randomBytes(5).toString("hex")}`;
-  const sep = PG_URL.includes("?") ? "&" : "?";
-  variants.push({ name: "postgres", schema, databaseUrl: `${PG_URL}${sep}options=${encodeURIComponent(`-c search_path=${schema}`)}` });
-}
+const variants = devVariants("tp_vmsa");
 
 
-async function refusal(p: Promise<unknown>): Promise<TrustplaneError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(TrustplaneError);
-    return e as TrustplaneError;
-  }
-  throw new Error("expected the call to be refused");
-}
 
 const META = { "Metadata-Flavor": "Google" };
 const RES = { vcpus: 1, memoryMib: 128, diskGib: 0 };
@@ -63,13 +43,7 @@ describe.skipIf(!rootWithTools).each(variants)("service accounts through VmServi
   const sa = (n: string) => `${n}-${tag}@proj.trustplane`;
 
   beforeAll(async () => {
-    if (variant.schema) {
-      const c = new pg.Client({ connectionString: PG_URL });
-      await c.connect();
-      await c.query(`CREATE SCHEMA ${variant.schema}`);
-      await c.end();
-    }
-    env = await startDevEnv(variant.databaseUrl ? { databaseUrl: variant.databaseUrl } : {});
+    env = await startDevEnv(await prepareDevVariant(variant));
     const address = env.dev.server.address;
     admin = createClient(TokenServiceService, address, { key: env.admin });
     const auth = createClient(AuthServiceService, address, { key: env.admin });
@@ -98,12 +72,7 @@ describe.skipIf(!rootWithTools).each(variants)("service accounts through VmServi
     aliceVms?.close();
     bobVms?.close();
     await env?.stop();
-    if (variant.schema) {
-      const c = new pg.Client({ connectionString: PG_URL });
-      await c.connect();
-      await c.query(`DROP SCHEMA IF EXISTS ${variant.schema} CASCADE`);
-      await c.end();
-    }
+    await dropDevVariant(variant);
   });
 
   async function tokensOf(email: string, includeRevoked = false): Promise<LongTermTokenInfo[]> {
