@@ -14,15 +14,8 @@ import { rememberSpentNonces } from "../../server/src/privileged/audit/spent-non
 import { submittedRequestBytes } from "../../server/src/privileged/executor/submitted-request-bytes.js";
 import { MemoryNonceStore } from "../../server/src/runtime/auth/memory-nonce-store.js";
 import { HOST, makeHarness, sealAsHost, type Harness } from "./executor-harness.js";
+import { refused as refusal } from "../support/refused.js";
 
-async function refusal(p: Promise<unknown>): Promise<TrustplaneError> {
-  const e = await p.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  if (!(e instanceof TrustplaneError)) throw new Error(`expected a refusal, got ${String(e)}`);
-  return e;
-}
 
 function opener(h: Harness, s: { req: { requestId: string }; bytes: Uint8Array; me: { privateKey: Uint8Array } }) {
   return (sealed: SealedResult, requestEnvelope = s.bytes) =>

@@ -8,7 +8,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateSigningKey, importSigningKey } from "../../sdk/src/auth/index.js";
 import { createClient } from "../../sdk/src/client/create-client.js";
 import { importX25519Jwk } from "../../sdk/src/envelope/index.js";
-import { TrustplaneError } from "../../sdk/src/errors.js";
 import { AuthServiceService } from "../../sdk/src/gen/trustplane/auth/v1/service.js";
 import { TokenServiceService } from "../../sdk/src/gen/trustplane/token/v1/token.js";
 import { signVmCreateRequest } from "../../sdk/src/token/index.js";
@@ -17,16 +16,8 @@ import { hostTokenManager } from "../../server/src/token/agent/token-agent-area.
 import { HostSessions } from "../../server/src/token/authority/host-sessions.js";
 import { HostTokenSealer, openSealedToken } from "../../server/src/token/authority/host-token-sealer.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
+import { refused as refusal } from "../support/refused.js";
 
-async function refusal(p: Promise<unknown>): Promise<TrustplaneError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(TrustplaneError);
-    return e as TrustplaneError;
-  }
-  throw new Error("expected the call to be refused");
-}
 
 describe("host mint sessions", () => {
   let env: DevEnv;
