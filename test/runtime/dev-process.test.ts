@@ -9,12 +9,12 @@ import { createRequire } from "node:module";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { exportPrivateJwk, generateSigningKey } from "../../sdk/src/auth/index.js";
 import { createClient } from "../../sdk/src/client/create-client.js";
-import { TrustplaneError } from "../../sdk/src/errors.js";
 import { AuthServiceService } from "../../sdk/src/gen/trustplane/auth/v1/service.js";
 import { PolicyEffect } from "../../sdk/src/gen/trustplane/auth/v1/service.js";
 import { startAgent } from "../../server/src/processes/agent-process.js";
 import { createLogger } from "../../server/src/runtime/logger.js";
 import { startDevEnv, type DevEnv } from "../support/dev-env.js";
+import { refused } from "../support/refused.js";
 
 let env: DevEnv;
 
@@ -26,15 +26,6 @@ afterAll(async () => {
   await env?.stop();
 });
 
-async function refused(p: Promise<unknown>): Promise<TrustplaneError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof TrustplaneError) return e;
-    throw e;
-  }
-  throw new Error("call unexpectedly succeeded");
-}
 
 describe("trustplane dev", () => {
   it("answers a signed echo made through the SDK with the verified caller", async () => {
