@@ -123,12 +123,8 @@ export function createClient<S extends grpc.ServiceDefinition>(service: S, addre
         throw new TrustplaneError("INVALID_ARGUMENT", "REQUEST_INVALID", `${methodName(def.path)}: cannot encode the request (${(e as Error).message}); pass nested messages whole or set createClient's "types" option`);
       }
     };
-    const callOptions = (o: CallOpts | undefined, extra?: Record<string, unknown>): grpc.CallOptions => ({
-      ...(o?.deadlineMs !== undefined ? { deadline: Date.now() + o.deadlineMs } : {}),
-      interceptors: streaming,
-      ...extra,
-    });
     const unaryOptions = (o: CallOpts | undefined): grpc.CallOptions => (o?.deadlineMs !== undefined ? { deadline: Date.now() + o.deadlineMs } : {});
+    const callOptions = (o: CallOpts | undefined, extra?: Record<string, unknown>): grpc.CallOptions => ({ ...unaryOptions(o), interceptors: streaming, ...extra });
     const ser = (b: Buffer) => b;
     const deser = def.responseDeserialize;
     if (!def.requestStream && !def.responseStream) {
