@@ -105,9 +105,9 @@ export function createClient<S extends grpc.ServiceDefinition>(service: S, addre
   const Ctor = grpc.makeGenericClientConstructor(wrapped as grpc.ServiceDefinition, "TrustplaneSignedClient");
   const signing: SigningInterceptorOptions = { key: opts.key, certificate: opts.certificate, targetHost: opts.targetHost, now: opts.now };
   const interceptor = createSigningInterceptor(signing);
-  // Unary calls are signed here, over the bytes just encoded, with no interceptor in their
-  // path (an interceptor layer per call cost a fifth of the client's signing overhead);
-  // streaming calls get the signing interceptor per call, as it must see their first message.
+  // Unary calls are signed here, over the bytes just encoded, with no interceptor layer in
+  // their path (see auth.signed-unary-throughput in BENCHMARKS.md); streaming calls get the
+  // signing interceptor per call, as it must see their first message.
   const channelInterceptors = (opts.channelOptions?.interceptors ?? []) as grpc.Interceptor[];
   const client = new Ctor(address, opts.credentials ?? grpc.credentials.createInsecure(), { ...opts.channelOptions, interceptors: channelInterceptors });
   const streaming = [...channelInterceptors, interceptor];
